@@ -1,0 +1,98 @@
+//! The one error type of `muster-core`, shared by every [`Store`](crate::Store) backend.
+//!
+//! Backends map their own failures into these variants so that the master and the worker
+//! can react to *meaning* (retry, resync, re-register) without knowing which backend runs.
+
+use crate::store::{LeaseId, Revision};
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the core or in a backend.
+///
+/// Every message says what happened and, where a person can act, what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A member name was rejected before it could become a key.
+    #[error("invalid member name {name:?}: {reason}; use 1-128 printable characters without '/' or whitespace")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+
+    /// A key prefix was rejected.
+    #[error("invalid key prefix {prefix:?}: {reason}")]
+    InvalidPrefix {
+        /// The prefix as given.
+        prefix: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+
+    /// A watch or read asked for a revision that compaction has already removed.
+    ///
+    /// The caller must list again (a fresh snapshot) and continue from there.
+    #[error("revision {requested} has been compacted (store compacted up to {compacted}); list again and watch from the new revision")]
+    Compacted {
+        /// The revision that was asked for.
+        requested: Revision,
+        /// The store's compaction revision: everything below it is gone.
+        compacted: Revision,
+    },
+
+    /// The lease does not exist (it expired, was revoked, or the store lost it).
+    #[error("lease {lease:x} not found: it expired or was revoked; grant a new lease and register again")]
+    LeaseNotFound {
+        /// The lease that is gone.
+        lease: LeaseId,
+    },
+
+    /// The store could not be reached or did not answer in time. Retrying later may work.
+    #[error("{backend} unavailable: {message}")]
+    Unavailable {
+        /// Which backend (e.g. `"etcd"`, `"mem"`).
+        backend: &'static str,
+        /// What happened, with endpoints where known.
+        message: String,
+    },
+
+    /// A value was larger than the store accepts.
+    #[error("value for key {key:?} is {size} bytes, over the limit of {limit} bytes")]
+    ValueTooLarge {
+        /// The key being written.
+        key: String,
+        /// The value's size.
+        size: usize,
+        /// The store's limit.
+        limit: usize,
+    },
+
+    /// A value under the prefix could not be decoded.
+    #[error("cannot decode value at key {key:?}: {reason}")]
+    Decode {
+        /// The key whose value is malformed.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// Any other backend failure, with the backend's own error as the source.
+    #[error("{backend} error: {source}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same call later may succeed (the store was unreachable or slow).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Backend { .. })
+    }
+}

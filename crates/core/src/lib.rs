@@ -1,0 +1,36 @@
+//! # muster-core
+//!
+//! The part of muster that knows nothing about networks, runtimes or clocks.
+//!
+//! # Layout
+//!
+//! - [`Store`]: the slice of etcd v3 muster needs (leases, guarded transactions, list at a
+//!   revision, watch from a revision). Backends implement it: `muster-etcd-backend` over real
+//!   etcd, `muster-mem-backend` in memory with a simulated clock.
+//! - [`Keyspace`], [`MemberInfo`], [`Record`], [`Liveness`]: the two keys per member and
+//!   their JSON values; [`validate_name`].
+//! - [`Membership`]: the pure state machine. Observations and `now` in, [`Transition`]s out.
+//! - [`Backoff`]: capped exponential backoff with jitter, shared by master and worker.
+//! - [`Error`]: the one error type every backend maps into.
+//! - `testing` (feature `testing`): the backend conformance suite.
+
+mod backoff;
+mod error;
+mod keyspace;
+mod member;
+pub mod membership;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backoff::Backoff;
+pub use error::{Error, Result};
+pub use keyspace::{KeyKind, Keyspace};
+pub use member::{validate_name, Incarnation, Liveness, MemberInfo, Record, MAX_NAME_LEN};
+pub use membership::{
+    Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
+};
+pub use store::{
+    Condition, Event, EventKind, KeyValue, Lease, LeaseId, Listing, Op, Revision, Store, Txn,
+    TxnOutcome, WatchBatch, WatchStream,
+};

@@ -1,0 +1,589 @@
+//! The membership state machine: observations of the keyspace in, transitions out.
+//!
+//! [`Membership`] does no IO and reads no clock. The master feeds it what it sees in the
+//! store (a [`Listing`] when it (re)lists, [`WatchBatch`]es as they come) together with the
+//! current time, and it answers with the [`Transition`]s those observations imply. Time only
+//! matters for reaping: [`Membership::poll_timeout`] says when the next `Suspect` member is
+//! due, [`Membership::handle_timeout`] returns the guarded [`Reap`]s the master should try.
+//!
+//! **The view is a function of the keyspace.** A member's state is decided by its two keys
+//! alone (record present and liveness present: `Alive`; record without liveness: `Suspect`;
+//! no record: not a member), and a value that cannot be decoded counts as absent. So a master
+//! that restarts, or that lost its watch to compaction and lists again, rebuilds exactly the
+//! view of one that never stopped; [`Membership::resync`] then emits the transitions that
+//! explain the difference between the old view and the new listing.
+//!
+//! # Transitions, per member, between two observations
+//!
+//! | before | after | transitions |
+//! |---|---|---|
+//! | absent | `Alive` | `Joined` |
+//! | absent | `Suspect` | `Joined`, `Suspect` |
+//! | `Alive` | `Suspect` | `Suspect` |
+//! | `Suspect` | `Alive`, same incarnation | `Recovered` |
+//! | `Suspect` or `Alive` | `Alive`, new incarnation | `Restarted` |
+//! | `Alive` | `Alive`, liveness re-created, same incarnation | `Suspect`, `Recovered` |
+//! | `Alive` | absent | `Left` |
+//! | `Suspect` | absent | `Failed` |
+//! | present | present, record re-created | `Left`/`Failed`, then as from absent |
+//! | any | any, metadata changed | ... then `Updated` |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::keyspace::{KeyKind, Keyspace};
+use crate::member::{Incarnation, Liveness, MemberInfo, Record};
+use crate::store::{Condition, EventKind, KeyValue, Listing, Revision, Txn, WatchBatch};
+
+/// Where a member stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberState {
+    /// In the group: record and liveness both present.
+    Alive,
+    /// Not in the group, not removed: the record is there, the liveness lease is gone.
+    Suspect,
+    /// Removed by a graceful leave or an eviction (the record was deleted while alive).
+    Left,
+    /// Removed after being `Suspect` (reaped, or evicted while suspect).
+    Failed,
+}
+
+impl MemberState {
+    /// Whether a member in this state counts as in the group.
+    pub fn in_group(self) -> bool {
+        self == MemberState::Alive
+    }
+}
+
+impl fmt::Display for MemberState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Left => "left",
+            MemberState::Failed => "failed",
+        })
+    }
+}
+
+/// What happened to a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TransitionKind {
+    /// It registered for the first time (or its record was re-created).
+    Joined,
+    /// Its metadata changed.
+    Updated,
+    /// Its liveness lease was lost.
+    Suspect,
+    /// The same process is back after being `Suspect`.
+    Recovered,
+    /// A new process (new incarnation) took over the name.
+    Restarted,
+    /// It left gracefully or was evicted.
+    Left,
+    /// It was removed after being `Suspect` too long.
+    Failed,
+}
+
+impl TransitionKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [TransitionKind; 7] = [
+        TransitionKind::Joined,
+        TransitionKind::Updated,
+        TransitionKind::Suspect,
+        TransitionKind::Recovered,
+        TransitionKind::Restarted,
+        TransitionKind::Left,
+        TransitionKind::Failed,
+    ];
+}
+
+impl fmt::Display for TransitionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransitionKind::Joined => "joined",
+            TransitionKind::Updated => "updated",
+            TransitionKind::Suspect => "suspect",
+            TransitionKind::Recovered => "recovered",
+            TransitionKind::Restarted => "restarted",
+            TransitionKind::Left => "left",
+            TransitionKind::Failed => "failed",
+        })
+    }
+}
+
+/// A member as the master sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its metadata, from the record.
+    pub info: MemberInfo,
+    /// Where it stands.
+    pub state: MemberState,
+    /// The process that last wrote the record.
+    pub incarnation: Incarnation,
+    /// The revision of the last write to the record.
+    pub record_revision: Revision,
+    /// The revision of its last state change.
+    pub since: Revision,
+    /// When this master saw it become `Suspect` (or first saw it suspect). Reaping counts
+    /// from here, so a master restart can delay a reap but never hasten it.
+    pub suspect_since: Option<Instant>,
+}
+
+impl Member {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+}
+
+/// One transition, with the member as it is after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// What happened.
+    pub kind: TransitionKind,
+    /// The member after the transition (for `Left`/`Failed`: as last known, with that state).
+    pub member: Member,
+    /// The store revision that caused it.
+    pub revision: Revision,
+    /// When the master observed it.
+    pub at: Instant,
+}
+
+/// A value under the prefix that could not be decoded and was treated as absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its key.
+    pub key: String,
+    /// The revision of the bad write.
+    pub revision: Revision,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// What one observation produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// The transitions, in order.
+    pub transitions: Vec<Transition>,
+    /// Values that could not be decoded (each counted once per write).
+    pub skipped: Vec<Skipped>,
+}
+
+/// A reap the master should attempt: delete the record of a member that has been `Suspect`
+/// for `reap_after`, but only if nothing changed since this master decided so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reap {
+    /// The member's name.
+    pub name: String,
+    /// The record's revision when the decision was made.
+    pub record_revision: Revision,
+}
+
+impl Reap {
+    /// The guarded transaction: delete the record only if it is unchanged and the liveness key
+    /// is still absent. Of several masters trying the same reap, exactly one succeeds.
+    pub fn txn(&self, keyspace: &Keyspace) -> Txn {
+        let record = keyspace.record_key(&self.name);
+        Txn::new()
+            .when(Condition::ModRevision(record.clone(), self.record_revision))
+            .when(Condition::Absent(keyspace.liveness_key(&self.name)))
+            .delete(record)
+    }
+}
+
+/// The decoded keys of one name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Keys {
+    /// The record, if present and decodable.
+    record: Option<RecordKey>,
+    /// The liveness key, if present and decodable.
+    liveness: Option<LivenessKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RecordKey {
+    record: Record,
+    create_revision: Revision,
+    mod_revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LivenessKey {
+    liveness: Liveness,
+    create_revision: Revision,
+}
+
+/// What the machine remembers about a member's keys beyond the public [`Member`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tracked {
+    /// The record's create revision: a different one means it was deleted and re-created.
+    record_created: Revision,
+    /// The liveness key's create revision: a different one means it was lost in between.
+    live_created: Option<Revision>,
+}
+
+/// The membership state machine. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The key layout it decodes.
+    keyspace: Keyspace,
+    /// How long a member stays `Suspect` before a reap is proposed; `None` never reaps.
+    reap_after: Option<Duration>,
+    /// How long to wait before proposing a reap again when the last one did not show up.
+    reap_retry: Duration,
+    /// The decoded keyspace, per name. Names with neither key are removed.
+    keys: BTreeMap<String, Keys>,
+    /// The derived view: every name with a record.
+    members: BTreeMap<String, Member>,
+    /// Per member, the create revisions that tell a re-created key from an old one.
+    tracked: BTreeMap<String, Tracked>,
+    /// When each suspect member is next due for a reap proposal.
+    reap_due: BTreeMap<String, Instant>,
+    /// The last revision observed.
+    revision: Revision,
+    /// The latest `now` seen; time never goes backwards inside the machine.
+    now: Option<Instant>,
+}
+
+impl Membership {
+    /// A machine for the group under `keyspace`, reaping members `Suspect` for `reap_after`.
+    pub fn new(keyspace: Keyspace, reap_after: Option<Duration>) -> Self {
+        Self {
+            keyspace,
+            reap_after,
+            reap_retry: Duration::from_secs(1),
+            keys: BTreeMap::new(),
+            members: BTreeMap::new(),
+            tracked: BTreeMap::new(),
+            reap_due: BTreeMap::new(),
+            revision: 0,
+            now: None,
+        }
+    }
+
+    /// Sets how long to wait before proposing the same reap again (default 1 s).
+    pub fn with_reap_retry(mut self, retry: Duration) -> Self {
+        self.reap_retry = retry;
+        self
+    }
+
+    /// The keyspace it decodes.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
+    /// The last revision observed (`0` before the first listing).
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// One member, if it has a record.
+    pub fn get(&self, name: &str) -> Option<&Member> {
+        self.members.get(name)
+    }
+
+    /// Every member with a record (`Alive` or `Suspect`), sorted by name.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// The view as a map, sorted by name.
+    pub fn view(&self) -> &BTreeMap<String, Member> {
+        &self.members
+    }
+
+    /// Replaces everything known with a listing taken at one revision, and emits the
+    /// transitions that explain the difference. Used for the first list, after compaction,
+    /// and when the store went backwards.
+    pub fn resync(&mut self, listing: &Listing, now: Instant) -> Step {
+        let now = self.tick(now);
+        let mut step = Step::default();
+        let mut fresh: BTreeMap<String, Keys> = BTreeMap::new();
+        for kv in &listing.kvs {
+            if let Some((kind, name)) = self.keyspace.parse(&kv.key) {
+                let keys = fresh.entry(name.to_owned()).or_default();
+                decode_into(keys, kind, name, kv, &mut step.skipped);
+            }
+        }
+        let names: BTreeSet<String> = self.keys.keys().chain(fresh.keys()).cloned().collect();
+        self.keys = fresh;
+        self.revision = listing.revision;
+        for name in names {
+            self.settle(&name, listing.revision, now, &mut step);
+        }
+        step
+    }
+
+    /// Applies a watch batch. Events at or below the last observed revision are ignored (a
+    /// resumed watch may repeat them), so nothing is applied twice.
+    pub fn apply(&mut self, batch: &WatchBatch, now: Instant) -> Step {
+        let now = self.tick(now);
+        let mut step = Step::default();
+        let mut i = 0;
+        while i < batch.events.len() {
+            let revision = batch.events[i].revision();
+            let mut j = i;
+            while j < batch.events.len() && batch.events[j].revision() == revision {
+                j += 1;
+            }
+            if revision > self.revision {
+                self.apply_revision(&batch.events[i..j], revision, now, &mut step);
+            }
+            i = j;
+        }
+        self.revision = self.revision.max(batch.revision);
+        step
+    }
+
+    fn apply_revision(
+        &mut self,
+        events: &[crate::store::Event],
+        revision: Revision,
+        now: Instant,
+        step: &mut Step,
+    ) {
+        let mut touched = BTreeSet::new();
+        for event in events {
+            let Some((kind, name)) = self.keyspace.parse(&event.kv.key) else {
+                continue;
+            };
+            let keys = self.keys.entry(name.to_owned()).or_default();
+            match event.kind {
+                EventKind::Put => decode_into(keys, kind, name, &event.kv, &mut step.skipped),
+                EventKind::Delete => match kind {
+                    KeyKind::Record => keys.record = None,
+                    KeyKind::Liveness => keys.liveness = None,
+                },
+            }
+            touched.insert(name.to_owned());
+        }
+        self.revision = revision;
+        for name in touched {
+            self.settle(&name, revision, now, step);
+        }
+    }
+
+    /// Re-derives `name` from its keys and emits what changed.
+    fn settle(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
+        let keys = self.keys.get(name).cloned().unwrap_or_default();
+        if keys.record.is_none() && keys.liveness.is_none() {
+            self.keys.remove(name);
+        }
+        let mut emit = |kind: TransitionKind, member: &Member| {
+            step.transitions.push(Transition {
+                kind,
+                member: member.clone(),
+                revision,
+                at: now,
+            })
+        };
+        let mut before = self.members.get(name).cloned();
+        let record = keys.record.as_ref();
+        let recreated = match (&before, record) {
+            (Some(_), Some(r)) => {
+                self.tracked.get(name).map(|t| t.record_created) != Some(r.create_revision)
+            }
+            _ => false,
+        };
+        if record.is_none() || recreated {
+            if let Some(mut gone) = before.take() {
+                let kind = match gone.state {
+                    MemberState::Alive => TransitionKind::Left,
+                    _ => TransitionKind::Failed,
+                };
+                gone.state = match kind {
+                    TransitionKind::Left => MemberState::Left,
+                    _ => MemberState::Failed,
+                };
+                gone.since = revision;
+                gone.suspect_since = None;
+                emit(kind, &gone);
+                self.members.remove(name);
+                self.tracked.remove(name);
+                self.reap_due.remove(name);
+            }
+        }
+        let Some(record) = record else {
+            return;
+        };
+        let state = if keys.liveness.is_some() {
+            MemberState::Alive
+        } else {
+            MemberState::Suspect
+        };
+        let live_created = keys.liveness.as_ref().map(|l| l.create_revision);
+        let mut kinds: Vec<TransitionKind> = Vec::new();
+        match &before {
+            None => {
+                kinds.push(TransitionKind::Joined);
+                if state == MemberState::Suspect {
+                    kinds.push(TransitionKind::Suspect);
+                }
+            }
+            Some(b) => {
+                let live_before = self.tracked.get(name).and_then(|t| t.live_created);
+                match (b.state, state) {
+                    (MemberState::Alive, MemberState::Suspect) => {
+                        kinds.push(TransitionKind::Suspect)
+                    }
+                    (MemberState::Suspect, MemberState::Alive) => {
+                        kinds.push(comeback(b, &keys));
+                    }
+                    (MemberState::Alive, MemberState::Alive) if live_before != live_created => {
+                        // The liveness key was lost and created again in between.
+                        let back = comeback(b, &keys);
+                        if back == TransitionKind::Recovered {
+                            kinds.push(TransitionKind::Suspect);
+                        }
+                        kinds.push(back);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let changed_state = !kinds.is_empty();
+        if before
+            .as_ref()
+            .is_some_and(|b| b.info != record.record.info)
+        {
+            kinds.push(TransitionKind::Updated);
+        }
+        let kept_suspicion = before
+            .as_ref()
+            .filter(|b| b.state == MemberState::Suspect && state == MemberState::Suspect)
+            .and_then(|b| b.suspect_since);
+        let after = Member {
+            info: record.record.info.clone(),
+            state,
+            incarnation: record.record.incarnation,
+            record_revision: record.mod_revision,
+            since: match &before {
+                Some(b) if !changed_state => b.since,
+                _ => revision,
+            },
+            suspect_since: match state {
+                MemberState::Suspect => Some(kept_suspicion.unwrap_or(now)),
+                _ => None,
+            },
+        };
+        for kind in kinds {
+            emit(kind, &after);
+        }
+        self.tracked.insert(
+            name.to_owned(),
+            Tracked {
+                record_created: record.create_revision,
+                live_created,
+            },
+        );
+        match (after.suspect_since, self.reap_after) {
+            (Some(since), Some(reap_after)) => {
+                self.reap_due
+                    .entry(name.to_owned())
+                    .or_insert(since + reap_after);
+            }
+            _ => {
+                self.reap_due.remove(name);
+            }
+        }
+        self.members.insert(name.to_owned(), after);
+    }
+
+    /// When the next reap proposal is due, if any member is `Suspect` and reaping is on.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.reap_due.values().min().copied()
+    }
+
+    /// Returns the reaps due at `now`. Each is proposed again after the reap retry interval
+    /// if the record is still there by then (the transaction failed or was lost).
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Reap> {
+        let now = self.tick(now);
+        let mut reaps = Vec::new();
+        for (name, due) in self.reap_due.iter_mut() {
+            if *due <= now {
+                if let Some(member) = self.members.get(name) {
+                    reaps.push(Reap {
+                        name: name.clone(),
+                        record_revision: member.record_revision,
+                    });
+                }
+                *due = now + self.reap_retry;
+            }
+        }
+        reaps
+    }
+
+    fn tick(&mut self, now: Instant) -> Instant {
+        let now = match self.now {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        self.now = Some(now);
+        now
+    }
+}
+
+/// `Recovered` if the liveness that came back belongs to the process that wrote the record
+/// we knew, `Restarted` otherwise.
+fn comeback(before: &Member, keys: &Keys) -> TransitionKind {
+    let back = keys.liveness.as_ref().map(|l| l.liveness.incarnation);
+    if back == Some(before.incarnation) {
+        TransitionKind::Recovered
+    } else {
+        TransitionKind::Restarted
+    }
+}
+
+/// Decodes `kv` into the right slot of `keys`; an undecodable value empties the slot and is
+/// reported as skipped.
+fn decode_into(
+    keys: &mut Keys,
+    kind: KeyKind,
+    name: &str,
+    kv: &KeyValue,
+    skipped: &mut Vec<Skipped>,
+) {
+    let mut skip = |reason: String| {
+        skipped.push(Skipped {
+            key: kv.key.clone(),
+            revision: kv.mod_revision,
+            reason,
+        })
+    };
+    match kind {
+        KeyKind::Record => {
+            keys.record = match Record::from_json(&kv.key, &kv.value) {
+                Ok(record) if record.info.name == name => Some(RecordKey {
+                    record,
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                }),
+                Ok(record) => {
+                    skip(format!(
+                        "the record names {:?} but its key names {name:?}",
+                        record.info.name
+                    ));
+                    None
+                }
+                Err(e) => {
+                    skip(e.to_string());
+                    None
+                }
+            }
+        }
+        KeyKind::Liveness => {
+            keys.liveness = match Liveness::from_json(&kv.key, &kv.value) {
+                Ok(liveness) => Some(LivenessKey {
+                    liveness,
+                    create_revision: kv.create_revision,
+                }),
+                Err(e) => {
+                    skip(e.to_string());
+                    None
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! muster-mem-backend (placeholder)

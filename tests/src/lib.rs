@@ -1,0 +1,1 @@
+//! Integration tests for muster (see `tests/` files).
