@@ -317,7 +317,9 @@ impl Membership {
     }
 
     /// Applies a watch batch. Events at or below the last observed revision are ignored (a
-    /// resumed watch may repeat them), so nothing is applied twice.
+    /// resumed watch may repeat them), so nothing is applied twice. The batch's header
+    /// revision is not trusted to mean "nothing else happened up to here": resume watching
+    /// from [`revision`](Self::revision)` + 1`.
     pub fn apply(&mut self, batch: &WatchBatch, now: Instant) -> Step {
         let now = self.tick(now);
         let mut step = Step::default();
@@ -333,7 +335,8 @@ impl Membership {
             }
             i = j;
         }
-        self.revision = self.revision.max(batch.revision);
+        // Only event revisions advance the machine: a catching-up watch may send a header
+        // revision ahead of the events it has delivered so far.
         step
     }
 

@@ -223,3 +223,31 @@ pub trait Store: Send + Sync + 'static {
     /// Compacts history up to `revision`: watches from earlier revisions will fail.
     async fn compact(&self, revision: Revision) -> Result<()>;
 }
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn grant(&self, ttl: Duration) -> Result<Lease> {
+        (**self).grant(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        (**self).keep_alive(lease).await
+    }
+    async fn revoke(&self, lease: LeaseId) -> Result<()> {
+        (**self).revoke(lease).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
+        (**self).txn(txn).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        (**self).get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        (**self).list(prefix).await
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        (**self).watch(prefix, from).await
+    }
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        (**self).compact(revision).await
+    }
+}

@@ -1,1 +1,41 @@
-//! muster-worker (placeholder)
+//! # muster-worker
+//!
+//! A [`Worker`] announces one member of a group and keeps it announced.
+//!
+//! ```no_run
+//! # async fn example(store: impl muster_core::Store) -> Result<(), muster_worker::Error> {
+//! use muster_core::MemberInfo;
+//! use muster_worker::{Worker, WorkerConfig};
+//!
+//! let info = MemberInfo::new("api-1", "10.0.0.5:8080").cpus(8).label("zone", "a");
+//! let worker = Worker::register(store, info, WorkerConfig::new("/muster/web/")).await?;
+//! // ... serve ...
+//! worker.leave().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`Worker`]: the handle (`register`, `update`, `leave`, `status`, `abandon`).
+//! - [`WorkerConfig`], [`OnDuplicate`]: TTL, keep-alive interval, timeouts, what to do when
+//!   the name is taken.
+//! - [`Status`]: what the worker is doing, on a `tokio::sync::watch` channel.
+//! - `task`: the background loop that keeps the lease alive and re-registers.
+//! - [`Error`]: what can go wrong.
+//!
+//! # What it writes
+//!
+//! Registration is one transaction: create `{prefix}alive/{name}` on the worker's lease *only
+//! if absent*, and write `{prefix}members/{name}` (no lease). Lease expiry then removes only
+//! the liveness key (the master sees `Suspect`), while `leave` removes both (`Left`).
+
+mod config;
+mod error;
+mod status;
+mod task;
+mod worker;
+
+pub use config::{OnDuplicate, WorkerConfig};
+pub use error::Error;
+pub use status::Status;
+pub use worker::Worker;

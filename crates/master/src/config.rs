@@ -1,0 +1,63 @@
+//! How a master behaves: prefix, reaping, timeouts.
+
+use std::time::Duration;
+
+/// Master settings. Start from [`MasterConfig::new`] and adjust.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = muster_master::MasterConfig::new("/muster/web/").reap_after(Some(Duration::from_secs(30)));
+/// assert_eq!(config.reap_after, Some(Duration::from_secs(30)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// The group's key prefix.
+    pub prefix: String,
+    /// How long a member may stay `Suspect` before this master reaps it (`Failed`);
+    /// `None` never reaps (another master, or an operator, may).
+    pub reap_after: Option<Duration>,
+    /// How soon to propose a reap again when the last attempt did not show up.
+    pub reap_retry: Duration,
+    /// The longest one store call (list, watch, reap) may take.
+    pub request_timeout: Duration,
+    /// The first retry delay after a failure (doubles, with jitter, up to `retry_max`).
+    pub retry_initial: Duration,
+    /// The longest retry delay.
+    pub retry_max: Duration,
+    /// Seed for retry jitter (simulations pin it; the default varies per master).
+    pub seed: u64,
+}
+
+impl MasterConfig {
+    /// Defaults: reap after 60 s, retry a reap after 1 s, request timeout 5 s, retries from
+    /// 100 ms up to 5 s.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            reap_after: Some(Duration::from_secs(60)),
+            reap_retry: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            seed: std::process::id() as u64,
+        }
+    }
+
+    /// Sets the reap delay (`None`: never reap).
+    pub fn reap_after(mut self, reap_after: Option<Duration>) -> Self {
+        self.reap_after = reap_after;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the jitter seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}

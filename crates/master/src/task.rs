@@ -1,0 +1,229 @@
+//! The master's loop: list, watch, resume, resync, reap.
+//!
+//! All decisions are made by [`Membership`]; this loop only moves observations in and
+//! reaps out, and retries with [`Backoff`] when the store fails.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use muster_core::{
+    Backoff, Error as StoreError, Keyspace, Membership, Revision, Step, Store, WatchStream,
+};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::MasterConfig;
+use crate::shared::Shared;
+
+/// What ended one watch.
+enum WatchEnd {
+    /// The master was told to stop.
+    Shutdown,
+    /// The revision we need is compacted: list again.
+    Relist,
+    /// The watch broke: resume from the last revision applied.
+    Resume,
+}
+
+pub(crate) struct Task<S> {
+    /// The store.
+    store: S,
+    /// Where the keys live.
+    keyspace: Keyspace,
+    /// Settings.
+    config: MasterConfig,
+    /// The pure state machine holding the view.
+    machine: Membership,
+    /// What the handle reads.
+    shared: Arc<Shared>,
+    /// Retry pacing.
+    backoff: Backoff,
+}
+
+impl<S: Store> Task<S> {
+    pub(crate) fn new(
+        store: S,
+        keyspace: Keyspace,
+        config: MasterConfig,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let machine =
+            Membership::new(keyspace.clone(), config.reap_after).with_reap_retry(config.reap_retry);
+        let backoff = Backoff::new(config.retry_initial, config.retry_max, config.seed);
+        Self {
+            store,
+            keyspace,
+            config,
+            machine,
+            shared,
+            backoff,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        'list: loop {
+            if !self.list(&mut stop).await {
+                return;
+            }
+            loop {
+                match self.watch(&mut stop).await {
+                    WatchEnd::Shutdown => return,
+                    WatchEnd::Relist => continue 'list,
+                    WatchEnd::Resume => {
+                        if !self.pause(&mut stop).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lists the prefix (retrying until it works) and resyncs the machine. `false` on stop.
+    async fn list(&mut self, stop: &mut oneshot::Receiver<()>) -> bool {
+        loop {
+            let prefix = self.keyspace.prefix().to_owned();
+            match self.call(self.store.list(&prefix)).await {
+                Ok(listing) => {
+                    let step = self.machine.resync(&listing, now());
+                    self.publish(step, true);
+                    self.backoff.reset();
+                    return true;
+                }
+                Err(error) => {
+                    self.shared
+                        .failing(&format!("listing {prefix}: {error}"), false);
+                    if !self.pause(stop).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Watches from the revision after the last one applied until the watch ends.
+    async fn watch(&mut self, stop: &mut oneshot::Receiver<()>) -> WatchEnd {
+        let from: Revision = self.machine.revision() + 1;
+        let prefix = self.keyspace.prefix().to_owned();
+        let mut stream: WatchStream = match self.call(self.store.watch(&prefix, from)).await {
+            Ok(stream) => stream,
+            Err(error) => return self.broken(error, from),
+        };
+        self.shared.healthy(true);
+        loop {
+            let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = &mut *stop => return WatchEnd::Shutdown,
+                item = stream.next() => match item {
+                    Some(Ok(batch)) => {
+                        let had_events = !batch.events.is_empty();
+                        let step = self.machine.apply(&batch, now());
+                        if had_events && step.transitions.is_empty() {
+                            self.shared.refresh(self.machine.view());
+                        }
+                        self.publish(step, false);
+                        self.backoff.reset();
+                    }
+                    Some(Err(error)) => {
+                        let from = self.machine.revision() + 1;
+                        return self.broken(error, from);
+                    }
+                    None => {
+                        self.shared.failing("the watch stream ended", true);
+                        return WatchEnd::Resume;
+                    }
+                },
+                _ = sleep_until(deadline) => self.reap().await,
+            }
+        }
+    }
+
+    /// Tries every reap that is due. Of several masters, the guarded transaction lets
+    /// exactly one win; the `Failed` transition comes from the watch like any other.
+    async fn reap(&mut self) {
+        for reap in self.machine.handle_timeout(now()) {
+            match self.call(self.store.txn(reap.txn(&self.keyspace))).await {
+                Ok(outcome) if outcome.succeeded => {
+                    tracing::info!(name = %reap.name, revision = outcome.revision, "reaped suspect member");
+                    self.shared.reaped();
+                }
+                Ok(_) => {
+                    tracing::debug!(name = %reap.name, "reap lost: the member changed or another master reaped it")
+                }
+                Err(error) => tracing::warn!(name = %reap.name, %error, "reap failed; will retry"),
+            }
+        }
+    }
+
+    fn broken(&mut self, error: StoreError, from: Revision) -> WatchEnd {
+        match error {
+            StoreError::Compacted { compacted, .. } => {
+                tracing::info!(from, compacted, "watch revision compacted; listing again");
+                WatchEnd::Relist
+            }
+            error => {
+                self.shared
+                    .failing(&format!("watching from revision {from}: {error}"), true);
+                WatchEnd::Resume
+            }
+        }
+    }
+
+    fn publish(&self, step: Step, resync: bool) {
+        for t in &step.transitions {
+            tracing::debug!(name = %t.member.name(), kind = %t.kind, revision = t.revision, "transition");
+        }
+        self.shared.publish(
+            step.transitions,
+            &step.skipped,
+            self.machine.revision(),
+            resync,
+        );
+    }
+
+    /// Sleeps the next backoff delay (reaping meanwhile if due). `false` on stop.
+    async fn pause(&mut self, stop: &mut oneshot::Receiver<()>) -> bool {
+        let wake = Instant::now() + self.backoff.next_delay();
+        loop {
+            let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = &mut *stop => return false,
+                _ = tokio::time::sleep_until(wake) => return true,
+                _ = sleep_until(deadline) => {
+                    // Reaps need the store too; try them, the guard keeps them safe.
+                    self.reap().await;
+                }
+            }
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = muster_core::Result<T>>,
+    ) -> muster_core::Result<T> {
+        let timeout: Duration = self.config.request_timeout;
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable {
+                backend: "store",
+                message: format!("no answer within {timeout:?}"),
+            }),
+        }
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

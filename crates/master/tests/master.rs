@@ -1,0 +1,349 @@
+//! The master on the in-memory backend, driven by real workers, under tokio's paused clock.
+//! Every wait is on the master's view or its transitions, with a deadline.
+
+use std::time::Duration;
+
+use muster_core::{
+    Incarnation, Keyspace, MemberInfo, MemberState, Store, Transition, TransitionKind, Txn,
+};
+use muster_master::{Master, MasterConfig, Subscription, View};
+use muster_mem_backend::{MemCluster, MemStore};
+use muster_worker::{Worker, WorkerConfig};
+
+const PREFIX: &str = "/g/";
+const TTL: Duration = Duration::from_secs(2);
+const REAP: Duration = Duration::from_secs(10);
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn master_config(seed: u64) -> MasterConfig {
+    MasterConfig::new(PREFIX)
+        .reap_after(Some(REAP))
+        .request_timeout(Duration::from_millis(500))
+        .seed(seed)
+}
+
+fn worker_config(incarnation: u64) -> WorkerConfig {
+    WorkerConfig::new(PREFIX)
+        .ttl(TTL)
+        .request_timeout(Duration::from_millis(300))
+        .incarnation(Incarnation(incarnation))
+}
+
+fn info(name: &str) -> MemberInfo {
+    MemberInfo::new(name, format!("{name}:80"))
+}
+
+async fn join(cluster: &MemCluster, name: &str, incarnation: u64) -> (Worker<MemStore>, MemStore) {
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info(name), worker_config(incarnation))
+        .await
+        .unwrap();
+    (worker, store)
+}
+
+async fn wait(master: &Master<MemStore>, what: &str, pred: impl FnMut(&View) -> bool) -> View {
+    match tokio::time::timeout(DEADLINE, master.wait_until(pred)).await {
+        Ok(view) => view,
+        Err(_) => panic!("master never saw {what}; view: {:#?}", master.view()),
+    }
+}
+
+/// Receives transitions until `kind` for `name`, returning all received (with a deadline).
+async fn until(events: &mut Subscription, kind: TransitionKind, name: &str) -> Vec<Transition> {
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(DEADLINE, events.next()).await {
+            Ok(Some(t)) => {
+                let done = t.kind == kind && t.member.name() == name;
+                got.push(t);
+                if done {
+                    return got;
+                }
+            }
+            _ => panic!("no {kind} for {name}; got {:?}", summary(&got)),
+        }
+    }
+}
+
+fn summary(ts: &[Transition]) -> Vec<(TransitionKind, String)> {
+    ts.iter()
+        .map(|t| (t.kind, t.member.name().to_owned()))
+        .collect()
+}
+
+/// The view a fresh listing of the store implies, by name and state.
+async fn truth(store: &MemStore) -> Vec<(String, MemberState)> {
+    let listing = store.list(PREFIX).await.unwrap();
+    let mut machine = muster_core::Membership::new(Keyspace::new(PREFIX).unwrap(), None);
+    machine.resync(&listing, std::time::Instant::now());
+    machine
+        .members()
+        .map(|m| (m.name().to_owned(), m.state))
+        .collect()
+}
+
+fn states(view: &View) -> Vec<(String, MemberState)> {
+    view.members
+        .values()
+        .map(|m| (m.name().to_owned(), m.state))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_present_before_the_master_starts_are_listed_and_announced() {
+    let cluster = MemCluster::new();
+    let (_a, _) = join(&cluster, "a", 1).await;
+    let (_b, _) = join(&cluster, "b", 2).await;
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    let got = until(&mut events, TransitionKind::Joined, "b").await;
+    assert_eq!(
+        summary(&got),
+        vec![
+            (TransitionKind::Joined, "a".into()),
+            (TransitionKind::Joined, "b".into())
+        ]
+    );
+    let view = master.ready().await;
+    assert_eq!(
+        states(&view),
+        vec![
+            ("a".into(), MemberState::Alive),
+            ("b".into(), MemberState::Alive)
+        ]
+    );
+    assert!(master.health().synced && master.health().watching);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_whole_lifecycle_is_reported_with_revisions() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    master.ready().await;
+
+    let (a, a_store) = join(&cluster, "a", 1).await;
+    let t = until(&mut events, TransitionKind::Joined, "a").await;
+    assert_eq!(t.len(), 1);
+    let joined_at = t[0].revision;
+
+    a.update(info("a").label("v", "2")).await.unwrap();
+    let t = until(&mut events, TransitionKind::Updated, "a").await;
+    assert_eq!(t.len(), 1);
+    assert!(t[0].revision > joined_at);
+    assert_eq!(t[0].member.info.labels["v"], "2");
+
+    // A blip longer than the TTL: Suspect, then the same process is back: Recovered.
+    cluster.partition(a_store.id());
+    let t = until(&mut events, TransitionKind::Suspect, "a").await;
+    assert_eq!(summary(&t), vec![(TransitionKind::Suspect, "a".into())]);
+    assert_eq!(master.member("a").unwrap().state, MemberState::Suspect);
+    cluster.heal(a_store.id());
+    let t = until(&mut events, TransitionKind::Recovered, "a").await;
+    assert_eq!(summary(&t), vec![(TransitionKind::Recovered, "a".into())]);
+
+    // A crash and a new process under the same name: Suspect, then Restarted.
+    a.abandon();
+    until(&mut events, TransitionKind::Suspect, "a").await;
+    let (a2, _) = join(&cluster, "a", 2).await;
+    let t = until(&mut events, TransitionKind::Restarted, "a").await;
+    assert_eq!(t.last().unwrap().member.incarnation, Incarnation(2));
+
+    // A graceful leave: Left, and the member is gone from the view.
+    a2.leave().await.unwrap();
+    until(&mut events, TransitionKind::Left, "a").await;
+    assert!(master.member("a").is_none());
+
+    // A crash that stays down: Suspect, then after reap_after, Failed.
+    let (b, _) = join(&cluster, "b", 3).await;
+    until(&mut events, TransitionKind::Joined, "b").await;
+    b.abandon();
+    let suspect = until(&mut events, TransitionKind::Suspect, "b").await;
+    let failed = until(&mut events, TransitionKind::Failed, "b").await;
+    let waited = failed[0].at - suspect.last().unwrap().at;
+    assert!(
+        waited >= REAP,
+        "reaped after {waited:?}, before reap_after {REAP:?}"
+    );
+    assert_eq!(master.health().reaps, 1);
+    assert_eq!(states(&master.view()), truth(&cluster.client()).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_watch_resumes_without_losing_or_repeating_events() {
+    let cluster = MemCluster::new();
+    let master_store = cluster.client();
+    let master = Master::start(master_store.clone(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    master.ready().await;
+    let (_a, _) = join(&cluster, "a", 1).await;
+    until(&mut events, TransitionKind::Joined, "a").await;
+
+    cluster.partition(master_store.id());
+    let (_b, _) = join(&cluster, "b", 2).await;
+    let (c, _) = join(&cluster, "c", 3).await;
+    c.leave().await.unwrap();
+    cluster.heal(master_store.id());
+
+    let got = until(&mut events, TransitionKind::Left, "c").await;
+    assert_eq!(
+        summary(&got),
+        vec![
+            (TransitionKind::Joined, "b".into()),
+            (TransitionKind::Joined, "c".into()),
+            (TransitionKind::Left, "c".into()),
+        ]
+    );
+    let health = master.health();
+    assert!(health.reconnects >= 1, "{health:?}");
+    assert_eq!(
+        health.resyncs, 0,
+        "history was there: resumed, not relisted"
+    );
+    assert_eq!(states(&master.view()), truth(&cluster.client()).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_compaction_it_lists_again_and_explains_the_difference() {
+    let cluster = MemCluster::new();
+    let master_store = cluster.client();
+    let master = Master::start(master_store.clone(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    master.ready().await;
+    let (a, _) = join(&cluster, "a", 1).await;
+    let (b, _) = join(&cluster, "b", 2).await;
+    let (c, _) = join(&cluster, "c", 3).await;
+    until(&mut events, TransitionKind::Joined, "c").await;
+
+    cluster.partition(master_store.id());
+    a.leave().await.unwrap(); // alive -> gone: Left
+    b.update(info("b").cpus(3)).await.unwrap(); // Updated
+    c.abandon(); // Suspect once the lease expires
+    let observer = cluster.client();
+    let c_key = Keyspace::new(PREFIX).unwrap().liveness_key("c");
+    let mut watch = observer
+        .watch(&c_key, cluster.revision() + 1)
+        .await
+        .unwrap();
+    futures_next(&mut watch).await; // the expiry of c's lease
+    let (_d, _) = join(&cluster, "d", 4).await; // Joined
+    cluster.compact(cluster.revision()).unwrap();
+    cluster.heal(master_store.id());
+
+    let mut got = until(&mut events, TransitionKind::Suspect, "c").await;
+    got.extend(until(&mut events, TransitionKind::Joined, "d").await);
+    got.sort_by(|x, y| x.member.name().cmp(y.member.name()));
+    assert_eq!(
+        summary(&got),
+        vec![
+            (TransitionKind::Left, "a".into()),
+            (TransitionKind::Updated, "b".into()),
+            (TransitionKind::Suspect, "c".into()),
+            (TransitionKind::Joined, "d".into()),
+        ]
+    );
+    assert_eq!(master.health().resyncs, 1);
+    assert_eq!(states(&master.view()), truth(&observer).await);
+}
+
+async fn futures_next(stream: &mut muster_core::WatchStream) -> muster_core::WatchBatch {
+    use futures::StreamExt;
+    tokio::time::timeout(DEADLINE, stream.next())
+        .await
+        .expect("no watch event in time")
+        .expect("watch ended")
+        .expect("watch failed")
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_masters_reap_once_and_both_report_failed() {
+    let cluster = MemCluster::new();
+    let m1 = Master::start(cluster.client(), master_config(1)).unwrap();
+    let m2 = Master::start(cluster.client(), master_config(2)).unwrap();
+    let (mut e1, mut e2) = (m1.subscribe(), m2.subscribe());
+    let (a, _) = join(&cluster, "a", 1).await;
+    a.abandon();
+    let f1 = until(&mut e1, TransitionKind::Failed, "a").await;
+    let f2 = until(&mut e2, TransitionKind::Failed, "a").await;
+    assert_eq!(f1.last().unwrap().revision, f2.last().unwrap().revision);
+    assert_eq!(
+        m1.health().reaps + m2.health().reaps,
+        1,
+        "exactly one reap won"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_master_rebuilds_the_same_view() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    let (_a, _) = join(&cluster, "a", 1).await;
+    let (b, _) = join(&cluster, "b", 2).await;
+    b.abandon();
+    let before = wait(&master, "b suspect", |v| {
+        v.state_of("b") == Some(MemberState::Suspect)
+    })
+    .await;
+    master.shutdown().await;
+
+    let again = Master::start(cluster.client(), master_config(1)).unwrap();
+    let after = again.ready().await;
+    assert_eq!(states(&after), states(&before));
+    assert_eq!(after.get("b").unwrap().incarnation, Incarnation(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_values_are_skipped_and_counted_while_the_master_keeps_working() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    master.ready().await;
+    let ks = Keyspace::new(PREFIX).unwrap();
+    let other = cluster.client();
+    other
+        .txn(Txn::new().put(ks.record_key("junk"), b"{not json".to_vec(), 0))
+        .await
+        .unwrap();
+    other
+        .txn(Txn::new().put(format!("{PREFIX}unrelated/x"), b"whatever".to_vec(), 0))
+        .await
+        .unwrap();
+    let (_a, _) = join(&cluster, "a", 1).await;
+    let got = until(&mut events, TransitionKind::Joined, "a").await;
+    assert_eq!(summary(&got), vec![(TransitionKind::Joined, "a".into())]);
+    assert_eq!(master.health().skipped, 1);
+    assert!(master.member("junk").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_joins_its_snapshot_without_gap_or_overlap() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    master.ready().await;
+    let (_a, _) = join(&cluster, "a", 1).await;
+    wait(&master, "a alive", |v| {
+        v.state_of("a") == Some(MemberState::Alive)
+    })
+    .await;
+    let mut events = master.subscribe();
+    assert_eq!(
+        states(&events.snapshot),
+        vec![("a".into(), MemberState::Alive)]
+    );
+    let (_b, _) = join(&cluster, "b", 2).await;
+    let got = until(&mut events, TransitionKind::Joined, "b").await;
+    assert_eq!(summary(&got), vec![(TransitionKind::Joined, "b".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_prefix_is_a_clear_error() {
+    let cluster = MemCluster::new();
+    let err = Master::start(cluster.client(), MasterConfig::new("")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            muster_master::Error::Invalid(muster_core::Error::InvalidPrefix { .. })
+        ),
+        "{err}"
+    );
+}

@@ -1,0 +1,100 @@
+//! How a worker behaves: TTL, keep-alive cadence, timeouts, duplicate-name policy.
+
+use std::time::Duration;
+
+use muster_core::Incarnation;
+
+/// What to do when another live process already holds the member's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDuplicate {
+    /// Fail registration with [`Error::DuplicateName`](crate::Error::DuplicateName).
+    #[default]
+    Fail,
+    /// Wait (retrying with backoff) until the other process's liveness key is gone, e.g.
+    /// after a crash-restart within one TTL, then register.
+    Wait,
+}
+
+/// Worker settings. Start from [`WorkerConfig::new`] and adjust.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = muster_worker::WorkerConfig::new("/muster/web/").ttl(Duration::from_secs(5));
+/// assert_eq!(config.keep_alive_interval(), Duration::from_secs(5) / 3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The group's key prefix.
+    pub prefix: String,
+    /// The lease TTL: how long after the last keep-alive the member turns `Suspect`.
+    pub ttl: Duration,
+    /// How often to renew the lease; `None` means TTL/3.
+    pub keep_alive_every: Option<Duration>,
+    /// The longest one store call may take before it counts as failed.
+    pub request_timeout: Duration,
+    /// The first retry delay after a failure (doubles, with jitter, up to TTL/3).
+    pub retry_initial: Duration,
+    /// How long `register` keeps retrying an unreachable store before giving up.
+    pub register_timeout: Duration,
+    /// What to do when the name is held by another live process.
+    pub on_duplicate: OnDuplicate,
+    /// This process's incarnation; `None` picks a fresh random one.
+    pub incarnation: Option<Incarnation>,
+}
+
+impl WorkerConfig {
+    /// Defaults: TTL 10 s, keep-alive every TTL/3, request timeout 3 s, register timeout
+    /// 30 s, fail on duplicate names, a fresh incarnation.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            ttl: Duration::from_secs(10),
+            keep_alive_every: None,
+            request_timeout: Duration::from_secs(3),
+            retry_initial: Duration::from_millis(100),
+            register_timeout: Duration::from_secs(30),
+            on_duplicate: OnDuplicate::Fail,
+            incarnation: None,
+        }
+    }
+
+    /// Sets the TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the duplicate-name policy.
+    pub fn on_duplicate(mut self, policy: OnDuplicate) -> Self {
+        self.on_duplicate = policy;
+        self
+    }
+
+    /// Sets the incarnation (normally left random; simulations pin it for determinism).
+    pub fn incarnation(mut self, incarnation: Incarnation) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
+    /// Sets how long `register` retries an unreachable store.
+    pub fn register_timeout(mut self, timeout: Duration) -> Self {
+        self.register_timeout = timeout;
+        self
+    }
+
+    /// The effective keep-alive interval.
+    pub fn keep_alive_interval(&self) -> Duration {
+        self.keep_alive_every.unwrap_or(self.ttl / 3)
+    }
+
+    /// The longest retry delay: retries stay frequent enough to renew within one TTL.
+    pub(crate) fn retry_max(&self) -> Duration {
+        self.keep_alive_interval().max(self.retry_initial)
+    }
+}

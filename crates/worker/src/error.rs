@@ -1,0 +1,55 @@
+//! The worker's error type.
+
+use std::time::Duration;
+
+use muster_core::Incarnation;
+
+/// Everything a [`Worker`](crate::Worker) call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name or prefix was rejected before anything was written.
+    #[error(transparent)]
+    Invalid(muster_core::Error),
+
+    /// Another live process holds the name.
+    #[error("member name {name:?} is already held by a live process (incarnation {holder}); pick another name, stop that process, or use OnDuplicate::Wait to take over once its lease expires")]
+    DuplicateName {
+        /// The contested name.
+        name: String,
+        /// The incarnation of the process holding it.
+        holder: Incarnation,
+    },
+
+    /// `update` tried to change the member's name.
+    #[error("cannot rename member {from:?} to {to:?} with update; leave and register under the new name")]
+    NameChanged {
+        /// The registered name.
+        from: String,
+        /// The name in the update.
+        to: String,
+    },
+
+    /// A store call failed.
+    #[error("{during}: {source}")]
+    Store {
+        /// What the worker was doing.
+        during: &'static str,
+        /// The store's error.
+        #[source]
+        source: muster_core::Error,
+    },
+
+    /// The store did not answer in time.
+    #[error("{during}: no answer from the store within {after:?}; is it reachable?")]
+    Timeout {
+        /// What the worker was doing.
+        during: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
+
+    /// The worker's background task has stopped (it left, failed, or was abandoned).
+    #[error("the worker has stopped; register again to rejoin")]
+    Stopped,
+}

@@ -1,0 +1,494 @@
+//! The worker's background task: keep the lease alive, re-register when it is lost, apply
+//! updates, leave.
+//!
+//! One loop owns all state, so a command (update, leave) is never interleaved with a
+//! half-done registration. Every retry goes through one [`Backoff`], so an outage costs a
+//! bounded, observable number of calls (see [`Status::Reconnecting`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_core::{
+    Backoff, Condition, Incarnation, Keyspace, LeaseId, Liveness, MemberInfo, Record, Revision,
+    Store, Txn,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::{OnDuplicate, WorkerConfig};
+use crate::error::Error;
+use crate::status::Status;
+
+/// A request from the [`Worker`](crate::Worker) handle.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Replace the metadata.
+    Update(MemberInfo, oneshot::Sender<Result<(), Error>>),
+    /// Leave and stop.
+    Leave(oneshot::Sender<Result<(), Error>>),
+}
+
+/// Why one registration attempt did not register.
+enum Refused {
+    /// Another live process holds the name.
+    Duplicate(Incarnation),
+    /// The store failed or was slow; retrying may work.
+    Transient(Error),
+    /// Retrying the same thing cannot work (e.g. the value is too large).
+    Fatal(Error),
+}
+
+/// The state the background task owns.
+pub(crate) struct Core<S> {
+    /// The store, shared so many workers can use one client.
+    store: Arc<S>,
+    /// Where the keys live.
+    keyspace: Keyspace,
+    /// Settings.
+    config: WorkerConfig,
+    /// The current metadata: what registration and re-registration write.
+    info: MemberInfo,
+    /// This process's identity.
+    incarnation: Incarnation,
+    /// Where status changes go.
+    status: watch::Sender<Status>,
+    /// Retry pacing for every failure.
+    backoff: Backoff,
+    /// The lease our liveness key is bound to; `None` when we must (re-)register.
+    lease: Option<LeaseId>,
+    /// The revision of the last successful registration.
+    registered_at: Revision,
+    /// When the current streak of failures started.
+    failing_since: Option<std::time::Instant>,
+    /// The metadata changed but could not be written yet.
+    dirty: bool,
+    /// When the loop next renews the lease or retries.
+    next: Instant,
+}
+
+impl<S: Store> Core<S> {
+    pub(crate) fn new(
+        store: Arc<S>,
+        keyspace: Keyspace,
+        config: WorkerConfig,
+        info: MemberInfo,
+        incarnation: Incarnation,
+        status: watch::Sender<Status>,
+    ) -> Self {
+        let backoff = Backoff::new(config.retry_initial, config.retry_max(), incarnation.0);
+        Self {
+            store,
+            keyspace,
+            config,
+            info,
+            incarnation,
+            status,
+            backoff,
+            lease: None,
+            registered_at: 0,
+            failing_since: None,
+            dirty: false,
+            next: Instant::now(),
+        }
+    }
+
+    /// Registers for the first time, retrying transient failures until `register_timeout`.
+    pub(crate) async fn first_registration(&mut self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.config.register_timeout;
+        loop {
+            let error = match self.try_register().await {
+                Ok(()) => {
+                    self.set_status(Status::Registered {
+                        lease: self.lease.unwrap_or_default(),
+                        revision: self.registered_at,
+                    });
+                    return Ok(());
+                }
+                Err(Refused::Duplicate(holder))
+                    if self.config.on_duplicate == OnDuplicate::Fail =>
+                {
+                    let error = Error::DuplicateName {
+                        name: self.info.name.clone(),
+                        holder,
+                    };
+                    self.set_status(Status::Failed {
+                        error: error.to_string(),
+                    });
+                    return Err(error);
+                }
+                Err(Refused::Duplicate(holder)) => {
+                    self.set_status(Status::WaitingForName { holder });
+                    None
+                }
+                Err(Refused::Fatal(error)) => {
+                    self.set_status(Status::Failed {
+                        error: error.to_string(),
+                    });
+                    return Err(error);
+                }
+                Err(Refused::Transient(error)) => Some(error),
+            };
+            let delay = self.backoff.next_delay();
+            if let Some(error) = error {
+                if Instant::now() + delay > deadline {
+                    self.set_status(Status::Failed {
+                        error: error.to_string(),
+                    });
+                    return Err(error);
+                }
+                self.note_failure(&error);
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The loop. Ends after a leave, or when the handle is dropped (after leaving).
+    pub(crate) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        self.next = Instant::now() + self.config.keep_alive_interval();
+        loop {
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    None => {
+                        let _ = self.leave().await;
+                        return;
+                    }
+                    Some(Command::Leave(reply)) => {
+                        let _ = reply.send(self.leave().await);
+                        return;
+                    }
+                    Some(Command::Update(info, reply)) => {
+                        let _ = reply.send(self.update(info).await);
+                    }
+                },
+                _ = tokio::time::sleep_until(self.next) => {
+                    if !self.tick().await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renews the lease, or re-registers if it is lost. Returns `false` when the worker
+    /// must stop (the name was taken over and the policy is to fail).
+    async fn tick(&mut self) -> bool {
+        let Some(lease) = self.lease else {
+            return self.reregister().await;
+        };
+        if self.dirty {
+            // A failed write of new metadata: try again before renewing.
+            if let Err(error) = self.write_record(lease).await {
+                tracing::debug!(name = %self.info.name, %error, "record write failed again");
+            }
+            if self.lease.is_none() {
+                return self.reregister().await;
+            }
+        }
+        let ttl = self.config.request_timeout;
+        match self
+            .call("renewing the lease", ttl, self.store.keep_alive(lease))
+            .await
+        {
+            Ok(_) => {
+                if self.failing_since.take().is_some() {
+                    self.set_status(Status::Registered {
+                        lease,
+                        revision: self.registered_at,
+                    });
+                }
+                self.backoff.reset();
+                self.next = Instant::now() + self.config.keep_alive_interval();
+            }
+            Err(Error::Store {
+                source: muster_core::Error::LeaseNotFound { .. },
+                ..
+            }) => {
+                tracing::info!(name = %self.info.name, lease, "lease lost; registering again");
+                self.lease = None;
+                return self.reregister().await;
+            }
+            Err(error) => self.retry_later(&error),
+        }
+        true
+    }
+
+    /// Registers again after the lease was lost, with the current metadata.
+    async fn reregister(&mut self) -> bool {
+        match self.try_register().await {
+            Ok(()) => {
+                self.failing_since = None;
+                self.backoff.reset();
+                self.set_status(Status::Reregistered {
+                    lease: self.lease.unwrap_or_default(),
+                    revision: self.registered_at,
+                });
+                self.next = Instant::now() + self.config.keep_alive_interval();
+            }
+            Err(Refused::Duplicate(holder)) => {
+                if self.config.on_duplicate == OnDuplicate::Fail {
+                    let error = Error::DuplicateName {
+                        name: self.info.name.clone(),
+                        holder,
+                    };
+                    tracing::warn!(%error, "name taken over while this worker was away");
+                    self.set_status(Status::Failed {
+                        error: error.to_string(),
+                    });
+                    return false;
+                }
+                self.set_status(Status::WaitingForName { holder });
+                self.next = Instant::now() + self.backoff.next_delay();
+            }
+            Err(Refused::Transient(error)) => self.retry_later(&error),
+            Err(Refused::Fatal(error)) => {
+                self.set_status(Status::Failed {
+                    error: error.to_string(),
+                });
+                self.next = Instant::now() + self.config.retry_max();
+            }
+        }
+        true
+    }
+
+    /// One registration attempt: grant a lease, then create the liveness key (only if
+    /// absent) and write the record in one transaction.
+    async fn try_register(&mut self) -> Result<(), Refused> {
+        let timeout = self.config.request_timeout;
+        let lease = self
+            .call(
+                "granting a lease",
+                timeout,
+                self.store.grant(self.config.ttl),
+            )
+            .await
+            .map_err(classify)?;
+        let live_key = self.keyspace.liveness_key(&self.info.name);
+        let txn = Txn::new()
+            .when(Condition::Absent(live_key.clone()))
+            .put(live_key.clone(), self.liveness().to_json(), lease.id)
+            .put(
+                self.keyspace.record_key(&self.info.name),
+                self.record().to_json(),
+                0,
+            );
+        let outcome = self
+            .call("registering", timeout, self.store.txn(txn))
+            .await
+            .map_err(classify)?;
+        if outcome.succeeded {
+            self.lease = Some(lease.id);
+            self.registered_at = outcome.revision;
+            self.dirty = false;
+            return Ok(());
+        }
+        // Someone holds the liveness key. Give our lease back, then see who.
+        let _ = self
+            .call(
+                "revoking an unused lease",
+                timeout,
+                self.store.revoke(lease.id),
+            )
+            .await;
+        let holder = self
+            .call(
+                "reading the liveness key",
+                timeout,
+                self.store.get(&live_key),
+            )
+            .await
+            .map_err(classify)?;
+        let Some(holder) = holder else {
+            // It vanished in between: try again soon.
+            return Err(Refused::Transient(Error::Store {
+                during: "registering",
+                source: muster_core::Error::Unavailable {
+                    backend: "store",
+                    message: "the liveness key changed during registration; retrying".into(),
+                },
+            }));
+        };
+        match Liveness::from_json(&holder.key, &holder.value) {
+            Ok(live) if live.incarnation == self.incarnation => {
+                // Our own earlier registration (e.g. a transaction whose reply was lost):
+                // adopt its lease and make sure the record is current.
+                self.lease = Some(holder.lease);
+                self.registered_at = holder.mod_revision;
+                self.dirty = true;
+                let _ = self.write_record(holder.lease).await;
+                if self.lease.is_some() {
+                    Ok(())
+                } else {
+                    Err(Refused::Transient(Error::Stopped))
+                }
+            }
+            Ok(live) => Err(Refused::Duplicate(live.incarnation)),
+            // An undecodable liveness value is still someone's key: never overwrite it.
+            Err(_) => Err(Refused::Duplicate(Incarnation(0))),
+        }
+    }
+
+    /// Writes the current record, guarded by "the liveness key is still on our lease".
+    /// Clears `lease` if it is not.
+    async fn write_record(&mut self, lease: LeaseId) -> Result<(), Error> {
+        let txn = Txn::new()
+            .when(Condition::LeaseIs(
+                self.keyspace.liveness_key(&self.info.name),
+                lease,
+            ))
+            .put(
+                self.keyspace.record_key(&self.info.name),
+                self.record().to_json(),
+                0,
+            );
+        match self
+            .call(
+                "writing the updated record (kept; the worker writes it again automatically)",
+                self.config.request_timeout,
+                self.store.txn(txn),
+            )
+            .await
+        {
+            Ok(outcome) => {
+                self.dirty = false;
+                if !outcome.succeeded {
+                    // Our liveness key is gone: re-registration writes the new record.
+                    self.lease = None;
+                    self.next = Instant::now();
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.dirty = true;
+                Err(error)
+            }
+        }
+    }
+
+    async fn update(&mut self, info: MemberInfo) -> Result<(), Error> {
+        self.info = info;
+        match self.lease {
+            Some(lease) => self.write_record(lease).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes both keys (guarded by our lease) and revokes the lease. If the lease is
+    /// already gone, deletes the record only if no other process holds the name.
+    async fn leave(&mut self) -> Result<(), Error> {
+        let record_key = self.keyspace.record_key(&self.info.name);
+        let live_key = self.keyspace.liveness_key(&self.info.name);
+        let deadline = Instant::now() + self.config.ttl;
+        loop {
+            let result = self.leave_once(&record_key, &live_key).await;
+            match result {
+                Ok(()) => {
+                    self.set_status(Status::Left);
+                    return Ok(());
+                }
+                Err(error) if Instant::now() + self.config.retry_initial < deadline => {
+                    self.note_failure(&error);
+                    tokio::time::sleep(self.backoff.next_delay()).await;
+                }
+                Err(error) => {
+                    self.set_status(Status::Failed {
+                        error: format!(
+                            "could not leave ({error}); the member turns Suspect when its lease expires"
+                        ),
+                    });
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn leave_once(&mut self, record_key: &str, live_key: &str) -> Result<(), Error> {
+        let timeout = self.config.request_timeout;
+        if let Some(lease) = self.lease {
+            let txn = Txn::new()
+                .when(Condition::LeaseIs(live_key.to_owned(), lease))
+                .delete(record_key)
+                .delete(live_key);
+            let outcome = self.call("leaving", timeout, self.store.txn(txn)).await?;
+            if outcome.succeeded {
+                self.lease = None;
+                let _ = self
+                    .call("revoking the lease", timeout, self.store.revoke(lease))
+                    .await;
+                return Ok(());
+            }
+            self.lease = None;
+        }
+        let txn = Txn::new()
+            .when(Condition::Absent(live_key.to_owned()))
+            .delete(record_key);
+        self.call("leaving", timeout, self.store.txn(txn)).await?;
+        Ok(())
+    }
+
+    fn retry_later(&mut self, error: &Error) {
+        self.note_failure(error);
+        self.next = Instant::now() + self.backoff.next_delay();
+    }
+
+    fn note_failure(&mut self, error: &Error) {
+        let since = *self
+            .failing_since
+            .get_or_insert_with(|| Instant::now().into_std());
+        tracing::debug!(name = %self.info.name, %error, "store call failed; retrying");
+        self.set_status(Status::Reconnecting {
+            since,
+            attempts: self.backoff.attempts() + 1,
+            error: error.to_string(),
+        });
+    }
+
+    fn set_status(&self, status: Status) {
+        self.status.send_replace(status);
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            info: self.info.clone(),
+            incarnation: self.incarnation,
+        }
+    }
+
+    fn liveness(&self) -> Liveness {
+        Liveness {
+            incarnation: self.incarnation,
+        }
+    }
+
+    /// Runs one store call with a timeout, naming what it was for in any error.
+    async fn call<T>(
+        &self,
+        during: &'static str,
+        timeout: Duration,
+        call: impl Future<Output = muster_core::Result<T>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(Error::Store { during, source }),
+            Err(_) => Err(Error::Timeout {
+                during,
+                after: timeout,
+            }),
+        }
+    }
+}
+
+/// Sorts a failed call into "retry" or "give up".
+fn classify(error: Error) -> Refused {
+    match &error {
+        Error::Store {
+            source:
+                muster_core::Error::ValueTooLarge { .. }
+                | muster_core::Error::InvalidName { .. }
+                | muster_core::Error::InvalidPrefix { .. },
+            ..
+        } => Refused::Fatal(error),
+        _ => Refused::Transient(error),
+    }
+}

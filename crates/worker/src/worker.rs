@@ -1,0 +1,134 @@
+//! The [`Worker`] handle.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use muster_core::{validate_name, Incarnation, Keyspace, MemberInfo, Store};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::WorkerConfig;
+use crate::error::Error;
+use crate::status::Status;
+use crate::task::{Command, Core};
+
+/// One registered member of a group, kept alive by a background task.
+///
+/// Dropping a `Worker` leaves the group gracefully in the background (the task deletes both
+/// keys and revokes the lease); [`leave`](Worker::leave) does the same and waits for it.
+/// [`abandon`](Worker::abandon) stops without leaving, as a crash would.
+#[derive(Debug)]
+pub struct Worker<S> {
+    /// The member's name (fixed for the worker's life).
+    name: String,
+    /// This process's incarnation.
+    incarnation: Incarnation,
+    /// Requests to the background task; closing it makes the task leave.
+    commands: mpsc::UnboundedSender<Command>,
+    /// The task's status reports.
+    status: watch::Receiver<Status>,
+    /// The background task, aborted by `abandon`.
+    task: JoinHandle<()>,
+    /// The worker is tied to its store type, though the handle does not touch the store.
+    _store: PhantomData<fn() -> S>,
+}
+
+impl<S: Store> Worker<S> {
+    /// Registers `info` under `config.prefix` and starts keeping it alive.
+    ///
+    /// Returns once the member is registered. Fails at once on an invalid name or prefix, and
+    /// on a name held by another live process (unless [`OnDuplicate::Wait`](crate::OnDuplicate::Wait));
+    /// retries an unreachable store with backoff for up to `config.register_timeout`.
+    pub async fn register(store: S, info: MemberInfo, config: WorkerConfig) -> Result<Self, Error> {
+        let keyspace = Keyspace::new(config.prefix.clone()).map_err(Error::Invalid)?;
+        validate_name(&info.name).map_err(Error::Invalid)?;
+        let incarnation = config.incarnation.unwrap_or_else(random_incarnation);
+        let (status_tx, status) = watch::channel(Status::Registering);
+        let name = info.name.clone();
+        let mut core = Core::new(
+            Arc::new(store),
+            keyspace,
+            config,
+            info,
+            incarnation,
+            status_tx,
+        );
+        core.first_registration().await?;
+        let (commands, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(core.run(rx));
+        Ok(Self {
+            name,
+            incarnation,
+            commands,
+            status,
+            task,
+            _store: PhantomData,
+        })
+    }
+
+    /// The member's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This process's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// A receiver of the worker's status; `changed()` wakes on every change.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Replaces the member's metadata (the name must stay the same).
+    ///
+    /// The record is rewritten only while this process's liveness key is still its own. If
+    /// the lease was lost, the new metadata is written by the automatic re-registration. If
+    /// the store is unreachable, the error says so and the worker keeps retrying the write.
+    pub async fn update(&self, info: MemberInfo) -> Result<(), Error> {
+        if info.name != self.name {
+            return Err(Error::NameChanged {
+                from: self.name.clone(),
+                to: info.name,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Update(info, tx))
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Leaves the group: deletes both keys in one transaction and revokes the lease. The
+    /// master reports `Left`.
+    pub async fn leave(self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Leave(tx))
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Stops keeping the lease alive without leaving, as a crash would: the liveness key
+    /// expires after the TTL and the master reports `Suspect`. For tests and for handing a
+    /// name over to a new process.
+    pub fn abandon(self) {
+        self.task.abort();
+    }
+}
+
+/// A fresh incarnation for this process: random enough that two starts never collide.
+fn random_incarnation() -> Incarnation {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    Incarnation(hasher.finish())
+}

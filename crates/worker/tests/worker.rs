@@ -1,0 +1,359 @@
+//! The worker on the in-memory backend, under tokio's paused clock: waits are on status
+//! changes and store state with deadlines; simulated time passes only where the test is
+//! about time (a TTL running out).
+
+use std::time::Duration;
+
+use muster_core::{Incarnation, Keyspace, Liveness, MemberInfo, Record, Store};
+use muster_mem_backend::{MemCluster, MemStore};
+use muster_worker::{Error, OnDuplicate, Status, Worker, WorkerConfig};
+use tokio::sync::watch;
+
+const PREFIX: &str = "/t/";
+const TTL: Duration = Duration::from_secs(2);
+
+fn config(incarnation: u64) -> WorkerConfig {
+    WorkerConfig::new(PREFIX)
+        .ttl(TTL)
+        .request_timeout(Duration::from_millis(300))
+        .incarnation(Incarnation(incarnation))
+}
+
+fn info(name: &str) -> MemberInfo {
+    MemberInfo::new(name, "10.0.0.1:80").cpus(2)
+}
+
+fn keys() -> Keyspace {
+    Keyspace::new(PREFIX).unwrap()
+}
+
+async fn record(store: &MemStore, name: &str) -> Option<Record> {
+    let kv = store.get(&keys().record_key(name)).await.unwrap()?;
+    Some(Record::from_json(&kv.key, &kv.value).unwrap())
+}
+
+async fn liveness(store: &MemStore, name: &str) -> Option<(Liveness, i64)> {
+    let kv = store.get(&keys().liveness_key(name)).await.unwrap()?;
+    Some((Liveness::from_json(&kv.key, &kv.value).unwrap(), kv.lease))
+}
+
+/// Waits (with a deadline) until the status satisfies `pred`.
+async fn wait_status(rx: &mut watch::Receiver<Status>, what: &str, pred: impl Fn(&Status) -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| pred(s)))
+        .await
+        .map(|r| r.is_ok());
+    if waited != Ok(true) {
+        panic!("status never became {what}; last: {:?}", *rx.borrow());
+    }
+}
+
+/// Waits (with a deadline) until the liveness key of `name` is gone.
+async fn wait_liveness_gone(store: &MemStore, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while liveness(store, name).await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "liveness of {name} never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn register_writes_record_and_leased_liveness_in_one_revision() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a").label("zone", "z"), config(7))
+        .await
+        .unwrap();
+    let Status::Registered { lease, revision } = worker.status().borrow().clone() else {
+        panic!("not registered: {:?}", worker.status().borrow());
+    };
+    let record_kv = store.get(&keys().record_key("a")).await.unwrap().unwrap();
+    let live_kv = store.get(&keys().liveness_key("a")).await.unwrap().unwrap();
+    assert_eq!(record_kv.mod_revision, revision);
+    assert_eq!(live_kv.mod_revision, revision);
+    assert_eq!(record_kv.lease, 0, "the record must not be leased");
+    assert_eq!(live_kv.lease, lease);
+    let record = Record::from_json(&record_kv.key, &record_kv.value).unwrap();
+    assert_eq!(record.info, info("a").label("zone", "z"));
+    assert_eq!(record.incarnation, Incarnation(7));
+    assert_eq!(worker.incarnation(), Incarnation(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_names_and_prefixes_are_rejected_before_anything_is_written() {
+    let cluster = MemCluster::new();
+    for name in ["", "a/b", "with space"] {
+        let err = Worker::register(cluster.client(), info(name), config(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid(muster_core::Error::InvalidName { .. })),
+            "{err}"
+        );
+    }
+    let err = Worker::register(cluster.client(), info("a"), WorkerConfig::new(""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid(muster_core::Error::InvalidPrefix { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(cluster.revision(), 1, "nothing was written");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_live_process_with_the_same_name_is_refused() {
+    let cluster = MemCluster::new();
+    let first = Worker::register(cluster.client(), info("a"), config(1))
+        .await
+        .unwrap();
+    let err = Worker::register(cluster.client(), info("a"), config(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DuplicateName { ref name, holder } if name == "a" && holder == Incarnation(1)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("already held"), "{err}");
+    // The first registration is untouched.
+    let store = cluster.client();
+    assert_eq!(
+        liveness(&store, "a").await.unwrap().0.incarnation,
+        Incarnation(1)
+    );
+    assert_eq!(
+        record(&store, "a").await.unwrap().incarnation,
+        Incarnation(1)
+    );
+    assert_eq!(
+        cluster.leases(),
+        1,
+        "the refused worker gave its lease back"
+    );
+    drop(first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_policy_takes_the_name_over_once_the_old_lease_expires() {
+    let cluster = MemCluster::new();
+    let old = Worker::register(cluster.client(), info("a"), config(1))
+        .await
+        .unwrap();
+    old.abandon();
+    let store = cluster.client();
+    let started = tokio::time::Instant::now();
+    let new = Worker::register(
+        store.clone(),
+        info("a"),
+        config(2).on_duplicate(OnDuplicate::Wait),
+    )
+    .await
+    .unwrap();
+    assert!(started.elapsed() >= TTL / 2, "it waited for the old lease");
+    assert!(new.status().borrow().is_registered());
+    assert_eq!(
+        liveness(&store, "a").await.unwrap().0.incarnation,
+        Incarnation(2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_holds_the_registration_for_many_ttls() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let (_, lease) = liveness(&store, "a").await.unwrap();
+    tokio::time::sleep(TTL * 20).await;
+    assert_eq!(
+        liveness(&store, "a").await.map(|l| l.1),
+        Some(lease),
+        "same lease, still alive"
+    );
+    assert!(matches!(
+        *worker.status().borrow(),
+        Status::Registered { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_partition_longer_than_the_ttl_it_registers_again_with_current_metadata() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let observer = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    let (_, old_lease) = liveness(&observer, "a").await.unwrap();
+
+    cluster.partition(store.id());
+    wait_status(&mut status, "reconnecting", |s| {
+        matches!(s, Status::Reconnecting { .. })
+    })
+    .await;
+    wait_liveness_gone(&observer, "a").await;
+    // The record stays: the master sees Suspect, not Left.
+    assert!(record(&observer, "a").await.is_some());
+
+    // An update during the outage cannot be written now; it is kept and written later.
+    let err = worker.update(info("a").label("v", "2")).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Store { .. } | Error::Timeout { .. }),
+        "{err}"
+    );
+
+    cluster.heal(store.id());
+    wait_status(&mut status, "re-registered", |s| {
+        matches!(s, Status::Reregistered { .. })
+    })
+    .await;
+    let (live, new_lease) = liveness(&observer, "a").await.unwrap();
+    assert_ne!(new_lease, old_lease);
+    assert_eq!(
+        live.incarnation,
+        Incarnation(1),
+        "same process, same incarnation"
+    );
+    assert_eq!(
+        record(&observer, "a").await.unwrap().info,
+        info("a").label("v", "2")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_during_an_outage_are_paced_not_a_busy_loop() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    cluster.hang(store.id());
+    // Over 30 s of a hung store, every attempt waits for its timeout and a backoff delay.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let Status::Reconnecting { attempts, .. } = status.borrow_and_update().clone() else {
+        panic!("not reconnecting: {:?}", status.borrow());
+    };
+    assert!(attempts >= 3, "it kept trying ({attempts} attempts)");
+    assert!(
+        attempts <= 60,
+        "at most one attempt per request timeout ({attempts} attempts)"
+    );
+    cluster.unhang(store.id());
+    wait_status(&mut status, "registered again", |s| s.is_registered()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_rewrites_the_record_and_keeps_the_liveness() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let (_, lease) = liveness(&store, "a").await.unwrap();
+    worker.update(info("a").cpus(16)).await.unwrap();
+    assert_eq!(record(&store, "a").await.unwrap().info.cpus, 16);
+    assert_eq!(liveness(&store, "a").await.unwrap().1, lease);
+    let err = worker.update(info("b")).await.unwrap_err();
+    assert!(matches!(err, Error::NameChanged { .. }), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_after_losing_the_liveness_key_registers_again() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    // Someone (an operator) deletes the liveness key: the guard no longer holds.
+    store
+        .txn(muster_core::Txn::new().delete(keys().liveness_key("a")))
+        .await
+        .unwrap();
+    worker.update(info("a").cpus(9)).await.unwrap();
+    wait_status(&mut status, "re-registered", |s| {
+        matches!(s, Status::Reregistered { .. })
+    })
+    .await;
+    assert_eq!(record(&store, "a").await.unwrap().info.cpus, 9);
+    assert!(liveness(&store, "a").await.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn leave_deletes_both_keys_in_one_revision_and_revokes_the_lease() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    let before = cluster.revision();
+    worker.leave().await.unwrap();
+    assert_eq!(
+        cluster.revision(),
+        before + 1,
+        "one transaction, one revision"
+    );
+    assert!(record(&store, "a").await.is_none());
+    assert!(liveness(&store, "a").await.is_none());
+    assert_eq!(cluster.leases(), 0);
+    wait_status(&mut status, "left", |s| *s == Status::Left).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_worker_leaves() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    drop(worker);
+    wait_status(&mut status, "left", |s| *s == Status::Left).await;
+    assert!(record(&store, "a").await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn abandon_is_a_crash_the_liveness_expires_and_the_record_stays() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    worker.abandon();
+    wait_liveness_gone(&store, "a").await;
+    assert!(record(&store, "a").await.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_store_fails_registration_after_the_register_timeout() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    cluster.partition(store.id());
+    let err = Worker::register(
+        store,
+        info("a"),
+        config(1).register_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Store {
+                source: muster_core::Error::Unavailable { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("granting a lease"), "{err}");
+}
