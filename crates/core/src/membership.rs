@@ -239,6 +239,8 @@ pub struct Membership {
     members: BTreeMap<String, Member>,
     /// Per member, the create revisions that tell a re-created key from an old one.
     tracked: BTreeMap<String, Tracked>,
+    /// Undecodable values already reported, by key, with the revision of the bad write.
+    bad: BTreeMap<String, Revision>,
     /// When each suspect member is next due for a reap proposal.
     reap_due: BTreeMap<String, Instant>,
     /// The last revision observed.
@@ -257,6 +259,7 @@ impl Membership {
             keys: BTreeMap::new(),
             members: BTreeMap::new(),
             tracked: BTreeMap::new(),
+            bad: BTreeMap::new(),
             reap_due: BTreeMap::new(),
             revision: 0,
             now: None,
@@ -301,12 +304,22 @@ impl Membership {
         let now = self.tick(now);
         let mut step = Step::default();
         let mut fresh: BTreeMap<String, Keys> = BTreeMap::new();
+        let mut bad = BTreeMap::new();
         for kv in &listing.kvs {
             if let Some((kind, name)) = self.keyspace.parse(&kv.key) {
                 let keys = fresh.entry(name.to_owned()).or_default();
-                decode_into(keys, kind, name, kv, &mut step.skipped);
+                let mut found = Vec::new();
+                decode_into(keys, kind, name, kv, &mut found);
+                for skip in found {
+                    // A bad write is reported once, however many listings still hold it.
+                    if self.bad.get(&skip.key) != Some(&skip.revision) {
+                        step.skipped.push(skip.clone());
+                    }
+                    bad.insert(skip.key, skip.revision);
+                }
             }
         }
+        self.bad = bad;
         let names: BTreeSet<String> = self.keys.keys().chain(fresh.keys()).cloned().collect();
         self.keys = fresh;
         self.revision = listing.revision;
@@ -353,8 +366,15 @@ impl Membership {
                 continue;
             };
             let keys = self.keys.entry(name.to_owned()).or_default();
+            self.bad.remove(&event.kv.key);
             match event.kind {
-                EventKind::Put => decode_into(keys, kind, name, &event.kv, &mut step.skipped),
+                EventKind::Put => {
+                    let before = step.skipped.len();
+                    decode_into(keys, kind, name, &event.kv, &mut step.skipped);
+                    if let Some(skip) = step.skipped.get(before) {
+                        self.bad.insert(skip.key.clone(), skip.revision);
+                    }
+                }
                 EventKind::Delete => match kind {
                     KeyKind::Record => keys.record = None,
                     KeyKind::Liveness => keys.liveness = None,
@@ -472,7 +492,16 @@ impl Membership {
             },
         };
         for kind in kinds {
-            emit(kind, &after);
+            if kind == TransitionKind::Suspect && state == MemberState::Alive {
+                // The first half of a Suspect-then-Recovered pair found by a resync: the
+                // member was suspect in between, so say so.
+                let mut lost = after.clone();
+                lost.state = MemberState::Suspect;
+                lost.suspect_since = Some(now);
+                emit(kind, &lost);
+            } else {
+                emit(kind, &after);
+            }
         }
         self.tracked.insert(
             name.to_owned(),

@@ -47,16 +47,30 @@ async fn wait_status(rx: &mut watch::Receiver<Status>, what: &str, pred: impl Fn
     }
 }
 
-/// Waits (with a deadline) until the liveness key of `name` is gone.
+/// Waits (with a deadline) until the liveness key of `name` is gone, by watching it.
 async fn wait_liveness_gone(store: &MemStore, name: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while liveness(store, name).await.is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "liveness of {name} never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    use futures::StreamExt;
+    let key = keys().liveness_key(name);
+    let listing = store.list(&key).await.unwrap();
+    if listing.kvs.is_empty() {
+        return;
     }
+    let mut watch = store.watch(&key, listing.revision + 1).await.unwrap();
+    let deleted = async {
+        while let Some(batch) = watch.next().await {
+            let batch = batch.expect("watch failed");
+            if batch
+                .events
+                .iter()
+                .any(|e| e.kind == muster_core::EventKind::Delete)
+            {
+                return true;
+            }
+        }
+        false
+    };
+    let gone = tokio::time::timeout(Duration::from_secs(60), deleted).await;
+    assert_eq!(gone, Ok(true), "liveness of {name} never expired");
 }
 
 #[tokio::test(start_paused = true)]
