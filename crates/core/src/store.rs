@@ -188,12 +188,22 @@ pub struct TxnOutcome {
 ///   keys of one lease vanish in one revision. Expiry happens no earlier than the lease's TTL
 ///   after its last grant or keep-alive. [`keep_alive`](Store::keep_alive) on a lease that is
 ///   gone returns [`Error::LeaseNotFound`](crate::Error::LeaseNotFound).
-/// - **Transactions** are atomic; a transaction writing the same key twice is rejected.
+/// - **Transactions** are atomic; a transaction that puts a key twice, or puts and deletes
+///   the same key, is rejected (deleting a key twice is allowed, as in etcd). A put on a
+///   lease that is gone fails the whole transaction with
+///   [`Error::LeaseNotFound`](crate::Error::LeaseNotFound).
+/// - **Conditions** on a missing key: [`Condition::ModRevision`] and
+///   [`Condition::LeaseIs`] are false (the key must exist), whatever revision or lease they
+///   name. (etcd compares a missing key as zeros; the etcd backend adds an existence guard.)
 /// - **Listing** returns every key under a prefix at one revision.
 /// - **Watching** from revision `r` yields every event with revision ≥ `r` under the prefix,
-///   in order, each with its previous value, with no revision split across batches. If `r`
-///   has been compacted, the watch reports [`Error::Compacted`](crate::Error::Compacted),
-///   either from `watch` itself or as the stream's first item, and ends.
+///   in order, each with its previous value, with no revision split across batches
+///   (`r ≤ 0` means "from the next revision"). If `r` is below the compaction revision `c`
+///   (etcd keeps revision `c` itself), the watch reports
+///   [`Error::Compacted`](crate::Error::Compacted), either from `watch` itself or as the
+///   stream's first item, and ends. A batch's `revision` is the store's revision when it
+///   was sent, which may be ahead of the events delivered so far while a watch catches up:
+///   resume from the last *event* revision + 1.
 /// - A broken connection ends the watch stream (with an error item or not); the stream is
 ///   never resumed by the backend: the caller re-watches from the last revision it saw.
 /// - **Errors** are mapped to [`Error`](crate::Error) variants; no backend error type leaks.
