@@ -79,6 +79,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store refused the request as malformed (a key written twice in one transaction,
+    /// an empty key, a compaction to a future revision, ...). Retrying the same request
+    /// cannot succeed.
+    #[error("{backend} rejected the request: {source}")]
+    Rejected {
+        /// Which backend.
+        backend: &'static str,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
     /// Any other backend failure, with the backend's own error as the source.
     #[error("{backend} error: {source}")]
     Backend {

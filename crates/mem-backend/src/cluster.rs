@@ -211,7 +211,7 @@ impl MemCluster {
     ///
     /// # Errors
     ///
-    /// `Error::Backend` for a future revision; `Error::Compacted` if `revision` is at or
+    /// `Error::Rejected` for a future revision; `Error::Compacted` if `revision` is at or
     /// below the current compaction revision (as etcd).
     pub fn compact(&self, revision: Revision) -> Result<()> {
         self.shared.lock_now().compact(revision)?;

@@ -2,8 +2,8 @@
 //!
 //! Kept private (object_store style): callers only ever see the shared error type, and the
 //! variants that carry meaning (`LeaseNotFound`, `Compacted`, ...) map to the shared
-//! variants of the same meaning. The rest become [`Error::Backend`] with this error as the
-//! source, worded like etcd's own message so a log reads the same on both backends.
+//! variants of the same meaning. The rest are requests the store refuses, and become
+//! [`Error::Rejected`] (never retryable) with this error as the source, worded like etcd's own message so a log reads the same on both backends.
 
 use std::time::Duration;
 
@@ -96,7 +96,7 @@ impl From<MemError> for Error {
             other @ (MemError::DuplicateKey { .. }
             | MemError::EmptyKey
             | MemError::FutureRevision { .. }
-            | MemError::TtlTooLarge { .. }) => Error::Backend {
+            | MemError::TtlTooLarge { .. }) => Error::Rejected {
                 backend: BACKEND,
                 source: Box::new(other),
             },

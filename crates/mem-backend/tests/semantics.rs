@@ -66,7 +66,7 @@ async fn compaction_boundaries_follow_etcd() {
     assert!(matches!(err, Error::Compacted { .. }), "{err}");
     let err = store.compact(r2 + 10).await.unwrap_err();
     assert!(
-        matches!(err, Error::Backend { backend: "mem", .. }),
+        matches!(err, Error::Rejected { backend: "mem", .. }),
         "{err}"
     );
     assert!(err.to_string().contains("future revision"), "{err}");
@@ -147,7 +147,7 @@ async fn duplicate_writes_in_one_txn_follow_etcd() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Backend { backend: "mem", .. }),
+        matches!(err, Error::Rejected { backend: "mem", .. }),
         "{err}"
     );
     assert!(

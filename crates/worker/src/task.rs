@@ -486,7 +486,8 @@ fn classify(error: Error) -> Refused {
             source:
                 muster_core::Error::ValueTooLarge { .. }
                 | muster_core::Error::InvalidName { .. }
-                | muster_core::Error::InvalidPrefix { .. },
+                | muster_core::Error::InvalidPrefix { .. }
+                | muster_core::Error::Rejected { .. },
             ..
         } => Refused::Fatal(error),
         _ => Refused::Transient(error),
