@@ -1,1 +1,15 @@
-//! Integration tests for muster (see `tests/` files).
+//! # muster-tests
+//!
+//! Integration tests against real etcd, and the harness they share.
+//!
+//! # Layout
+//!
+//! - [`etcd`]: start a single-node etcd in a Docker container ([`etcd::Etcd`]), get its
+//!   endpoint and store settings, stop, kill, restart, pause it; removed when dropped.
+//! - `tests/etcd/main.rs`: one test binary, one module per area (`conformance`: the
+//!   backend conformance suite of `muster_core::testing` on `EtcdStore`).
+//!
+//! Run them with `cargo xtask test`, which provides the etcd image (`MUSTER_ETCD_IMAGE`).
+//! Plain `cargo test` runs them too, and fails with instructions when there is no image.
+
+pub mod etcd;

@@ -1,1 +1,62 @@
-fn main() {}
+//! muster's developer tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
+//!
+//! # Layout
+//!
+//! - `test`: everything CI runs — provides `protoc` and an etcd image, then runs every test
+//!   of the workspace (unit, integration against real etcd in Docker, doc tests).
+//! - `demo`: a master and some workers on a local etcd.
+//! - `etcd-image`: only the image step of `test`, for running the etcd tests by hand.
+//! - `cmd`, `protoc`, `etcd_image`: helpers of `test`, one concern each.
+
+mod cmd;
+mod demo;
+mod etcd_image;
+mod protoc;
+mod test;
+
+use std::path::PathBuf;
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args]
+
+tasks:
+  test    provide protoc and an etcd image, then run every test of the workspace
+          (env: MUSTER_ETCD_IMAGE to choose the etcd image, PROTOC to choose protoc)
+  demo    run a master and workers against etcd
+  etcd-image
+          only make sure an etcd image is present (pull, or build muster-etcd:local)
+";
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("etcd-image") => etcd_image::ensure(&repo_root()).map(|image| {
+            println!("xtask: etcd image {} ({})", image.name, image.origin);
+            println!("export MUSTER_ETCD_IMAGE={}", image.name);
+        }),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown task {other:?}\n\n{USAGE}")),
+        None => Err(anyhow::anyhow!("no task given\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root: the parent of this crate's directory.
+fn repo_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}

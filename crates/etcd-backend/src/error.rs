@@ -1,0 +1,283 @@
+//! etcd-client failures mapped into [`muster_core::Error`].
+//!
+//! Every message names the endpoints and what the call was doing (the key, the lease), so a
+//! person reading a log line knows where to look. etcd-client's own error type never leaves
+//! this crate: the catch-all [`Error::Backend`] carries a private [`EtcdFailure`].
+
+use std::fmt;
+use std::time::Duration;
+
+use muster_core::{Error, LeaseId};
+use tonic::Code;
+
+/// The backend name in [`Error::Unavailable`] and [`Error::Backend`].
+pub(crate) const BACKEND: &str = "etcd";
+
+/// etcd's default `--max-request-bytes`, reported as the limit in
+/// [`Error::ValueTooLarge`] (the server does not tell its own setting).
+pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// What a call was doing, for error messages and for the variants that need it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ctx {
+    /// The operation, e.g. `"get"`, `"txn"`, `"keep-alive"`.
+    pub op: &'static str,
+    /// The key or prefix it was about, if any.
+    pub key: Option<String>,
+    /// The lease it was about (or wrote keys on), `0` if none.
+    pub lease: LeaseId,
+    /// The largest value it wrote: key and size, for [`Error::ValueTooLarge`].
+    pub largest_value: Option<(String, usize)>,
+}
+
+impl Ctx {
+    pub(crate) fn new(op: &'static str) -> Self {
+        Ctx {
+            op,
+            ..Ctx::default()
+        }
+    }
+
+    pub(crate) fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub(crate) fn lease(mut self, lease: LeaseId) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    fn what(&self) -> String {
+        let mut what = self.op.to_string();
+        if let Some(key) = &self.key {
+            what.push_str(&format!(" {key:?}"));
+        }
+        if self.lease != 0 {
+            what.push_str(&format!(" (lease {:x})", self.lease));
+        }
+        what
+    }
+}
+
+/// The source of [`Error::Backend`] for etcd: a message, no etcd-client type.
+#[derive(Debug)]
+pub(crate) struct EtcdFailure(String);
+
+impl fmt::Display for EtcdFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EtcdFailure {}
+
+/// Maps failures of one store's calls; knows its endpoints for the messages.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorMapper {
+    /// `[http://a:2379, http://b:2379]`, as shown in messages.
+    endpoints: String,
+}
+
+impl ErrorMapper {
+    pub(crate) fn new(endpoints: &[String]) -> Self {
+        ErrorMapper {
+            endpoints: format!("[{}]", endpoints.join(", ")),
+        }
+    }
+
+    /// etcd could not be reached, or the connection broke.
+    pub(crate) fn unavailable(&self, ctx: &Ctx, detail: impl fmt::Display) -> Error {
+        Error::Unavailable {
+            backend: BACKEND,
+            message: format!(
+                "cannot reach etcd at {} ({}): {detail}; is etcd running? check the endpoints (--endpoints / {})",
+                self.endpoints,
+                ctx.what(),
+                crate::ENDPOINTS_VAR,
+            ),
+        }
+    }
+
+    /// A call did not finish in time.
+    pub(crate) fn timeout(&self, ctx: &Ctx, after: Duration) -> Error {
+        Error::Unavailable {
+            backend: BACKEND,
+            message: format!(
+                "etcd at {} did not answer {} within {after:?}; it may be down, hung, overloaded or cut off from its cluster; check the endpoints (--endpoints / {})",
+                self.endpoints,
+                ctx.what(),
+                crate::ENDPOINTS_VAR,
+            ),
+        }
+    }
+
+    /// A failure that fits no meaning-bearing variant.
+    pub(crate) fn other(&self, ctx: &Ctx, detail: impl fmt::Display) -> Error {
+        Error::Backend {
+            backend: BACKEND,
+            source: Box::new(EtcdFailure(format!(
+                "{} at {} failed: {detail}",
+                ctx.what(),
+                self.endpoints
+            ))),
+        }
+    }
+
+    /// Maps an etcd-client error.
+    pub(crate) fn map(&self, ctx: &Ctx, err: etcd_client::Error) -> Error {
+        use etcd_client::Error as E;
+        match err {
+            E::GRpcStatus(status) => {
+                // tonic keeps the transport failure ("connection refused") in the source.
+                let mut detail = status.message().to_string();
+                if let Some(root) = root_cause(&status) {
+                    let root = root.to_string();
+                    if !detail.contains(&root) {
+                        detail = format!("{detail}: {root}");
+                    }
+                }
+                self.map_status(ctx, status.code(), &detail)
+            }
+            E::LeaseKeepAliveError(message) if message.contains("lease not found") => {
+                Error::LeaseNotFound { lease: ctx.lease }
+            }
+            // The request half of a stream is gone: the stream broke.
+            E::LeaseKeepAliveError(message) | E::WatchError(message) => {
+                self.unavailable(ctx, format!("stream broken: {message}"))
+            }
+            E::TransportError(err) => self.unavailable(ctx, chain(&err)),
+            E::IoError(err) => self.unavailable(ctx, chain(&err)),
+            E::InvalidUri(err) => self.other(
+                ctx,
+                format!("invalid endpoint URL: {err}; endpoints look like http://127.0.0.1:2379"),
+            ),
+            other => self.other(ctx, chain(&other)),
+        }
+    }
+
+    fn map_status(&self, ctx: &Ctx, code: Code, message: &str) -> Error {
+        if message.contains("request is too large")
+            || (code == Code::ResourceExhausted && message.contains("larger than max"))
+        {
+            let (key, size) = ctx
+                .largest_value
+                .clone()
+                .or_else(|| ctx.key.clone().map(|key| (key, 0)))
+                .unwrap_or_default();
+            return Error::ValueTooLarge {
+                key,
+                size,
+                limit: DEFAULT_MAX_REQUEST_BYTES,
+            };
+        }
+        if message.contains("requested lease not found") {
+            return Error::LeaseNotFound { lease: ctx.lease };
+        }
+        if message.contains("no leader") {
+            return self.unavailable(
+                ctx,
+                format!("{message} (this etcd member is cut off from its cluster's quorum)"),
+            );
+        }
+        match code {
+            Code::Unavailable => self.unavailable(ctx, message),
+            Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
+                self.unavailable(ctx, format!("{message} ({code:?})"))
+            }
+            // tonic reports transport failures it cannot classify as Unknown.
+            Code::Unknown if message.contains("transport") || message.contains("connect") => {
+                self.unavailable(ctx, message)
+            }
+            _ => self.other(ctx, format!("{message} ({code:?})")),
+        }
+    }
+}
+
+/// The innermost source of `err`, if it has any.
+fn root_cause<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e (dyn std::error::Error + 'static)> {
+    let mut cause = err.source()?;
+    while let Some(deeper) = cause.source() {
+        cause = deeper;
+    }
+    Some(cause)
+}
+
+/// An error and its sources, joined by ": ".
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapper() -> ErrorMapper {
+        ErrorMapper::new(&["http://127.0.0.1:2379".to_string()])
+    }
+
+    #[test]
+    fn too_large_names_the_key_and_size() {
+        let ctx = Ctx {
+            largest_value: Some(("k".into(), 2_000_000)),
+            ..Ctx::new("txn")
+        };
+        let err = mapper().map_status(
+            &ctx,
+            Code::InvalidArgument,
+            "etcdserver: request is too large",
+        );
+        assert!(
+            matches!(&err, Error::ValueTooLarge { key, size: 2_000_000, .. } if key == "k"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lease_not_found_carries_the_lease() {
+        let ctx = Ctx::new("txn").lease(7);
+        let err = mapper().map_status(
+            &ctx,
+            Code::NotFound,
+            "etcdserver: requested lease not found",
+        );
+        assert!(matches!(err, Error::LeaseNotFound { lease: 7 }), "{err}");
+    }
+
+    #[test]
+    fn unavailable_names_endpoints_key_and_remedy() {
+        let ctx = Ctx::new("get").key("muster/members/a");
+        let err = mapper().map_status(&ctx, Code::Unavailable, "connection refused");
+        let text = err.to_string();
+        assert!(matches!(err, Error::Unavailable { .. }), "{text}");
+        assert!(text.contains("http://127.0.0.1:2379"), "{text}");
+        assert!(text.contains("muster/members/a"), "{text}");
+        assert!(text.contains("MUSTER_ETCD_ENDPOINTS"), "{text}");
+    }
+
+    #[test]
+    fn other_failures_are_backend_errors_without_etcd_client_types() {
+        let err = mapper().map_status(
+            &Ctx::new("txn"),
+            Code::InvalidArgument,
+            "etcdserver: duplicate key given in txn request",
+        );
+        let Error::Backend { source, .. } = &err else {
+            panic!("{err}")
+        };
+        assert!(source.downcast_ref::<EtcdFailure>().is_some(), "{err}");
+        assert!(err.to_string().contains("duplicate key"), "{err}");
+    }
+}

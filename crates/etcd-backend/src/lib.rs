@@ -1,0 +1,43 @@
+//! # muster-etcd-backend
+//!
+//! [`EtcdStore`]: muster's [`Store`](muster_core::Store) over etcd v3, through the
+//! `etcd-client` crate.
+//!
+//! ```no_run
+//! # async fn demo() -> muster_core::Result<()> {
+//! use std::time::Duration;
+//! use muster_core::Store;
+//! use muster_etcd_backend::{EtcdConfig, EtcdStore};
+//!
+//! let store = EtcdStore::connect(EtcdConfig::new(["http://127.0.0.1:2379"])).await?;
+//! let lease = store.grant(Duration::from_secs(10)).await?;
+//! store.keep_alive(lease.id).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`EtcdConfig`] (`config.rs`): endpoints and timeouts.
+//! - [`EtcdStore`] (`store.rs`): the `Store` implementation: KV, transactions, leases.
+//! - `keepers.rs`: one lease keep-alive stream per lease, cached and reopened when broken.
+//! - `watch.rs`: etcd watch responses turned into [`WatchBatch`](muster_core::WatchBatch)es.
+//! - `error.rs`: etcd-client errors mapped to [`muster_core::Error`] with messages that
+//!   name the endpoints and the key, and say what to do. No etcd-client type is public.
+//!
+//! # What etcd does that the contract leaves open
+//!
+//! - etcd raises a lease TTL below its minimum (2 s with default settings) and reports the
+//!   raised TTL; expiry is checked every ~500 ms.
+//! - A watch from a compacted revision fails from [`Store::watch`](muster_core::Store::watch)
+//!   itself, because the backend waits for etcd to confirm (or refuse) the watch.
+//! - HTTP/2 keep-alive pings make calls and streams to a hung etcd fail; the request timeout
+//!   bounds every unary call even while no endpoint can be reached.
+
+mod config;
+mod error;
+mod keepers;
+mod store;
+mod watch;
+
+pub use config::{EtcdConfig, ENDPOINTS_VAR};
+pub use store::EtcdStore;

@@ -1,0 +1,368 @@
+//! [`EtcdStore`]: the [`Store`] implementation over etcd-client.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TxnOp,
+};
+use muster_core::{
+    Condition, Error, KeyValue, Lease, LeaseId, Listing, Op, Result, Revision, Store, Txn,
+    TxnOutcome, WatchStream,
+};
+
+use crate::config::EtcdConfig;
+use crate::error::{Ctx, ErrorMapper};
+use crate::keepers::Keepers;
+use crate::watch::{self, key_value};
+
+/// How many keys one page of a [`list`](Store::list) reads. Pages are read at one revision,
+/// so a large prefix never needs one huge gRPC message.
+const LIST_PAGE: i64 = 1000;
+
+/// What etcd says when a read or compaction asks for a revision compaction removed.
+const COMPACTED: &str = "required revision has been compacted";
+
+/// Largest gRPC message accepted from etcd (a watch response or a list page). etcd sends
+/// whole revisions in one watch response, so this must hold the largest transaction.
+const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
+
+/// muster's [`Store`] on etcd v3.
+///
+/// Cheap to clone: clones share the connections and the cached lease keep-alive streams.
+/// Every unary call is bounded by [`EtcdConfig::request_timeout`] (plus the connect timeout),
+/// so an unreachable etcd gives [`Error::Unavailable`] instead of a call that never returns.
+#[derive(Clone)]
+pub struct EtcdStore {
+    /// etcd-client's handle; cloned per call (its methods take `&mut self`).
+    client: Client,
+    /// Timeouts and endpoints, as given.
+    config: Arc<EtcdConfig>,
+    /// Builds error messages naming the endpoints.
+    errors: ErrorMapper,
+    /// One keep-alive stream per lease, shared by clones.
+    keepers: Arc<Keepers>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.config.endpoints)
+            .finish()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd and checks that it answers (one read of a key that need not exist).
+    ///
+    /// Fails with [`Error::Unavailable`] when no endpoint answers within the timeouts, so a
+    /// program can say so at start-up; use [`connect_lazy`](Self::connect_lazy) to start
+    /// anyway and let the first calls fail and be retried.
+    pub async fn connect(config: EtcdConfig) -> Result<Self> {
+        let store = Self::connect_lazy(config).await?;
+        let ctx = Ctx::new("connect");
+        let mut kv = store.kv();
+        let probe = GetOptions::new().with_count_only();
+        store
+            .call(&ctx, kv.get("muster-connect-probe", Some(probe)))
+            .await?;
+        Ok(store)
+    }
+
+    /// Sets up the client without contacting etcd. Fails only for invalid settings (no
+    /// endpoint, a malformed URL).
+    pub async fn connect_lazy(config: EtcdConfig) -> Result<Self> {
+        let errors = ErrorMapper::new(&config.endpoints);
+        let ctx = Ctx::new("connect");
+        if config.endpoints.is_empty() {
+            return Err(errors.other(
+                &ctx,
+                "no endpoints given; pass at least one, e.g. http://127.0.0.1:2379",
+            ));
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(config.keep_alive_interval, config.keep_alive_timeout)
+            .with_keep_alive_while_idle(config.keep_alive_while_idle)
+            .with_require_leader(config.require_leader);
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(|err| errors.map(&ctx, err))?;
+        Ok(EtcdStore {
+            client,
+            config: Arc::new(config),
+            errors,
+            keepers: Arc::default(),
+        })
+    }
+
+    /// The settings this store was made with.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.config
+    }
+
+    /// The longest a unary call may take: connecting, then the request.
+    fn call_timeout(&self) -> Duration {
+        self.config.connect_timeout + self.config.request_timeout
+    }
+
+    /// Runs one etcd call with the call timeout, mapping its error.
+    async fn call<T, F>(&self, ctx: &Ctx, call: F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(self.call_timeout(), call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(self.errors.map(ctx, err)),
+            Err(_) => Err(self.errors.timeout(ctx, self.call_timeout())),
+        }
+    }
+
+    /// Reads every key under `prefix` in pages, all at the revision of the first page.
+    async fn list_pages(&self, ctx: &Ctx, prefix: &str) -> Result<Listing> {
+        let (start, end) = prefix_range(prefix);
+        let mut kv = self.kv();
+        let mut kvs = Vec::new();
+        let mut revision: Option<Revision> = None;
+        let mut from = start;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if let Some(revision) = revision {
+                options = options.with_revision(revision);
+            }
+            let page = self.call(ctx, kv.get(from.clone(), Some(options))).await?;
+            let page_revision = *revision.get_or_insert(page.header().map_or(0, |h| h.revision()));
+            kvs.extend(page.kvs().iter().map(key_value));
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => {
+                    return Ok(Listing {
+                        revision: page_revision,
+                        kvs,
+                    })
+                }
+            }
+        }
+    }
+
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_DECODING_BYTES)
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn grant(&self, ttl: Duration) -> Result<Lease> {
+        let ctx = Ctx::new("lease grant");
+        // etcd counts whole seconds: round up, so the lease lives at least `ttl`.
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
+        let mut leases = self.client.lease_client();
+        let granted = self.call(&ctx, leases.grant(secs, None)).await?;
+        if !granted.error().is_empty() {
+            return Err(self.errors.other(&ctx, granted.error()));
+        }
+        Ok(Lease {
+            id: granted.id(),
+            ttl: Duration::from_secs(granted.ttl().max(0).unsigned_abs()),
+        })
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        self.keepers
+            .keep_alive(
+                &self.client.lease_client(),
+                lease,
+                self.call_timeout(),
+                &self.errors,
+            )
+            .await
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<()> {
+        self.keepers.forget(lease);
+        let ctx = Ctx::new("lease revoke").lease(lease);
+        let mut leases = self.client.lease_client();
+        match self.call(&ctx, leases.revoke(lease)).await {
+            Ok(_) | Err(Error::LeaseNotFound { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
+        let mut ctx = Ctx::new("txn");
+        ctx.key = txn.then.first().map(|op| match op {
+            Op::Put { key, .. } | Op::Delete { key } => key.clone(),
+        });
+        ctx.lease = txn
+            .then
+            .iter()
+            .find_map(|op| match op {
+                Op::Put { lease, .. } if *lease != 0 => Some(*lease),
+                _ => None,
+            })
+            .unwrap_or(0);
+        ctx.largest_value = txn
+            .then
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put { key, value, .. } => Some((key.clone(), value.len())),
+                Op::Delete { .. } => None,
+            })
+            .max_by_key(|(_, size)| *size);
+
+        let compares: Vec<Compare> = txn.when.into_iter().flat_map(compares).collect();
+        let ops: Vec<TxnOp> = txn
+            .then
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    let options = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+                    TxnOp::put(key, value, options)
+                }
+                Op::Delete { key } => TxnOp::delete(key, None),
+            })
+            .collect();
+        let request = etcd_client::Txn::new().when(compares).and_then(ops);
+        let mut kv = self.kv();
+        let response = self.call(&ctx, kv.txn(request)).await?;
+        Ok(TxnOutcome {
+            succeeded: response.succeeded(),
+            revision: response.header().map_or(0, |h| h.revision()),
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let ctx = Ctx::new("get").key(key);
+        let mut kv = self.kv();
+        let response = self.call(&ctx, kv.get(key, None)).await?;
+        Ok(response.kvs().first().map(key_value))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        let ctx = Ctx::new("list").key(prefix);
+        // A compaction between two pages removes the revision the later pages read at:
+        // then start over at the new revision.
+        let mut attempts = 1;
+        loop {
+            match self.list_pages(&ctx, prefix).await {
+                Err(Error::Backend { source, .. })
+                    if attempts < 3 && source.to_string().contains(COMPACTED) =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        let client = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_DECODING_BYTES);
+        watch::open(
+            client,
+            prefix,
+            from,
+            self.call_timeout(),
+            self.errors.clone(),
+        )
+        .await
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let ctx = Ctx::new("compact");
+        let mut kv = self.kv();
+        // Physical: return once the old revisions are really gone, so that a watch from
+        // them fails right away.
+        let options = CompactionOptions::new().with_physical();
+        match self.call(&ctx, kv.compact(revision, Some(options))).await {
+            Ok(_) => Ok(()),
+            // Compacting again up to (or below) what is already compacted changes nothing.
+            Err(Error::Backend { source, .. })
+                if source
+                    .to_string()
+                    .contains("required revision has been compacted") =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// The etcd conditions for one muster condition.
+///
+/// etcd compares a missing key as if all its fields were 0, so "mod_revision == 0" or
+/// "lease == 0" would hold for a key that does not exist; the contract says the key exists,
+/// so those two also require `create_revision > 0`.
+fn compares(condition: Condition) -> Vec<Compare> {
+    match condition {
+        Condition::Absent(key) => vec![Compare::create_revision(key, CompareOp::Equal, 0)],
+        Condition::ModRevision(key, revision) => {
+            let mut list = vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )];
+            if revision == 0 {
+                list.push(Compare::create_revision(key, CompareOp::Greater, 0));
+            }
+            list
+        }
+        Condition::LeaseIs(key, lease) => {
+            let mut list = vec![Compare::lease(key.clone(), CompareOp::Equal, lease)];
+            if lease == 0 {
+                list.push(Compare::create_revision(key, CompareOp::Greater, 0));
+            }
+            list
+        }
+    }
+}
+
+/// The key range `[start, end)` holding every key that starts with `prefix`.
+fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = prefix.as_bytes().to_vec();
+    if start.is_empty() {
+        // etcd's "from the smallest key to the end".
+        return (vec![0], vec![0]);
+    }
+    let mut end = start.clone();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return (start, end);
+        }
+    }
+    (start, vec![0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_range_covers_exactly_the_prefix() {
+        assert_eq!(prefix_range("a/"), (b"a/".to_vec(), b"a0".to_vec()));
+        assert_eq!(prefix_range(""), (vec![0], vec![0]));
+    }
+
+    #[test]
+    fn zero_valued_conditions_also_require_the_key() {
+        assert_eq!(compares(Condition::LeaseIs("k".into(), 0)).len(), 2);
+        assert_eq!(compares(Condition::ModRevision("k".into(), 0)).len(), 2);
+        assert_eq!(compares(Condition::LeaseIs("k".into(), 5)).len(), 1);
+        assert_eq!(compares(Condition::Absent("k".into())).len(), 1);
+    }
+}
