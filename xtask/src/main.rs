@@ -4,7 +4,8 @@
 //!
 //! - `test`: everything CI runs — provides `protoc` and an etcd image, then runs every test
 //!   of the workspace (unit, integration against real etcd in Docker, doc tests).
-//! - `demo`: a master and some workers on a local etcd.
+//! - `demo`: runs the `muster-demo` program (in-memory, or `--etcd`), providing protoc and
+//!   an etcd image first.
 //! - `etcd-image`: only the image step of `test`, for running the etcd tests by hand.
 //! - `cmd`, `protoc`, `etcd_image`: helpers of `test`, one concern each.
 
@@ -22,7 +23,9 @@ usage: cargo xtask <task> [args]
 tasks:
   test    provide protoc and an etcd image, then run every test of the workspace
           (env: MUSTER_ETCD_IMAGE to choose the etcd image, PROTOC to choose protoc)
-  demo    run a master and workers against etcd
+  demo    one master and five workers telling the whole membership story on the
+          in-memory backend; `demo --etcd` runs it on a real etcd (a container, or
+          MUSTER_ETCD_ENDPOINTS)
   etcd-image
           only make sure an etcd image is present (pull, or build muster-etcd:local)
 ";
