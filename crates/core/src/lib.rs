@@ -31,6 +31,6 @@ pub use membership::{
     Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
 };
 pub use store::{
-    Condition, Event, EventKind, KeyValue, Lease, LeaseId, Listing, Op, Revision, Store, Txn,
-    TxnOutcome, WatchBatch, WatchStream,
+    Condition, Event, EventKind, KeyValue, Lease, LeaseId, Listing, Op, Revision, Store,
+    StoreStatus, Txn, TxnOutcome, WatchBatch, WatchStream,
 };

@@ -404,10 +404,11 @@ impl Membership {
         };
         let mut before = self.members.get(name).cloned();
         let record = keys.record.as_ref();
-        let recreated = match (&before, record) {
-            (Some(_), Some(r)) => {
-                self.tracked.get(name).map(|t| t.record_created) != Some(r.create_revision)
-            }
+        // Create revisions are unknown after `forget_revisions`: then only incarnations and
+        // metadata can tell what changed.
+        let tracked = self.tracked.get(name).cloned();
+        let recreated = match (&before, record, &tracked) {
+            (Some(_), Some(r), Some(t)) => t.record_created != r.create_revision,
             _ => false,
         };
         if record.is_none() || recreated {
@@ -446,7 +447,10 @@ impl Membership {
                 }
             }
             Some(b) => {
-                let live_before = self.tracked.get(name).and_then(|t| t.live_created);
+                let relived = match &tracked {
+                    Some(t) => t.live_created != live_created,
+                    None => comeback(b, &keys) == TransitionKind::Restarted,
+                };
                 match (b.state, state) {
                     (MemberState::Alive, MemberState::Suspect) => {
                         kinds.push(TransitionKind::Suspect)
@@ -454,7 +458,7 @@ impl Membership {
                     (MemberState::Suspect, MemberState::Alive) => {
                         kinds.push(comeback(b, &keys));
                     }
-                    (MemberState::Alive, MemberState::Alive) if live_before != live_created => {
+                    (MemberState::Alive, MemberState::Alive) if relived => {
                         // The liveness key was lost and created again in between.
                         let back = comeback(b, &keys);
                         if back == TransitionKind::Recovered {
@@ -526,6 +530,18 @@ impl Membership {
     /// When the next reap proposal is due, if any member is `Suspect` and reaping is on.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.reap_due.values().min().copied()
+    }
+
+    /// Forgets every revision number seen so far, keeping the view: for when the store was
+    /// replaced by another whose revisions start again (etcd restored empty, or from a
+    /// backup). The next [`resync`](Self::resync) then compares members by incarnation and
+    /// metadata only, so a worker that re-registered on the new store with the same
+    /// process is no transition at all, and events of the old store are not mistaken for
+    /// repeats of the new one's.
+    pub fn forget_revisions(&mut self) {
+        self.tracked.clear();
+        self.bad.clear();
+        self.revision = 0;
     }
 
     /// Returns the reaps due at `now`. Each is proposed again after the reap retry interval

@@ -45,6 +45,16 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
+/// Where a store is: its current revision and which store it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// The store's current revision.
+    pub revision: Revision,
+    /// The store's identity (etcd's cluster id). A store replaced by an empty one (data
+    /// lost, revisions starting again) has a new id.
+    pub cluster_id: u64,
+}
+
 /// A consistent listing of a prefix at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
@@ -206,6 +216,8 @@ pub struct TxnOutcome {
 ///   resume from the last *event* revision + 1.
 /// - A broken connection ends the watch stream (with an error item or not); the stream is
 ///   never resumed by the backend: the caller re-watches from the last revision it saw.
+/// - **Status** reports the current revision (≥ every revision a call has returned so far)
+///   and an identity that stays the same for the life of the store's data.
 /// - **Errors** are mapped to [`Error`](crate::Error) variants; no backend error type leaks.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -231,7 +243,11 @@ pub trait Store: Send + Sync + 'static {
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream>;
 
     /// Compacts history up to `revision`: watches from earlier revisions will fail.
+    /// Compacting at or below an earlier compaction changes nothing and is not an error.
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// The store's current revision and identity, cheaply (no keys are read).
+    async fn status(&self) -> Result<StoreStatus>;
 }
 
 #[async_trait]
@@ -259,5 +275,8 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn compact(&self, revision: Revision) -> Result<()> {
         (**self).compact(revision).await
+    }
+    async fn status(&self) -> Result<StoreStatus> {
+        (**self).status().await
     }
 }

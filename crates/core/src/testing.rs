@@ -107,6 +107,7 @@ pub async fn run_all<S: Store + ?Sized>(store: &S, settings: &Settings) {
     prev_kv_on_puts_and_deletes(store, settings).await;
     txn_is_one_batch(store, settings).await;
     compaction_is_reported(store, settings).await;
+    status_reports_the_current_revision(store, settings).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -867,6 +868,33 @@ pub async fn prev_kv_on_puts_and_deletes<S: Store + ?Sized>(store: &S, settings:
         ),
         (k.as_str(), &b""[..], r3),
         "{case}: a delete's kv: key, empty value, mod_revision = the delete's revision"
+    );
+    case.finish().await;
+}
+
+/// [`Store::status`] reports the current revision (the one a write just made, the one a
+/// listing was taken at) and an identity that does not change while the data lives.
+pub async fn status_reports_the_current_revision<S: Store + ?Sized>(
+    store: &S,
+    settings: &Settings,
+) {
+    let case = Case::start(store, settings, "status_reports_the_current_revision").await;
+    let before = store.status().await.expect("status");
+    let written = case
+        .ok_txn(Txn::new().put(case.key("s"), b"s".to_vec(), 0))
+        .await;
+    let after = store.status().await.expect("status");
+    assert_eq!(after.revision, written, "{case}: status after a write");
+    assert!(before.revision < written, "{case}: status before a write");
+    assert_eq!(
+        after.cluster_id, before.cluster_id,
+        "{case}: the identity is stable"
+    );
+    let listing = store.list(&case.key("")).await.expect("list");
+    let now = store.status().await.expect("status");
+    assert_eq!(
+        now.revision, listing.revision,
+        "{case}: status and listing agree"
     );
     case.finish().await;
 }

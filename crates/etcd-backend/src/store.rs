@@ -9,8 +9,8 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TxnOp,
 };
 use muster_core::{
-    Condition, Error, KeyValue, Lease, LeaseId, Listing, Op, Result, Revision, Store, Txn,
-    TxnOutcome, WatchStream,
+    Condition, Error, KeyValue, Lease, LeaseId, Listing, Op, Result, Revision, Store, StoreStatus,
+    Txn, TxnOutcome, WatchStream,
 };
 
 use crate::config::EtcdConfig;
@@ -299,6 +299,19 @@ impl Store for EtcdStore {
             }
             Err(err) => Err(err),
         }
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        let ctx = Ctx::new("status");
+        let mut kv = self.kv();
+        // A count-only read of one key: linearizable, so the header is current, and cheap.
+        let options = GetOptions::new().with_count_only();
+        let reply = self.call(&ctx, kv.get(vec![0u8], Some(options))).await?;
+        let header = reply.header();
+        Ok(StoreStatus {
+            revision: header.map_or(0, |h| h.revision()),
+            cluster_id: header.map_or(0, |h| h.cluster_id()),
+        })
     }
 }
 

@@ -26,11 +26,16 @@ pub struct MasterConfig {
     pub retry_max: Duration,
     /// Seed for retry jitter (simulations pin it; the default varies per master).
     pub seed: u64,
+    /// When the store turns out to have been replaced by an empty one (etcd restored
+    /// without its data: a new cluster id, or revisions gone backwards), how long to wait
+    /// for workers to re-register before listing again. Should exceed the workers'
+    /// keep-alive interval (TTL/3) plus a retry, so healthy workers are back by then.
+    pub store_replaced_grace: Duration,
 }
 
 impl MasterConfig {
     /// Defaults: reap after 60 s, retry a reap after 1 s, request timeout 5 s, retries from
-    /// 100 ms up to 5 s.
+    /// 100 ms up to 5 s, 10 s of grace after a store replacement.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -40,6 +45,7 @@ impl MasterConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             seed: std::process::id() as u64,
+            store_replaced_grace: Duration::from_secs(10),
         }
     }
 
@@ -52,6 +58,12 @@ impl MasterConfig {
     /// Sets the request timeout.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the grace period after a store replacement.
+    pub fn store_replaced_grace(mut self, grace: Duration) -> Self {
+        self.store_replaced_grace = grace;
         self
     }
 

@@ -60,6 +60,9 @@ pub struct Health {
     pub skipped: u64,
     /// How many reaps this master won.
     pub reaps: u64,
+    /// How many times the store turned out to have been replaced (new cluster id, or
+    /// revisions gone backwards) and the view was rebuilt from the new one.
+    pub store_replacements: u64,
     /// Transitions emitted, by kind.
     pub transitions: BTreeMap<TransitionKind, u64>,
     /// The last error met, if any.
@@ -218,6 +221,15 @@ impl Shared {
         if reconnect {
             health.reconnects += 1;
         }
+        drop(inner);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn store_replaced(&self, message: &str) {
+        let mut inner = self.lock();
+        inner.health.store_replacements += 1;
+        inner.health.watching = false;
+        inner.health.last_error = Some(message.to_owned());
         drop(inner);
         self.changed.send_modify(|n| *n += 1);
     }

@@ -40,6 +40,8 @@ pub(crate) struct Task<S> {
     shared: Arc<Shared>,
     /// Retry pacing.
     backoff: Backoff,
+    /// The identity of the store the view was built from (`None` before the first list).
+    cluster_id: Option<u64>,
 }
 
 impl<S: Store> Task<S> {
@@ -59,6 +61,7 @@ impl<S: Store> Task<S> {
             machine,
             shared,
             backoff,
+            cluster_id: None,
         }
     }
 
@@ -85,7 +88,14 @@ impl<S: Store> Task<S> {
     async fn list(&mut self, stop: &mut oneshot::Receiver<()>) -> bool {
         loop {
             let prefix = self.keyspace.prefix().to_owned();
-            match self.call(self.store.list(&prefix)).await {
+            let listed = match self.call(self.store.status()).await {
+                Ok(status) => {
+                    self.cluster_id = Some(status.cluster_id);
+                    self.call(self.store.list(&prefix)).await
+                }
+                Err(error) => Err(error),
+            };
+            match listed {
                 Ok(listing) => {
                     let step = self.machine.resync(&listing, now());
                     self.publish(step, true);
@@ -107,6 +117,18 @@ impl<S: Store> Task<S> {
     async fn watch(&mut self, stop: &mut oneshot::Receiver<()>) -> WatchEnd {
         let from: Revision = self.machine.revision() + 1;
         let prefix = self.keyspace.prefix().to_owned();
+        // Is this still the store the view came from? A store restored empty has a new
+        // cluster id, and its revisions start again: watching from ours would wait forever.
+        match self.call(self.store.status()).await {
+            Ok(status) => {
+                let replaced = self.cluster_id.is_some_and(|id| id != status.cluster_id)
+                    || status.revision < self.machine.revision();
+                if replaced {
+                    return self.store_replaced(status.revision, stop).await;
+                }
+            }
+            Err(error) => return self.broken(error, from),
+        }
         let mut stream: WatchStream = match self.call(self.store.watch(&prefix, from)).await {
             Ok(stream) => stream,
             Err(error) => return self.broken(error, from),
@@ -156,6 +178,30 @@ impl<S: Store> Task<S> {
                 Err(error) => tracing::warn!(name = %reap.name, %error, "reap failed; will retry"),
             }
         }
+    }
+
+    /// The store was replaced: wait for workers to re-register, forget the old revisions,
+    /// and list again.
+    async fn store_replaced(
+        &mut self,
+        revision: Revision,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> WatchEnd {
+        let message = format!(
+            "the store was replaced (new cluster id, or revision {revision} behind the {} \
+             already seen): its data was lost; listing again in {:?}, once workers re-registered",
+            self.machine.revision(),
+            self.config.store_replaced_grace,
+        );
+        tracing::warn!("{message}");
+        self.shared.store_replaced(&message);
+        tokio::select! {
+            biased;
+            _ = &mut *stop => return WatchEnd::Shutdown,
+            _ = tokio::time::sleep(self.config.store_replaced_grace) => {}
+        }
+        self.machine.forget_revisions();
+        WatchEnd::Relist
     }
 
     fn broken(&mut self, error: StoreError, from: Revision) -> WatchEnd {

@@ -347,3 +347,59 @@ async fn a_bad_prefix_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_store_replaced_by_an_empty_one_is_noticed_and_the_view_rebuilt() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    let (_a, _) = join(&cluster, "a", 1).await;
+    let (_b, _) = join(&cluster, "b", 2).await;
+    let (c, _) = join(&cluster, "c", 3).await;
+    until(&mut events, TransitionKind::Joined, "c").await;
+    // Push the old store's revision well past where the new one will be after re-registration.
+    for i in 0..20 {
+        c.update(info("c").cpus(i)).await.unwrap();
+    }
+    until(&mut events, TransitionKind::Updated, "c").await;
+    c.abandon();
+
+    // etcd is replaced by an empty one: every key, lease and revision gone.
+    cluster.wipe();
+    let view = wait(&master, "the store replacement handled", |v| {
+        v.synced && v.revision > 0 && v.get("c").is_none() && v.revision < 10
+    })
+    .await;
+    assert_eq!(
+        master.health().store_replacements,
+        1,
+        "{:?}",
+        master.health()
+    );
+    // The healthy workers re-registered on the new store and are alive; the crashed one is gone.
+    assert_eq!(
+        states(&view),
+        vec![
+            ("a".into(), MemberState::Alive),
+            ("b".into(), MemberState::Alive)
+        ]
+    );
+    assert_eq!(states(&view), truth(&cluster.client()).await);
+    // Healthy workers were never reported missing: no Left, Suspect or Failed for a or b.
+    while let Some(t) = events.try_next() {
+        if t.member.name() != "c" {
+            assert!(
+                !matches!(
+                    t.kind,
+                    TransitionKind::Left | TransitionKind::Suspect | TransitionKind::Failed
+                ),
+                "healthy worker reported missing: {:?} {}",
+                t.kind,
+                t.member.name()
+            );
+        }
+    }
+    // And the master follows the new store from here.
+    let (_d, _) = join(&cluster, "d", 4).await;
+    until(&mut events, TransitionKind::Joined, "d").await;
+}

@@ -135,6 +135,7 @@ async fn expiry_task(shared: Weak<Shared>, wake: Arc<Notify>) {
 /// - [`fail_next`](Self::fail_next): the next `n` calls fail with `Unavailable`.
 /// - [`hang`](Self::hang) / [`unhang`](Self::unhang): calls do not complete, and watch
 ///   streams deliver nothing, until unhung (a hung server: use timeouts to detect it).
+/// - [`wipe`](Self::wipe) (cluster-wide): etcd replaced by an empty one.
 ///
 /// Compaction is the [`Store::compact`](muster_core::Store::compact) call, or
 /// [`compact`](Self::compact) here.
@@ -211,8 +212,8 @@ impl MemCluster {
     ///
     /// # Errors
     ///
-    /// `Error::Rejected` for a future revision; `Error::Compacted` if `revision` is at or
-    /// below the current compaction revision (as etcd).
+    /// `Error::Rejected` for a future revision. Compacting at or below the current
+    /// compaction revision changes nothing and is not an error.
     pub fn compact(&self, revision: Revision) -> Result<()> {
         self.shared.lock_now().compact(revision)?;
         Ok(())
@@ -270,6 +271,17 @@ impl MemCluster {
         tracing::debug!(%client, "mem store: unhang");
         self.shared
             .change_faults(|state| state.faults.set_hung(client, false));
+    }
+
+    /// Replaces the store by an empty one, as when etcd is replaced after losing its data:
+    /// keys, leases and history are gone, the revision starts again at 1, the cluster id
+    /// (see [`Store::status`](muster_core::Store::status)) is new, and every open watch ends
+    /// with an `Unavailable` item. Clients and their faults stay.
+    pub fn wipe(&self) {
+        tracing::debug!("mem store: wipe");
+        self.shared.lock().wipe();
+        self.shared.deadlines_changed();
+        self.shared.faults_changed.notify_waiters();
     }
 
     /// Whether `client` is partitioned.

@@ -73,6 +73,15 @@ pub(crate) struct State {
     next_client: u64,
     /// The injected faults.
     pub(crate) faults: Faults,
+    /// This store's identity (etcd's cluster id); a new one after [`State::wipe`].
+    cluster_id: u64,
+}
+
+/// Cluster ids handed out in this process, so every cluster (and every wipe) gets a new one.
+static NEXT_CLUSTER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_cluster_id() -> u64 {
+    NEXT_CLUSTER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl State {
@@ -89,7 +98,31 @@ impl State {
             next_watcher: 0,
             next_client: 1,
             faults: Faults::default(),
+            cluster_id: next_cluster_id(),
         }
+    }
+
+    /// This store's identity.
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Replaces the store by an empty one, as when etcd is replaced after losing its data:
+    /// keys, leases and history are gone, the revision starts again at 1, the cluster id is
+    /// new, and every open watch ends with an `Unavailable` error. Clients and faults stay.
+    pub(crate) fn wipe(&mut self) {
+        for (_, watcher) in std::mem::take(&mut self.watchers) {
+            let _ = watcher.tx.send(Err(MemError::Unavailable(
+                "the store was replaced by an empty one (data lost); watch again".to_owned(),
+            )
+            .into()));
+        }
+        self.revision = 1;
+        self.compacted = 0;
+        self.kvs.clear();
+        self.leases = Leases::new();
+        self.history.clear();
+        self.cluster_id = next_cluster_id();
     }
 
     /// A new client id.
@@ -218,10 +251,8 @@ impl State {
             });
         }
         if revision <= self.compacted {
-            return Err(MemError::Compacted {
-                requested: revision,
-                compacted: self.compacted,
-            });
+            // Already compacted that far: nothing to do (the etcd backend does the same).
+            return Ok(());
         }
         let keep_from = self.history.partition_point(|e| e.revision() < revision);
         self.history.drain(..keep_from);

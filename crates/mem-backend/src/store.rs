@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use muster_core::{
-    KeyValue, Lease, LeaseId, Listing, Result, Revision, Store, Txn, TxnOutcome, WatchStream,
+    KeyValue, Lease, LeaseId, Listing, Result, Revision, Store, StoreStatus, Txn, TxnOutcome,
+    WatchStream,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -139,6 +140,15 @@ impl Store for MemStore {
         self.gate().await?;
         self.shared.lock_now().compact(revision)?;
         Ok(())
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        self.gate().await?;
+        let state = self.shared.lock_now();
+        Ok(StoreStatus {
+            revision: state.revision(),
+            cluster_id: state.cluster_id(),
+        })
     }
 }
 
