@@ -13,6 +13,9 @@ use tokio::time::Instant;
 
 use crate::error::MemError;
 
+/// etcd's maximum lease TTL (`MaxLeaseTTL`, 9,000,000,000 s).
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
+
 /// The first lease id handed out.
 ///
 /// Far from small integers on purpose: a test that passes a revision where a lease id
@@ -138,8 +141,6 @@ impl Leases {
 
 /// `now + ttl`, or an error if that is not representable.
 fn deadline(now: Instant, ttl: Duration) -> Result<Instant, MemError> {
-    now.checked_add(ttl).ok_or(MemError::TtlTooLarge {
-        ttl,
-        max: crate::state::MAX_TTL,
-    })
+    now.checked_add(ttl)
+        .ok_or(MemError::TtlTooLarge { ttl, max: MAX_TTL })
 }

@@ -19,10 +19,7 @@ use tokio::time::Instant;
 
 use crate::error::MemError;
 use crate::faults::{ClientId, Faults};
-use crate::leases::Leases;
-
-/// etcd's maximum lease TTL (`MaxLeaseTTL`, 9,000,000,000 s).
-pub(crate) const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
+use crate::leases::{Leases, MAX_TTL};
 
 /// The settings of a cluster, fixed when it is built.
 #[derive(Debug, Clone)]
