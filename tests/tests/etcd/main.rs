@@ -1,8 +1,13 @@
 //! Integration tests against real etcd in Docker: one binary, one module per area.
 //!
-//! Each test starts its own etcd container ([`muster_tests::etcd::Etcd`]), so tests run in
-//! parallel without sharing state. Real time throughout: never tokio's paused clock here.
+//! Tests that stop, pause or compact etcd, or need exact revisions (`conformance`, `faults`,
+//! `store`), start their own container ([`muster_tests::etcd::Etcd`]). The master and worker
+//! tests (`lifecycle`, `process`) share one container (`support`), each under a prefix of its
+//! own. Real time throughout: never tokio's paused clock here.
 
 mod conformance;
 mod faults;
+mod lifecycle;
+mod process;
 mod store;
+mod support;

@@ -1,0 +1,235 @@
+//! What the master and worker tests on real etcd share: one etcd container for the tests
+//! that run at the same time, a group (prefix) per test, and waits with deadlines.
+//!
+//! Real time throughout. A wait is always on something the system reports (the master's
+//! view, its transitions, a worker's status) and has a deadline; nothing sleeps in place of
+//! synchronisation.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use muster_core::{
+    Incarnation, Keyspace, MemberInfo, MemberState, Membership, Store, Transition, TransitionKind,
+};
+use muster_etcd_backend::EtcdStore;
+use muster_master::{Master, MasterConfig, Subscription, View};
+use muster_tests::etcd::Etcd;
+use muster_worker::{Status, Worker, WorkerConfig};
+
+/// The lease TTL of every worker here: etcd's minimum, so expiry costs as little as possible.
+pub const TTL: Duration = Duration::from_secs(2);
+
+/// How long any single wait may take before the test fails. Far above anything expected
+/// (an expiry takes at most TTL plus etcd's 500 ms expiry tick), so that a slow, shared
+/// machine does not make the tests flaky.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The etcd the tests running right now share; started by the first, removed with the last.
+///
+/// Tests share it through distinct prefixes. Nothing is left behind: when no test holds it
+/// the container is removed, and a later test starts a new one. (A `static` holding the
+/// container itself would never be dropped, so the container would outlive the run.)
+pub fn shared_etcd() -> Arc<Etcd> {
+    static SHARED: Mutex<Weak<Etcd>> = Mutex::new(Weak::new());
+    // A test that panicked while starting etcd poisons nothing worth keeping.
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(etcd) = shared.upgrade() {
+        return etcd;
+    }
+    let etcd = Arc::new(Etcd::start().unwrap_or_else(|err| panic!("{err}")));
+    *shared = Arc::downgrade(&etcd);
+    etcd
+}
+
+/// One group under its own prefix on the shared etcd.
+pub struct Group {
+    /// Kept so the container lives as long as the group.
+    pub etcd: Arc<Etcd>,
+    /// `/it/{test}/`: unique per test, so tests sharing etcd never see each other.
+    pub prefix: String,
+}
+
+impl Group {
+    /// A group for the test named `test`.
+    pub fn new(test: &str) -> Self {
+        Group {
+            etcd: shared_etcd(),
+            prefix: format!("/it/{test}/"),
+        }
+    }
+
+    /// A new client (its own connections), as a separate process would have.
+    pub async fn store(&self) -> EtcdStore {
+        EtcdStore::connect(self.etcd.config())
+            .await
+            .unwrap_or_else(|err| panic!("connect to {}: {err}", self.etcd.endpoint()))
+    }
+
+    /// The key layout of this group.
+    pub fn keyspace(&self) -> Keyspace {
+        Keyspace::new(self.prefix.as_str()).expect("a valid prefix")
+    }
+
+    /// Master settings: this prefix, reaping after `reap_after`.
+    pub fn master_config(&self, reap_after: Option<Duration>) -> MasterConfig {
+        MasterConfig::new(self.prefix.as_str())
+            .reap_after(reap_after)
+            .request_timeout(Duration::from_secs(5))
+    }
+
+    /// Starts a master on its own client.
+    pub async fn master(&self, reap_after: Option<Duration>) -> Master<EtcdStore> {
+        Master::start(self.store().await, self.master_config(reap_after))
+            .unwrap_or_else(|err| panic!("start a master on {}: {err}", self.prefix))
+    }
+
+    /// Worker settings: this prefix, [`TTL`].
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig::new(self.prefix.as_str()).ttl(TTL)
+    }
+
+    /// Registers `info` from a new client, as a new process would.
+    pub async fn join(&self, info: MemberInfo) -> Worker<EtcdStore> {
+        let name = info.name.clone();
+        Worker::register(self.store().await, info, self.worker_config())
+            .await
+            .unwrap_or_else(|err| panic!("register {name}: {err}"))
+    }
+
+    /// The view a fresh listing of etcd implies, by name and state: what any master
+    /// starting now would rebuild.
+    pub async fn truth(&self, store: &EtcdStore) -> Vec<(String, MemberState)> {
+        let listing = store.list(&self.prefix).await.expect("list the group");
+        let mut machine = Membership::new(self.keyspace(), None);
+        machine.resync(&listing, std::time::Instant::now());
+        machine
+            .members()
+            .map(|m| (m.name().to_owned(), m.state))
+            .collect()
+    }
+}
+
+/// A member's name and address for tests.
+pub fn info(name: &str) -> MemberInfo {
+    MemberInfo::new(name, format!("{name}.test:80"))
+}
+
+/// Waits (with [`DEADLINE`]) until the master's view satisfies `pred`.
+pub async fn wait<S: Store>(
+    master: &Master<S>,
+    what: &str,
+    pred: impl FnMut(&View) -> bool,
+) -> View {
+    match tokio::time::timeout(DEADLINE, master.wait_until(pred)).await {
+        Ok(view) => view,
+        Err(_) => panic!(
+            "the master never saw {what} within {DEADLINE:?}; view: {:#?}\nhealth: {:#?}",
+            master.view(),
+            master.health()
+        ),
+    }
+}
+
+/// Receives transitions until `kind` for `name` and returns every one received on the way,
+/// that one last. Each transition must come within [`DEADLINE`].
+pub async fn until(events: &mut Subscription, kind: TransitionKind, name: &str) -> Vec<Transition> {
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(DEADLINE, events.next()).await {
+            Ok(Some(t)) => {
+                let done = t.kind == kind && t.member.name() == name;
+                got.push(t);
+                if done {
+                    return got;
+                }
+            }
+            Ok(None) => panic!("the master stopped before {kind} for {name}; got {got:#?}"),
+            Err(_) => panic!(
+                "no {kind} for {name} within {DEADLINE:?}; got {:?}",
+                summary(&got)
+            ),
+        }
+    }
+}
+
+/// Transitions as `(kind, name)`, for readable assertions.
+pub fn summary(ts: &[Transition]) -> Vec<(TransitionKind, String)> {
+    ts.iter()
+        .map(|t| (t.kind, t.member.name().to_owned()))
+        .collect()
+}
+
+/// A view's members as `(name, state)`.
+pub fn states(view: &View) -> Vec<(String, MemberState)> {
+    view.members
+        .values()
+        .map(|m| (m.name().to_owned(), m.state))
+        .collect()
+}
+
+/// Waits (with [`DEADLINE`]) until the worker's status satisfies `pred`; returns it.
+pub async fn status_until(
+    worker: &Worker<EtcdStore>,
+    what: &str,
+    mut pred: impl FnMut(&Status) -> bool,
+) -> Status {
+    let mut status = worker.status();
+    let wait = async {
+        loop {
+            let now = status.borrow_and_update().clone();
+            if pred(&now) {
+                return now;
+            }
+            if status.changed().await.is_err() {
+                // The task is gone: the status will not change any more.
+                let last = status.borrow().clone();
+                return if pred(&last) {
+                    last
+                } else {
+                    panic!("worker {} stopped before {what}: {last:?}", worker.name())
+                };
+            }
+        }
+    };
+    match tokio::time::timeout(DEADLINE, wait).await {
+        Ok(status) => status,
+        Err(_) => panic!(
+            "worker {} never reported {what} within {DEADLINE:?}; last status {:?}",
+            worker.name(),
+            worker.status().borrow()
+        ),
+    }
+}
+
+/// The lease of a registered worker, from its status.
+pub fn lease_of(worker: &Worker<EtcdStore>) -> muster_core::LeaseId {
+    match &*worker.status().borrow() {
+        Status::Registered { lease, .. } | Status::Reregistered { lease, .. } => *lease,
+        other => panic!("worker {} is not registered: {other:?}", worker.name()),
+    }
+}
+
+/// Checks one member's transitions: exactly `expected` (kind and the incarnation each one
+/// names), in order, at increasing revisions. Only an `Updated` may share its revision with
+/// the transition before it: one write that both brought a member back and changed its
+/// metadata.
+pub fn assert_history(all: &[Transition], name: &str, expected: &[(TransitionKind, Incarnation)]) {
+    let mine: Vec<&Transition> = all.iter().filter(|t| t.member.name() == name).collect();
+    let got: Vec<(TransitionKind, Incarnation)> = mine
+        .iter()
+        .map(|t| (t.kind, t.member.incarnation))
+        .collect();
+    assert_eq!(got, expected, "transitions of {name}");
+    for pair in mine.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        assert!(
+            before.revision < after.revision
+                || (after.kind == TransitionKind::Updated && before.revision == after.revision),
+            "{name}: {} at revision {} then {} at revision {}",
+            before.kind,
+            before.revision,
+            after.kind,
+            after.revision
+        );
+    }
+}
