@@ -169,6 +169,10 @@ pub struct Step {
     pub transitions: Vec<Transition>,
     /// Values that could not be decoded (each counted once per write).
     pub skipped: Vec<Skipped>,
+    /// Names whose entry in the view changed (added, removed, or any field of [`Member`]
+    /// changed, with or without a transition), in order: what a copy of the view must
+    /// refresh to stay equal to [`Membership::view`].
+    pub changed: Vec<String>,
 }
 
 /// A reap the master should attempt: delete the record of a member that has been `Suspect`
@@ -247,6 +251,8 @@ pub struct Membership {
     revision: Revision,
     /// The latest `now` seen; time never goes backwards inside the machine.
     now: Option<Instant>,
+    /// Whether a resync is being applied (it may have missed revisions).
+    resyncing: bool,
 }
 
 impl Membership {
@@ -263,6 +269,7 @@ impl Membership {
             reap_due: BTreeMap::new(),
             revision: 0,
             now: None,
+            resyncing: false,
         }
     }
 
@@ -323,9 +330,11 @@ impl Membership {
         let names: BTreeSet<String> = self.keys.keys().chain(fresh.keys()).cloned().collect();
         self.keys = fresh;
         self.revision = listing.revision;
+        self.resyncing = true;
         for name in names {
             self.settle(&name, listing.revision, now, &mut step);
         }
+        self.resyncing = false;
         step
     }
 
@@ -388,8 +397,17 @@ impl Membership {
         }
     }
 
-    /// Re-derives `name` from its keys and emits what changed.
+    /// Re-derives `name` from its keys, emits what changed, and notes whether its entry in
+    /// the view changed.
     fn settle(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
+        let before = self.members.get(name).cloned();
+        self.settle_member(name, revision, now, step);
+        if self.members.get(name) != before.as_ref() {
+            step.changed.push(name.to_owned());
+        }
+    }
+
+    fn settle_member(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
         let keys = self.keys.get(name).cloned().unwrap_or_default();
         if keys.record.is_none() && keys.liveness.is_none() {
             self.keys.remove(name);
@@ -458,6 +476,13 @@ impl Membership {
                     (MemberState::Suspect, MemberState::Alive) => {
                         kinds.push(comeback(b, &keys));
                     }
+                    (MemberState::Suspect, MemberState::Suspect)
+                        if b.incarnation != record.record.incarnation =>
+                    {
+                        // A new process registered and was lost again in between.
+                        kinds.push(TransitionKind::Restarted);
+                        kinds.push(TransitionKind::Suspect);
+                    }
                     (MemberState::Alive, MemberState::Alive) if relived => {
                         // The liveness key was lost and created again in between.
                         let back = comeback(b, &keys);
@@ -477,9 +502,13 @@ impl Membership {
         {
             kinds.push(TransitionKind::Updated);
         }
+        // Suspicion (and its reap clock) carries over from one observation to the next. In
+        // a resync, which may have missed revisions, only while the record is unchanged: a
+        // rewritten record may mean the member registered again and was lost anew.
         let kept_suspicion = before
             .as_ref()
             .filter(|b| b.state == MemberState::Suspect && state == MemberState::Suspect)
+            .filter(|b| !self.resyncing || b.record_revision == record.mod_revision)
             .and_then(|b| b.suspect_since);
         let after = Member {
             info: record.record.info.clone(),
@@ -496,7 +525,14 @@ impl Membership {
             },
         };
         for kind in kinds {
-            if kind == TransitionKind::Suspect && state == MemberState::Alive {
+            if kind == TransitionKind::Restarted && state == MemberState::Suspect {
+                // The first half of a Restarted-then-Suspect pair found by a resync: the new
+                // process was alive in between.
+                let mut back = after.clone();
+                back.state = MemberState::Alive;
+                back.suspect_since = None;
+                emit(kind, &back);
+            } else if kind == TransitionKind::Suspect && state == MemberState::Alive {
                 // The first half of a Suspect-then-Recovered pair found by a resync: the
                 // member was suspect in between, so say so.
                 let mut lost = after.clone();
@@ -514,6 +550,9 @@ impl Membership {
                 live_created,
             },
         );
+        if kept_suspicion.is_none() {
+            self.reap_due.remove(name);
+        }
         match (after.suspect_since, self.reap_after) {
             (Some(since), Some(reap_after)) => {
                 self.reap_due

@@ -428,6 +428,8 @@ fn expected_kinds(before: Option<&RefMember>, after: Option<&RefMember>) -> Vec<
             let mut kinds = match (b.live, a.live) {
                 (Some(_), None) => vec![Suspect],
                 (None, Some((incarnation, _))) => vec![comeback(incarnation)],
+                // A new process registered and was lost again between observations.
+                (None, None) if a.incarnation != b.incarnation => vec![Restarted, Suspect],
                 (Some((_, was)), Some((incarnation, now))) if was != now => {
                     match comeback(incarnation) {
                         Recovered => vec![Suspect, Recovered],
@@ -465,17 +467,25 @@ fn check_kind(
     let live_lost = same && live_before.is_some() && live_changed;
     let live_back = same && live_after.is_some() && live_changed;
     let back_incarnation = live_after.map(|l| l.0);
+    // Suspect before and after, but the record names another process: it came and went.
+    let restarted_unseen = same
+        && live_before.is_none()
+        && live_after.is_none()
+        && before.map(|b| b.incarnation) != after.map(|a| a.incarnation);
     let ok = match kind {
         Joined => fresh,
         Updated => same && before.map(|b| &b.info) != after.map(|a| &a.info),
         Suspect => {
             live_lost
+                || (restarted_unseen && earlier.last() == Some(&Restarted))
                 || (fresh
                     && after.is_some_and(|a| a.live.is_none())
                     && earlier.last() == Some(&Joined))
         }
         Recovered => live_back && back_incarnation == before.map(|b| b.incarnation),
-        Restarted => live_back && back_incarnation != before.map(|b| b.incarnation),
+        Restarted => {
+            (live_back && back_incarnation != before.map(|b| b.incarnation)) || restarted_unseen
+        }
         Left => before.is_some_and(|b| b.live.is_some()) && (after.is_none() || recreated),
         Failed => before.is_some_and(|b| b.live.is_none()) && (after.is_none() || recreated),
     };

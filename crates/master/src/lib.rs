@@ -36,10 +36,12 @@
 mod config;
 mod error;
 mod master;
+mod ops;
 mod shared;
 mod task;
 
 pub use config::MasterConfig;
 pub use error::Error;
 pub use master::Master;
+pub use ops::{evict, list, Eviction, OpsError};
 pub use shared::{Health, Subscription, View};

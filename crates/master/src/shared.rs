@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use muster_core::{Member, MemberState, Revision, Skipped, Transition, TransitionKind};
+use muster_core::{Member, MemberState, Revision, Step, Transition, TransitionKind};
 use tokio::sync::{mpsc, watch};
 
 /// The master's view of the group at one revision.
@@ -149,11 +149,13 @@ impl Shared {
         self.changed.subscribe()
     }
 
-    /// Publishes the transitions of one step and the machine's revision.
+    /// Publishes one step: refreshes the members it changed from the machine's view, sends
+    /// its transitions to the subscribers, and records the machine's revision, all under
+    /// one lock.
     pub(crate) fn publish(
         &self,
-        transitions: Vec<Transition>,
-        skipped: &[Skipped],
+        step: Step,
+        machine: &BTreeMap<String, Member>,
         revision: Revision,
         resync: bool,
     ) {
@@ -163,20 +165,21 @@ impl Shared {
             subscribers,
             health,
         } = &mut *inner;
-        for skip in skipped {
+        for skip in &step.skipped {
             tracing::warn!(key = %skip.key, revision = skip.revision, reason = %skip.reason, "skipping undecodable value");
         }
-        health.skipped += skipped.len() as u64;
-        for t in transitions {
-            match t.kind {
-                TransitionKind::Left | TransitionKind::Failed => {
-                    view.members.remove(t.member.name());
+        health.skipped += step.skipped.len() as u64;
+        for name in &step.changed {
+            match machine.get(name) {
+                Some(member) => {
+                    view.members.insert(name.clone(), member.clone());
                 }
-                _ => {
-                    view.members
-                        .insert(t.member.name().to_owned(), t.member.clone());
+                None => {
+                    view.members.remove(name);
                 }
             }
+        }
+        for t in step.transitions {
             *health.transitions.entry(t.kind).or_default() += 1;
             subscribers.retain(|s| s.send(t.clone()).is_ok());
         }
@@ -191,15 +194,6 @@ impl Shared {
         health.revision = revision;
         drop(inner);
         self.changed.send_modify(|n| *n += 1);
-    }
-
-    /// Replaces view members that changed without a transition (e.g. a suspect member's
-    /// record revision after an update): keeps the published view equal to the machine's.
-    pub(crate) fn refresh(&self, members: &BTreeMap<String, Member>) {
-        let mut inner = self.lock();
-        if inner.view.members != *members {
-            inner.view.members = members.clone();
-        }
     }
 
     pub(crate) fn healthy(&self, watching: bool) {

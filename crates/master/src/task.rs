@@ -141,11 +141,7 @@ impl<S: Store> Task<S> {
                 _ = &mut *stop => return WatchEnd::Shutdown,
                 item = stream.next() => match item {
                     Some(Ok(batch)) => {
-                        let had_events = !batch.events.is_empty();
                         let step = self.machine.apply(&batch, now());
-                        if had_events && step.transitions.is_empty() {
-                            self.shared.refresh(self.machine.view());
-                        }
                         self.publish(step, false);
                         self.backoff.reset();
                     }
@@ -222,12 +218,8 @@ impl<S: Store> Task<S> {
         for t in &step.transitions {
             tracing::debug!(name = %t.member.name(), kind = %t.kind, revision = t.revision, "transition");
         }
-        self.shared.publish(
-            step.transitions,
-            &step.skipped,
-            self.machine.revision(),
-            resync,
-        );
+        self.shared
+            .publish(step, self.machine.view(), self.machine.revision(), resync);
     }
 
     /// Sleeps the next backoff delay (reaping meanwhile if due). `false` on stop.

@@ -99,6 +99,10 @@ impl<S: Store> Core<S> {
         loop {
             let error = match self.try_register().await {
                 Ok(()) => {
+                    // Failures before the first registration must not slow the first
+                    // retries after it.
+                    self.backoff.reset();
+                    self.failing_since = None;
                     self.set_status(Status::Registered {
                         lease: self.lease.unwrap_or_default(),
                         revision: self.registered_at,

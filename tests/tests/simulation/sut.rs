@@ -1,0 +1,908 @@
+//! The system under test: one in-memory cluster, 1-2 real masters, real workers, all in one
+//! current-thread tokio runtime on a paused clock, driven op by op.
+//!
+//! Every worker name has its own client (its "machine"), so a fault hits exactly that
+//! worker; every master has its own client too; an observer client, never faulted, lists
+//! the store for the invariants. Registrations and leaves can block (waiting for the name,
+//! for the network) and run in spawned tasks that the driver tracks; updates are awaited
+//! (with a deadline: an update always answers, if only with an error).
+//!
+//! After each op the driver *settles*: it lets simulated time pass in small steps until
+//! every connected master has applied the store's latest revision, then checks every
+//! invariant of `assertions.rs`. After the last op comes a finale: every fault healed, time
+//! passes, and everything is checked once more with every worker due to be `Alive`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use muster_core::{
+    Incarnation, KeyKind, Keyspace, Listing, MemberInfo, Revision, Store, WatchBatch,
+};
+use muster_master::{Master, MasterConfig, Subscription};
+use muster_mem_backend::{MemCluster, MemStore};
+use muster_worker::{OnDuplicate, Worker, WorkerConfig};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::assertions::{self, HealthyWorker, Life, ProcessLife};
+use crate::reference::{History, KeyChange, Reference};
+use crate::transition::{worker_name, Op, Schedule};
+
+/// The group's prefix.
+pub const PREFIX: &str = "/sim/";
+/// The workers' lease TTL (etcd's minimum).
+pub const TTL: Duration = Duration::from_secs(2);
+/// How long a member stays `Suspect` before a master reaps it.
+pub const REAP_AFTER: Duration = Duration::from_secs(30);
+/// How long a worker must have run with a healthy client (no partition, no hang, no
+/// failed calls) before every connected master must have it `Alive`: the name may first
+/// have to be freed by an earlier process of the same name (its lease runs out within a TTL
+/// of its last keep-alive), then one retry (at most TTL/3 apart while waiting for a name)
+/// and the registration itself; with a blip of failed calls, three more retries.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// A worker's store calls time out after this.
+const WORKER_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+/// A master's store calls time out after this.
+const MASTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Settling looks at the system this often.
+const SETTLE_STEP: Duration = Duration::from_millis(20);
+/// A connected master that has not caught up with the store after this is stuck.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+/// An update or a master shutdown that takes longer than this is stuck.
+const CALL_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the finale lets pass after healing everything: more than [`HEALTHY_AFTER`]
+/// plus a master's longest retry delay (5 s).
+const FINALE: Duration = Duration::from_secs(15);
+
+/// A failed run: what broke, and what led there.
+pub struct Failure {
+    /// The violated invariant, with the op after which it was seen.
+    pub message: String,
+    /// The run up to the failure: ops, registrations, leaves, transitions, with times.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const TAIL: usize = 200;
+        writeln!(f, "{}", self.message)?;
+        let skip = self.trace.len().saturating_sub(TAIL);
+        writeln!(
+            f,
+            "--- trace ({} lines{}) ---",
+            self.trace.len(),
+            if skip > 0 { ", the last 200 shown" } else { "" }
+        )?;
+        for line in &self.trace[skip..] {
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Runs `schedule` in a fresh runtime on a paused clock. Returns the trace of the run (the
+/// same schedule always gives the same trace), or the first invariant it broke.
+pub fn run(schedule: &Schedule) -> Result<Vec<String>, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread tokio runtime");
+    runtime.block_on(async {
+        let mut sim = Sim::start(schedule);
+        match sim.run(schedule).await {
+            Ok(()) => Ok(std::mem::take(&mut sim.trace)),
+            Err(message) => Err(Failure {
+                message,
+                trace: std::mem::take(&mut sim.trace),
+            }),
+        }
+    })
+}
+
+/// The metadata of `name` at version `v`.
+pub fn info(name: &str, v: u32) -> MemberInfo {
+    MemberInfo::new(name, format!("{name}.sim:80")).cpus(v)
+}
+
+type Registration = JoinHandle<Result<Worker<MemStore>, muster_worker::Error>>;
+
+/// The current process of a worker name.
+enum Process {
+    /// None: never started, crashed, or handed to a leave task.
+    Idle,
+    /// `Worker::register` runs in a task (possibly waiting for the name or the network).
+    Registering {
+        incarnation: Incarnation,
+        info: MemberInfo,
+        started: Instant,
+        task: Registration,
+    },
+    /// Registered; its background task keeps the lease alive.
+    Running {
+        incarnation: Incarnation,
+        info: MemberInfo,
+        started: Instant,
+        /// When `info` was last handed to the worker (`started` if never).
+        updated: Instant,
+        worker: Worker<MemStore>,
+    },
+}
+
+/// A leave in progress.
+struct Leaving {
+    /// Which leave of this name (index into `History::leaves[name]`).
+    index: usize,
+    /// The process leaving.
+    incarnation: Incarnation,
+    /// Awaits the registration if needed, then `Worker::leave`.
+    task: JoinHandle<Result<(), String>>,
+}
+
+/// One worker name: its client and its processes.
+struct Slot {
+    /// The member name.
+    name: String,
+    /// The client every process of this name uses; faults target it.
+    client: MemStore,
+    /// The current process.
+    process: Process,
+    /// Earlier processes still leaving.
+    leaving: Vec<Leaving>,
+    /// Whether the client is partitioned.
+    partitioned: bool,
+    /// Whether the client is hung.
+    hung: bool,
+    /// When the client last became free of faults.
+    healthy_since: Instant,
+    /// Since when the client has been partitioned or hung, while it is.
+    cut_off_since: Option<Instant>,
+    /// The incarnation of the latest process started.
+    latest: Option<Incarnation>,
+    /// The latest process left and its leave returned `Ok`.
+    left_cleanly: bool,
+}
+
+/// One master and its subscriber.
+struct MasterSlot {
+    /// The client of every life of this master.
+    client: MemStore,
+    /// The running master (taken out only while restarting).
+    master: Option<Master<MemStore>>,
+    /// Its one subscription, opened right after start.
+    subscription: Subscription,
+    /// What that subscription received.
+    life: Life,
+    /// Whether the client is partitioned.
+    partitioned: bool,
+    /// Whether the client is hung.
+    hung: bool,
+}
+
+impl MasterSlot {
+    /// Whether the invariants about the view apply: the master can reach the store.
+    fn connected(&self) -> bool {
+        !self.partitioned && !self.hung
+    }
+}
+
+impl Slot {
+    /// Records a fault change on the client, keeping the healthy/cut-off times.
+    fn set_faults(&mut self, partitioned: bool, hung: bool) {
+        let was_cut_off = self.partitioned || self.hung;
+        self.partitioned = partitioned;
+        self.hung = hung;
+        let now = Instant::now();
+        match (was_cut_off, partitioned || hung) {
+            (false, true) => self.cut_off_since = Some(now),
+            (true, false) => {
+                self.cut_off_since = None;
+                self.healthy_since = now;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the observer's watch delivered, stamped with the (simulated) time it arrived.
+type Observed = Arc<Mutex<Vec<(Instant, Result<WatchBatch, String>)>>>;
+
+struct Sim {
+    /// The "etcd server".
+    cluster: MemCluster,
+    /// A client never faulted, for listing the truth.
+    observer: MemStore,
+    /// The key layout.
+    keyspace: Keyspace,
+    /// Per worker index.
+    slots: Vec<Slot>,
+    /// Per master index.
+    masters: Vec<MasterSlot>,
+    /// The generator's model, stepped again here to reject malformed schedules.
+    reference: Reference,
+    /// What licenses `Left` and `Suspect`.
+    history: History,
+    /// Filled by a task following the observer's watch of the whole history; drained into
+    /// `history.key_log`.
+    observed: Observed,
+    /// Every process ever started, by incarnation.
+    processes: BTreeMap<Incarnation, ProcessLife>,
+    /// The next incarnation handed out (deterministic, unlike a real worker's).
+    next_incarnation: u64,
+    /// The current op number (0 while settling the start, ops + 1 in the finale).
+    op: usize,
+    /// When the run started, for the trace.
+    start: Instant,
+    /// The run so far.
+    trace: Vec<String>,
+}
+
+fn master_config(m: usize, life: u32) -> MasterConfig {
+    MasterConfig::new(PREFIX)
+        .reap_after(Some(REAP_AFTER))
+        .request_timeout(MASTER_REQUEST_TIMEOUT)
+        .seed(1000 * (m as u64 + 1) + u64::from(life))
+}
+
+fn start_master(
+    client: &MemStore,
+    m: usize,
+    life: u32,
+    op: usize,
+) -> (Master<MemStore>, Subscription, Life) {
+    let master =
+        Master::start(client.clone(), master_config(m, life)).expect("a valid master config");
+    let subscription = master.subscribe();
+    let life = Life::new(m, life, op, &subscription.snapshot);
+    (master, subscription, life)
+}
+
+impl Sim {
+    fn start(schedule: &Schedule) -> Self {
+        let cluster = MemCluster::new();
+        let observer = cluster.client();
+        let now = Instant::now();
+        let slots = (0..schedule.workers)
+            .map(|w| Slot {
+                name: worker_name(w),
+                client: cluster.client(),
+                process: Process::Idle,
+                leaving: Vec::new(),
+                partitioned: false,
+                hung: false,
+                healthy_since: now,
+                cut_off_since: None,
+                latest: None,
+                left_cleanly: false,
+            })
+            .collect();
+        let masters = (0..schedule.masters)
+            .map(|m| {
+                let client = cluster.client();
+                let (master, subscription, life) = start_master(&client, m, 0, 0);
+                MasterSlot {
+                    client,
+                    master: Some(master),
+                    subscription,
+                    life,
+                    partitioned: false,
+                    hung: false,
+                }
+            })
+            .collect();
+        Self {
+            cluster,
+            observer,
+            keyspace: Keyspace::new(PREFIX).expect("a valid prefix"),
+            slots,
+            masters,
+            reference: Reference::new(schedule.masters, schedule.workers),
+            history: History::default(),
+            observed: Arc::default(),
+            processes: BTreeMap::new(),
+            next_incarnation: 1,
+            op: 0,
+            start: now,
+            trace: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, line: impl fmt::Display) {
+        let t = (Instant::now() - self.start).as_secs_f64();
+        self.trace.push(format!("{t:>9.3}s {line}"));
+    }
+
+    async fn run(&mut self, schedule: &Schedule) -> Result<(), String> {
+        let from = self.cluster.revision() + 1;
+        let mut watch = self
+            .observer
+            .watch(PREFIX, from)
+            .await
+            .map_err(|e| format!("the observer cannot watch: {e}"))?;
+        let observed = Arc::clone(&self.observed);
+        tokio::spawn(async move {
+            while let Some(item) = watch.next().await {
+                let item = item.map_err(|e| e.to_string());
+                observed
+                    .lock()
+                    .expect("not poisoned")
+                    .push((Instant::now(), item));
+            }
+            let end = Err("the observer's watch ended".to_owned());
+            observed
+                .lock()
+                .expect("not poisoned")
+                .push((Instant::now(), end));
+        });
+        self.settle_and_check()
+            .await
+            .map_err(|e| format!("at the start: {e}"))?;
+        for (i, op) in schedule.ops.iter().enumerate() {
+            self.op = i + 1;
+            if !self.reference.precondition(op) {
+                return Err(format!(
+                    "op {} ({op:?}) is not valid where it stands: the schedule is malformed",
+                    self.op
+                ));
+            }
+            self.reference.apply(op);
+            self.history.record(self.op, Instant::now(), op);
+            let number = self.op;
+            self.note(format_args!("op {number}: {op:?}"));
+            self.poll_processes().await?;
+            self.apply(op)
+                .await
+                .map_err(|e| format!("during op {} ({op:?}): {e}", self.op))?;
+            self.settle_and_check()
+                .await
+                .map_err(|e| format!("after op {} ({op:?}): {e}", self.op))?;
+        }
+        self.op = schedule.ops.len() + 1;
+        self.finale()
+            .await
+            .map_err(|e| format!("in the finale (every fault healed, then {FINALE:?} passed): {e}"))
+    }
+
+    async fn apply(&mut self, op: &Op) -> Result<(), String> {
+        match *op {
+            Op::Join { w } => self.spawn_process(w),
+            Op::Update { w, v } => self.update(w, v).await,
+            Op::Leave { w } => self.leave(w),
+            Op::Crash { w } => self.crash(w).await,
+            Op::Restart { w } => {
+                self.crash(w).await?;
+                self.spawn_process(w)
+            }
+            Op::Hang { w } => {
+                let slot = &mut self.slots[w];
+                self.cluster.hang(slot.client.id());
+                slot.set_faults(slot.partitioned, true);
+                Ok(())
+            }
+            Op::Unhang { w } => {
+                let slot = &mut self.slots[w];
+                self.cluster.unhang(slot.client.id());
+                slot.set_faults(slot.partitioned, false);
+                Ok(())
+            }
+            Op::Partition { w } => {
+                let slot = &mut self.slots[w];
+                self.cluster.partition(slot.client.id());
+                slot.set_faults(true, slot.hung);
+                Ok(())
+            }
+            Op::Heal { w } => {
+                let slot = &mut self.slots[w];
+                self.cluster.heal(slot.client.id());
+                slot.set_faults(false, slot.hung);
+                Ok(())
+            }
+            Op::FailCalls { w, n } => {
+                // One blip of at most three failed calls costs no lease: from a fresh
+                // backoff the retries (at most 0.1 + 0.2 + 0.4 s) fit in a TTL after the
+                // missed keep-alive. A blip that lands on a failure streak already under way
+                // (the worker is not cleanly registered) may add up to an outage that does.
+                let slot = &mut self.slots[w];
+                let streak = matches!(
+                    &slot.process,
+                    Process::Running { worker, .. } if !worker.status().borrow().is_registered()
+                );
+                if streak {
+                    self.history.lease_loss(&slot.name, self.op);
+                }
+                if !slot.partitioned && !slot.hung {
+                    // The retries delay a registration too: count health from here.
+                    slot.healthy_since = Instant::now();
+                }
+                self.cluster.fail_next(slot.client.id(), n);
+                Ok(())
+            }
+            Op::PartitionMaster { m } => {
+                self.cluster.partition(self.masters[m].client.id());
+                self.masters[m].partitioned = true;
+                Ok(())
+            }
+            Op::HealMaster { m } => {
+                self.cluster.heal(self.masters[m].client.id());
+                self.masters[m].partitioned = false;
+                Ok(())
+            }
+            Op::HangMaster { m } => {
+                self.cluster.hang(self.masters[m].client.id());
+                self.masters[m].hung = true;
+                Ok(())
+            }
+            Op::UnhangMaster { m } => {
+                self.cluster.unhang(self.masters[m].client.id());
+                self.masters[m].hung = false;
+                Ok(())
+            }
+            Op::FailMasterCalls { m, n } => {
+                self.cluster.fail_next(self.masters[m].client.id(), n);
+                Ok(())
+            }
+            Op::DropWatch { m } => {
+                let ended = self.cluster.drop_watches(self.masters[m].client.id());
+                self.note(format_args!("  m{m}: {ended} watch(es) dropped"));
+                Ok(())
+            }
+            Op::Compact => {
+                let revision = self.cluster.revision();
+                if revision > self.cluster.compacted_revision() {
+                    self.cluster
+                        .compact(revision)
+                        .map_err(|e| format!("compacting at {revision}: {e}"))?;
+                    self.note(format_args!("  compacted at revision {revision}"));
+                }
+                Ok(())
+            }
+            Op::RestartMaster { m } => self.restart_master(m).await,
+            Op::Advance { millis } => {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a new process for worker `w`, registering in a task.
+    fn spawn_process(&mut self, w: usize) -> Result<(), String> {
+        let incarnation = Incarnation(self.next_incarnation);
+        self.next_incarnation += 1;
+        let slot = &mut self.slots[w];
+        if !matches!(slot.process, Process::Idle) {
+            return Err(format!("{} already has a process", slot.name));
+        }
+        let info = info(&slot.name, 0);
+        let config = WorkerConfig::new(PREFIX)
+            .ttl(TTL)
+            .request_timeout(WORKER_REQUEST_TIMEOUT)
+            .register_timeout(Duration::from_secs(3600))
+            .on_duplicate(OnDuplicate::Wait)
+            .incarnation(incarnation);
+        let task = tokio::spawn(Worker::register(slot.client.clone(), info.clone(), config));
+        slot.process = Process::Registering {
+            incarnation,
+            info,
+            started: Instant::now(),
+            task,
+        };
+        slot.latest = Some(incarnation);
+        slot.left_cleanly = false;
+        let name = slot.name.clone();
+        self.processes.insert(
+            incarnation,
+            ProcessLife {
+                name: name.clone(),
+                ended: None,
+            },
+        );
+        self.note(format_args!("  {name}: process {} starts", incarnation.0));
+        Ok(())
+    }
+
+    async fn update(&mut self, w: usize, v: u32) -> Result<(), String> {
+        let name = self.slots[w].name.clone();
+        let new_info = info(&name, v);
+        let outcome = match &mut self.slots[w].process {
+            Process::Running {
+                worker,
+                info,
+                updated,
+                ..
+            } => {
+                let answer = tokio::time::timeout(CALL_DEADLINE, worker.update(new_info.clone()))
+                    .await
+                    .map_err(|_| {
+                        format!("the update of {name} got no answer within {CALL_DEADLINE:?}")
+                    })?;
+                if let Err(muster_worker::Error::Stopped) = answer {
+                    return Err(format!(
+                        "the worker of {name} has stopped on its own (it should run until it leaves or crashes)"
+                    ));
+                }
+                *info = new_info;
+                *updated = Instant::now();
+                match answer {
+                    Ok(()) => "written".to_owned(),
+                    Err(e) => format!("kept for later ({e})"),
+                }
+            }
+            Process::Registering { .. } => "skipped: still registering".to_owned(),
+            Process::Idle => return Err(format!("{name} has no process to update")),
+        };
+        self.note(format_args!("  {name}: update to cpus {v}: {outcome}"));
+        Ok(())
+    }
+
+    fn leave(&mut self, w: usize) -> Result<(), String> {
+        let slot = &mut self.slots[w];
+        let index = self
+            .history
+            .leaves
+            .get(&slot.name)
+            .map_or(0, |l| l.len().saturating_sub(1));
+        let (incarnation, task) = match std::mem::replace(&mut slot.process, Process::Idle) {
+            Process::Running {
+                incarnation,
+                worker,
+                ..
+            } => (
+                incarnation,
+                tokio::spawn(async move { worker.leave().await.map_err(|e| e.to_string()) }),
+            ),
+            Process::Registering {
+                incarnation, task, ..
+            } => (
+                incarnation,
+                tokio::spawn(async move {
+                    match task.await {
+                        Ok(Ok(worker)) => worker.leave().await.map_err(|e| e.to_string()),
+                        Ok(Err(e)) => Err(format!("its registration failed: {e}")),
+                        Err(e) => Err(format!("its registration task failed: {e}")),
+                    }
+                }),
+            ),
+            Process::Idle => return Err(format!("{} has no process to leave", slot.name)),
+        };
+        slot.leaving.push(Leaving {
+            index,
+            incarnation,
+            task,
+        });
+        Ok(())
+    }
+
+    async fn crash(&mut self, w: usize) -> Result<(), String> {
+        let slot = &mut self.slots[w];
+        let name = slot.name.clone();
+        let incarnation = match std::mem::replace(&mut slot.process, Process::Idle) {
+            Process::Idle => return Err(format!("{name} has no process to crash")),
+            Process::Running {
+                incarnation,
+                worker,
+                ..
+            } => {
+                worker.abandon();
+                incarnation
+            }
+            Process::Registering {
+                incarnation, task, ..
+            } => {
+                // Single-threaded: an unfinished task cannot make progress between this
+                // check and the abort, so the crash is instantaneous either way.
+                if !task.is_finished() {
+                    task.abort();
+                }
+                match task.await {
+                    Ok(Ok(worker)) => worker.abandon(),
+                    Ok(Err(_)) => {}
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => return Err(format!("the registration task of {name} failed: {e}")),
+                }
+                incarnation
+            }
+        };
+        if let Some(p) = self.processes.get_mut(&incarnation) {
+            p.ended = Some(Instant::now());
+        }
+        self.note(format_args!("  {name}: process {} crashed", incarnation.0));
+        Ok(())
+    }
+
+    async fn restart_master(&mut self, m: usize) -> Result<(), String> {
+        self.drain()?;
+        let ms = &mut self.masters[m];
+        assertions::lefts_follow_leaves(&ms.life, &self.history)?;
+        assertions::suspects_follow_lost_leases(&ms.life, &self.history)?;
+        assertions::no_duplicate_deliveries(&ms.life)?;
+        assertions::deliveries_in_revision_order(&ms.life)?;
+        if let Some(malformed) = &ms.life.malformed {
+            return Err(malformed.clone());
+        }
+        if let Some(master) = ms.master.take() {
+            tokio::time::timeout(CALL_DEADLINE, master.shutdown())
+                .await
+                .map_err(|_| format!("m{m} did not shut down within {CALL_DEADLINE:?}"))?;
+        }
+        let number = ms.life.number + 1;
+        let (master, subscription, life) = start_master(&ms.client, m, number, self.op);
+        ms.master = Some(master);
+        ms.subscription = subscription;
+        ms.life = life;
+        Ok(())
+    }
+
+    /// Moves finished registrations to `Running` and retires finished leaves.
+    async fn poll_processes(&mut self) -> Result<(), String> {
+        for w in 0..self.slots.len() {
+            let finished = matches!(
+                &self.slots[w].process,
+                Process::Registering { task, .. } if task.is_finished()
+            );
+            if finished {
+                let Process::Registering {
+                    incarnation,
+                    info,
+                    started,
+                    task,
+                } = std::mem::replace(&mut self.slots[w].process, Process::Idle)
+                else {
+                    unreachable!("checked just above");
+                };
+                let name = self.slots[w].name.clone();
+                match task.await {
+                    Ok(Ok(worker)) => {
+                        self.slots[w].process = Process::Running {
+                            incarnation,
+                            info,
+                            started,
+                            updated: started,
+                            worker,
+                        };
+                        self.note(format_args!(
+                            "  {name}: process {} registered",
+                            incarnation.0
+                        ));
+                    }
+                    Ok(Err(e)) => {
+                        return Err(format!(
+                            "the registration of {name} (incarnation {}) failed: {e}",
+                            incarnation.0
+                        ))
+                    }
+                    Err(e) => return Err(format!("the registration task of {name} failed: {e}")),
+                }
+            }
+            let mut i = 0;
+            while i < self.slots[w].leaving.len() {
+                if !self.slots[w].leaving[i].task.is_finished() {
+                    i += 1;
+                    continue;
+                }
+                let leaving = self.slots[w].leaving.remove(i);
+                let name = self.slots[w].name.clone();
+                let result = leaving
+                    .task
+                    .await
+                    .map_err(|e| format!("the leave task of {name} failed: {e}"))?;
+                if let Some(p) = self.processes.get_mut(&leaving.incarnation) {
+                    p.ended = Some(Instant::now());
+                }
+                self.history
+                    .leave_done(&name, leaving.index, self.op, Instant::now());
+                if result.is_ok() && self.slots[w].latest == Some(leaving.incarnation) {
+                    self.slots[w].left_cleanly = true;
+                }
+                self.note(format_args!(
+                    "  {name}: process {} leave returned {result:?}",
+                    leaving.incarnation.0
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves what the observer's watch has delivered so far into `history.key_log`.
+    fn drain_history(&mut self) -> Result<(), String> {
+        let observed = std::mem::take(&mut *self.observed.lock().expect("not poisoned"));
+        for (at, item) in observed {
+            let batch = item.map_err(|e| format!("the observer's watch broke: {e}"))?;
+            // Per (revision, name): what happened to each of the two keys.
+            let mut changes: BTreeMap<(Revision, &str), KeyChange> = BTreeMap::new();
+            for event in &batch.events {
+                let Some((kind, name)) = self.keyspace.parse(&event.kv.key) else {
+                    continue;
+                };
+                let change = changes
+                    .entry((event.revision(), name))
+                    .or_insert_with(|| KeyChange {
+                        revision: event.revision(),
+                        at,
+                        record: None,
+                        liveness: None,
+                    });
+                match kind {
+                    KeyKind::Record => change.record = Some(event.kind),
+                    KeyKind::Liveness => change.liveness = Some(event.kind),
+                }
+            }
+            for ((_, name), change) in changes {
+                self.history.key_change(name, change);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every transition waiting in the subscriptions.
+    fn drain(&mut self) -> Result<(), String> {
+        self.drain_history()?;
+        let mut lines = Vec::new();
+        for ms in &mut self.masters {
+            while let Some(t) = ms.subscription.try_next() {
+                let inferred = if assertions::is_inferred(&t, &self.history) {
+                    " (inferred by a relist: no leave at this revision)"
+                } else {
+                    ""
+                };
+                lines.push(format!(
+                    "  {}: {} {} rev {} inc {} cpus {}{inferred}",
+                    ms.life.label(),
+                    t.kind,
+                    t.member.name(),
+                    t.revision,
+                    t.member.incarnation.0,
+                    t.member.info.cpus
+                ));
+                ms.life.deliver(self.op, t);
+            }
+        }
+        for line in lines {
+            self.note(line);
+        }
+        Ok(())
+    }
+
+    /// Lets time pass until every connected master has caught up with the store, then
+    /// checks every invariant.
+    async fn settle_and_check(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + SETTLE_DEADLINE;
+        loop {
+            tokio::time::sleep(SETTLE_STEP).await;
+            self.poll_processes().await?;
+            self.drain()?;
+            let listing = self
+                .observer
+                .list(PREFIX)
+                .await
+                .map_err(|e| format!("the observer cannot list: {e}"))?;
+            let behind: Vec<String> = self
+                .masters
+                .iter()
+                .filter(|ms| ms.connected())
+                .filter_map(|ms| {
+                    let master = ms.master.as_ref()?;
+                    let view = master.view();
+                    (!view.synced || view.revision != listing.revision).then(|| {
+                        format!(
+                            "{} (synced {}, at revision {}, health {:?})",
+                            ms.life.label(),
+                            view.synced,
+                            view.revision,
+                            master.health()
+                        )
+                    })
+                })
+                .collect();
+            if behind.is_empty() {
+                return self.check(&listing);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "connected masters did not catch up with the store (revision {}) within {SETTLE_DEADLINE:?}: {}",
+                    listing.revision,
+                    behind.join("; ")
+                ));
+            }
+        }
+    }
+
+    /// The workers whose process runs on a healthy client, and for how long.
+    fn healthy_workers(&self, now: Instant) -> Vec<HealthyWorker> {
+        let mut healthy = Vec::new();
+        for slot in self.slots.iter().filter(|s| !s.partitioned && !s.hung) {
+            let (incarnation, info, started, updated, registered) = match &slot.process {
+                Process::Idle => continue,
+                Process::Registering {
+                    incarnation,
+                    info,
+                    started,
+                    ..
+                } => (incarnation, info, started, started, false),
+                Process::Running {
+                    incarnation,
+                    info,
+                    started,
+                    updated,
+                    ..
+                } => (incarnation, info, started, updated, true),
+            };
+            let since = (*started).max(slot.healthy_since);
+            healthy.push(HealthyWorker {
+                name: slot.name.clone(),
+                incarnation: *incarnation,
+                info: info.clone(),
+                healthy_for: now - since,
+                info_age: now - *updated,
+                registered,
+            });
+        }
+        healthy
+    }
+
+    fn check(&self, listing: &Listing) -> Result<(), String> {
+        let truth = assertions::truth(listing, &self.keyspace);
+        let now = Instant::now();
+        let healthy = self.healthy_workers(now);
+        for ms in &self.masters {
+            let label = ms.life.label();
+            assertions::lefts_follow_leaves(&ms.life, &self.history)?;
+            assertions::suspects_follow_lost_leases(&ms.life, &self.history)?;
+            assertions::no_duplicate_deliveries(&ms.life)?;
+            assertions::deliveries_in_revision_order(&ms.life)?;
+            let Some(master) = &ms.master else { continue };
+            let view = master.view();
+            assertions::stream_replays_to_view(&ms.life, &view)?;
+            if !ms.connected() {
+                continue;
+            }
+            assertions::no_ghosts(&label, &view, listing, &self.keyspace)?;
+            assertions::view_matches_store(&label, &view, &truth, listing.revision)?;
+            assertions::healthy_workers_alive(&label, &view, &healthy, HEALTHY_AFTER)?;
+        }
+        assertions::no_ghost_liveness(listing, &self.keyspace, &self.processes, now, TTL)?;
+        assertions::no_early_reaps(&self.history, REAP_AFTER)?;
+        let cut_off: Vec<(String, Duration)> = self
+            .slots
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), now - s.cut_off_since?)))
+            .collect();
+        assertions::cut_off_workers_lose_liveness(listing, &self.keyspace, &cut_off, TTL)?;
+        let left_cleanly: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| {
+                s.left_cleanly && matches!(s.process, Process::Idle) && s.leaving.is_empty()
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        assertions::left_members_have_no_record(listing, &self.keyspace, &left_cleanly)
+    }
+
+    /// Heals every fault, lets time pass, and checks once more: now every process must be
+    /// registered and `Alive` everywhere.
+    async fn finale(&mut self) -> Result<(), String> {
+        self.note("finale: heal everything");
+        for slot in &mut self.slots {
+            self.cluster.heal(slot.client.id());
+            self.cluster.unhang(slot.client.id());
+            slot.set_faults(false, false);
+        }
+        for ms in &mut self.masters {
+            self.cluster.heal(ms.client.id());
+            self.cluster.unhang(ms.client.id());
+            ms.partitioned = false;
+            ms.hung = false;
+        }
+        tokio::time::sleep(FINALE).await;
+        self.settle_and_check().await
+    }
+}

@@ -1,0 +1,134 @@
+//! The steps a schedule is made of, and the schedule itself.
+//!
+//! Workers and masters are addressed by index: worker `w` is the member named `w{w}`, on its
+//! own store client (its "machine": every process of that worker shares it, so a fault on the
+//! client hits whichever process runs there); master `m` likewise has its own client.
+
+use std::fmt;
+
+/// One step of a simulated run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Op {
+    /// Starts a new process for worker `w` (fresh incarnation, `OnDuplicate::Wait`) and
+    /// registers it in a spawned task (registration may wait for the name or the network).
+    Join { w: usize },
+    /// Replaces the metadata of worker `w` (version `v`, carried in `cpus`).
+    Update { w: usize, v: u32 },
+    /// Worker `w` leaves gracefully (in a spawned task: a faulted leave retries for a TTL).
+    Leave { w: usize },
+    /// Worker `w`'s process crashes (`abandon`): its lease runs out, its record stays.
+    Crash { w: usize },
+    /// Worker `w` crashes and a new process (new incarnation) takes the name over, waiting
+    /// for the old liveness to expire.
+    Restart { w: usize },
+    /// Worker `w`'s client hangs: calls and watch deliveries are held (keep-alives stop).
+    Hang { w: usize },
+    /// Releases a hung worker client.
+    Unhang { w: usize },
+    /// Cuts worker `w`'s client off: every call fails.
+    Partition { w: usize },
+    /// Reconnects worker `w`'s client.
+    Heal { w: usize },
+    /// Worker `w`'s next `n` store calls fail (a blip shorter than a TTL).
+    FailCalls { w: usize, n: u64 },
+    /// Cuts master `m`'s client off: its watch ends, its calls fail.
+    PartitionMaster { m: usize },
+    /// Reconnects master `m`'s client.
+    HealMaster { m: usize },
+    /// Master `m`'s client hangs: calls and watch deliveries are held (a silent stall).
+    HangMaster { m: usize },
+    /// Releases a hung master client.
+    UnhangMaster { m: usize },
+    /// Master `m`'s next `n` store calls fail.
+    FailMasterCalls { m: usize, n: u64 },
+    /// Ends master `m`'s open watch streams, as a broken connection would.
+    DropWatch { m: usize },
+    /// Compacts the store's history up to the current revision.
+    Compact,
+    /// Shuts master `m` down and starts a new one on the same client.
+    RestartMaster { m: usize },
+    /// Lets simulated time pass.
+    Advance { millis: u64 },
+}
+
+impl Op {
+    /// A short name of the kind of step, for coverage counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Join { .. } => "join",
+            Op::Update { .. } => "update",
+            Op::Leave { .. } => "leave",
+            Op::Crash { .. } => "crash",
+            Op::Restart { .. } => "restart",
+            Op::Hang { .. } => "hang",
+            Op::Unhang { .. } => "unhang",
+            Op::Partition { .. } => "partition",
+            Op::Heal { .. } => "heal",
+            Op::FailCalls { .. } => "fail-calls",
+            Op::PartitionMaster { .. } => "partition-master",
+            Op::HealMaster { .. } => "heal-master",
+            Op::HangMaster { .. } => "hang-master",
+            Op::UnhangMaster { .. } => "unhang-master",
+            Op::FailMasterCalls { .. } => "fail-master-calls",
+            Op::DropWatch { .. } => "drop-watch",
+            Op::Compact => "compact",
+            Op::RestartMaster { .. } => "restart-master",
+            Op::Advance { .. } => "advance",
+        }
+    }
+
+    /// Every kind, as [`kind`](Self::kind) names them.
+    pub const KINDS: [&'static str; 19] = [
+        "join",
+        "update",
+        "leave",
+        "crash",
+        "restart",
+        "hang",
+        "unhang",
+        "partition",
+        "heal",
+        "fail-calls",
+        "partition-master",
+        "heal-master",
+        "hang-master",
+        "unhang-master",
+        "fail-master-calls",
+        "drop-watch",
+        "compact",
+        "restart-master",
+        "advance",
+    ];
+}
+
+/// The name of worker `w`.
+pub fn worker_name(w: usize) -> String {
+    format!("w{w}")
+}
+
+/// A whole run: how many masters and worker names, and the steps.
+///
+/// Its `Debug` output is Rust source: paste it into `sut::run(&...)` to replay a case.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// How many masters run (each on its own client), 1 or 2.
+    pub masters: usize,
+    /// How many worker names (`w0`, `w1`, ...).
+    pub workers: usize,
+    /// The steps, each valid in the state the ones before it leave (see `reference.rs`).
+    pub ops: Vec<Op>,
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Schedule {{ masters: {}, workers: {}, ops: vec![",
+            self.masters, self.workers
+        )?;
+        for op in &self.ops {
+            writeln!(f, "    Op::{op:?},")?;
+        }
+        write!(f, "] }}")
+    }
+}
