@@ -31,11 +31,17 @@ pub struct MasterConfig {
     /// for workers to re-register before listing again. Should exceed the workers'
     /// keep-alive interval (TTL/3) plus a retry, so healthy workers are back by then.
     pub store_replaced_grace: Duration,
+    /// How long the watch may stay quiet before the master asks the store where it is. If
+    /// the store does not answer, the master reports itself unhealthy and reconnects; if the
+    /// store is ahead of everything the watch delivered, the watch is re-opened (a watch
+    /// stuck on an etcd member cut off from its cluster delivers nothing and says nothing).
+    pub stall_check: Duration,
 }
 
 impl MasterConfig {
     /// Defaults: reap after 60 s, retry a reap after 1 s, request timeout 5 s, retries from
-    /// 100 ms up to 5 s, 10 s of grace after a store replacement.
+    /// 100 ms up to 5 s, 10 s of grace after a store replacement, a stall check after 10 s of
+    /// a quiet watch.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -46,6 +52,7 @@ impl MasterConfig {
             retry_max: Duration::from_secs(5),
             seed: std::process::id() as u64,
             store_replaced_grace: Duration::from_secs(10),
+            stall_check: Duration::from_secs(10),
         }
     }
 
@@ -64,6 +71,12 @@ impl MasterConfig {
     /// Sets the grace period after a store replacement.
     pub fn store_replaced_grace(mut self, grace: Duration) -> Self {
         self.store_replaced_grace = grace;
+        self
+    }
+
+    /// Sets how long the watch may stay quiet before the store is asked where it is.
+    pub fn stall_check(mut self, quiet: Duration) -> Self {
+        self.stall_check = quiet;
         self
     }
 

@@ -94,6 +94,22 @@ impl<S: Store> Master<S> {
         }
     }
 
+    /// Waits until `pred` holds for the master's [`Health`] and returns it (e.g. until it
+    /// notices a hung store). Wrap it in `tokio::time::timeout` to bound the wait.
+    pub async fn wait_until_health(&self, mut pred: impl FnMut(&Health) -> bool) -> Health {
+        let mut changes = self.shared.watch_changes();
+        loop {
+            changes.borrow_and_update();
+            let health = self.shared.health();
+            if pred(&health) {
+                return health;
+            }
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Waits until the first listing has been applied.
     pub async fn ready(&self) -> View {
         self.wait_until(|v| v.synced).await

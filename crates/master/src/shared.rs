@@ -56,6 +56,9 @@ pub struct Health {
     pub resyncs: u64,
     /// How many times the watch was re-opened after breaking.
     pub reconnects: u64,
+    /// How many times a quiet watch was re-opened because the store had moved past
+    /// everything it delivered (see `MasterConfig::stall_check`).
+    pub watch_refreshes: u64,
     /// How many undecodable values were skipped.
     pub skipped: u64,
     /// How many reaps this master won.
@@ -226,6 +229,10 @@ impl Shared {
         inner.health.last_error = Some(message.to_owned());
         drop(inner);
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn watch_refreshed(&self) {
+        self.lock().health.watch_refreshes += 1;
     }
 
     pub(crate) fn reaped(&self) {

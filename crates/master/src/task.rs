@@ -23,8 +23,10 @@ enum WatchEnd {
     Shutdown,
     /// The revision we need is compacted: list again.
     Relist,
-    /// The watch broke: resume from the last revision applied.
+    /// The watch broke: resume from the last revision applied, after a backoff delay.
     Resume,
+    /// The watch was healthy but is being replaced: re-open it now.
+    Reopen,
 }
 
 pub(crate) struct Task<S> {
@@ -74,6 +76,7 @@ impl<S: Store> Task<S> {
                 match self.watch(&mut stop).await {
                     WatchEnd::Shutdown => return,
                     WatchEnd::Relist => continue 'list,
+                    WatchEnd::Reopen => {}
                     WatchEnd::Resume => {
                         if !self.pause(&mut stop).await {
                             return;
@@ -119,21 +122,19 @@ impl<S: Store> Task<S> {
         let prefix = self.keyspace.prefix().to_owned();
         // Is this still the store the view came from? A store restored empty has a new
         // cluster id, and its revisions start again: watching from ours would wait forever.
-        match self.call(self.store.status()).await {
-            Ok(status) => {
-                let replaced = self.cluster_id.is_some_and(|id| id != status.cluster_id)
-                    || status.revision < self.machine.revision();
-                if replaced {
-                    return self.store_replaced(status.revision, stop).await;
-                }
+        let mut seen = match self.call(self.store.status()).await {
+            Ok(status) if self.replaced(&status) => {
+                return self.store_replaced(status.revision, stop).await;
             }
+            Ok(status) => status.revision,
             Err(error) => return self.broken(error, from),
-        }
+        };
         let mut stream: WatchStream = match self.call(self.store.watch(&prefix, from)).await {
             Ok(stream) => stream,
             Err(error) => return self.broken(error, from),
         };
         self.shared.healthy(true);
+        let mut check_at = Instant::now() + self.config.stall_check;
         loop {
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
             tokio::select! {
@@ -141,6 +142,8 @@ impl<S: Store> Task<S> {
                 _ = &mut *stop => return WatchEnd::Shutdown,
                 item = stream.next() => match item {
                     Some(Ok(batch)) => {
+                        seen = seen.max(batch.revision);
+                        check_at = Instant::now() + self.config.stall_check;
                         let step = self.machine.apply(&batch, now());
                         self.publish(step, false);
                         self.backoff.reset();
@@ -155,8 +158,41 @@ impl<S: Store> Task<S> {
                     }
                 },
                 _ = sleep_until(deadline) => self.reap().await,
+                _ = tokio::time::sleep_until(check_at) => {
+                    // The watch has been quiet for a while. Quiet is normal; stalled is not:
+                    // ask the store where it is.
+                    match self.call(self.store.status()).await {
+                        Err(error) => {
+                            self.shared.failing(
+                                &format!("the watch is quiet and the store does not answer: {error}"),
+                                true,
+                            );
+                            return WatchEnd::Resume;
+                        }
+                        Ok(status) if self.replaced(&status) => {
+                            return self.store_replaced(status.revision, stop).await;
+                        }
+                        Ok(status) if status.revision > seen => {
+                            // The store moved on while the watch said nothing. Maybe only
+                            // other keys changed; maybe the watch is stuck on a member cut
+                            // off from its cluster. Re-opening from the last applied
+                            // revision costs little and is right either way.
+                            tracing::debug!(seen, store = status.revision, "quiet watch behind the store; re-opening it");
+                            self.shared.watch_refreshed();
+                            return WatchEnd::Reopen;
+                        }
+                        Ok(_) => check_at = Instant::now() + self.config.stall_check,
+                    }
+                }
             }
         }
+    }
+
+    /// Whether `status` is from another store than the one the view was built from: a new
+    /// cluster id, or revisions behind what was already applied.
+    fn replaced(&self, status: &muster_core::StoreStatus) -> bool {
+        self.cluster_id.is_some_and(|id| id != status.cluster_id)
+            || status.revision < self.machine.revision()
     }
 
     /// Tries every reap that is due. Of several masters, the guarded transaction lets

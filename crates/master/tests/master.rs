@@ -403,3 +403,102 @@ async fn a_store_replaced_by_an_empty_one_is_noticed_and_the_view_rebuilt() {
     let (_d, _) = join(&cluster, "d", 4).await;
     until(&mut events, TransitionKind::Joined, "d").await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_store_makes_the_master_unhealthy_and_it_catches_up_afterwards() {
+    let cluster = MemCluster::new();
+    let master_store = cluster.client();
+    let master = Master::start(master_store.clone(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    master.ready().await;
+    cluster.hang(master_store.id());
+    let (_a, _) = join(&cluster, "a", 1).await;
+    let health = tokio::time::timeout(
+        DEADLINE,
+        master.wait_until_health(|h| !h.watching && h.unhealthy_since.is_some()),
+    )
+    .await
+    .expect("the master never noticed the hung store");
+    assert!(
+        health
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("does not answer")
+            || health
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("no answer"),
+        "{health:?}"
+    );
+    cluster.unhang(master_store.id());
+    until(&mut events, TransitionKind::Joined, "a").await;
+    let health = master.health();
+    assert!(
+        health.watching && health.unhealthy_since.is_none(),
+        "{health:?}"
+    );
+}
+
+/// A store whose first watch is stuck: it delivers nothing and never ends, as a watch on an
+/// etcd member cut off from its cluster would, while every other call works.
+struct FirstWatchStuck {
+    inner: MemStore,
+    stuck: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for FirstWatchStuck {
+    async fn grant(&self, ttl: Duration) -> muster_core::Result<muster_core::Lease> {
+        self.inner.grant(ttl).await
+    }
+    async fn keep_alive(&self, lease: i64) -> muster_core::Result<Duration> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke(&self, lease: i64) -> muster_core::Result<()> {
+        self.inner.revoke(lease).await
+    }
+    async fn txn(&self, txn: Txn) -> muster_core::Result<muster_core::TxnOutcome> {
+        self.inner.txn(txn).await
+    }
+    async fn get(&self, key: &str) -> muster_core::Result<Option<muster_core::KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> muster_core::Result<muster_core::Listing> {
+        self.inner.list(prefix).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        from: i64,
+    ) -> muster_core::Result<muster_core::WatchStream> {
+        if self.stuck.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(Box::pin(futures::stream::pending()));
+        }
+        self.inner.watch(prefix, from).await
+    }
+    async fn compact(&self, revision: i64) -> muster_core::Result<()> {
+        self.inner.compact(revision).await
+    }
+    async fn status(&self) -> muster_core::Result<muster_core::StoreStatus> {
+        self.inner.status().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silently_stuck_watch_is_noticed_and_reopened() {
+    let cluster = MemCluster::new();
+    let store = FirstWatchStuck {
+        inner: cluster.client(),
+        stuck: true.into(),
+    };
+    let master =
+        Master::start(store, master_config(1).stall_check(Duration::from_secs(5))).unwrap();
+    let mut events = master.subscribe();
+    master.ready().await;
+    let (_a, _) = join(&cluster, "a", 1).await;
+    let got = until(&mut events, TransitionKind::Joined, "a").await;
+    assert_eq!(summary(&got), vec![(TransitionKind::Joined, "a".into())]);
+    assert_eq!(master.health().watch_refreshes, 1, "{:?}", master.health());
+}
