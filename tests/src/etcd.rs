@@ -26,17 +26,17 @@ pub const IMAGE_VAR: &str = "MUSTER_ETCD_IMAGE";
 /// The image used when [`IMAGE_VAR`] is unset.
 pub const DEFAULT_IMAGE: &str = "gcr.io/etcd-development/etcd:v3.5.17";
 /// The variable `cargo xtask test` sets so that it can remove containers a killed test left.
-const RUN_ID_VAR: &str = "MUSTER_TEST_RUN_ID";
+pub(crate) const RUN_ID_VAR: &str = "MUSTER_TEST_RUN_ID";
 /// The label carrying that run id.
-const RUN_LABEL: &str = "org.muster.test-run";
+pub(crate) const RUN_LABEL: &str = "org.muster.test-run";
 /// The line etcd logs once it serves clients.
-const READY_LINE: &str = "ready to serve client requests";
+pub(crate) const READY_LINE: &str = "ready to serve client requests";
 /// How long etcd may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why an etcd container could not be had; the message says what to do.
 #[derive(Debug)]
-pub struct HarnessError(String);
+pub struct HarnessError(pub(crate) String);
 
 impl fmt::Display for HarnessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -207,7 +207,7 @@ pub fn image() -> String {
         .unwrap_or_else(|| DEFAULT_IMAGE.to_string())
 }
 
-fn check_image(image: &str) -> Result<()> {
+pub(crate) fn check_image(image: &str) -> Result<()> {
     let out = docker(&["image", "inspect", "--format", "{{.Id}}", image])?;
     if out.status.success() {
         return Ok(());
@@ -259,7 +259,7 @@ fn run_container(image: &str, port: u16, extra_env: &[(&str, &str)]) -> Result<S
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|err| HarnessError(format!("cannot find a free port on 127.0.0.1: {err}")))?;
     listener
@@ -269,7 +269,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Runs `docker args` and returns its output, whatever the exit status.
-fn docker(args: &[&str]) -> Result<Output> {
+pub(crate) fn docker(args: &[&str]) -> Result<Output> {
     Command::new("docker")
         .args(args)
         .stdin(Stdio::null())
@@ -282,7 +282,7 @@ fn docker(args: &[&str]) -> Result<Output> {
 }
 
 /// Runs `docker args`; fails unless it exits with 0.
-fn docker_ok(args: &[&str]) -> Result<Output> {
+pub(crate) fn docker_ok(args: &[&str]) -> Result<Output> {
     let out = docker(args)?;
     if !out.status.success() {
         return Err(HarnessError(format!(
@@ -294,7 +294,7 @@ fn docker_ok(args: &[&str]) -> Result<Output> {
     Ok(out)
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -60,23 +60,34 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Removes the containers this run's tests left behind (a test process that was killed
-/// cannot remove its own).
+/// Removes the containers and networks this run's tests left behind (a test process that
+/// was killed cannot remove its own).
 fn remove_leftover_containers(run_id: &str) {
     let filter = format!("label={RUN_LABEL}={run_id}");
-    let Ok(ids) = cmd::stdout_ok(
-        Command::new("docker").args(["ps", "-aq", "--filter", &filter]),
-        Duration::from_secs(30),
-    ) else {
-        return;
-    };
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if ids.is_empty() {
-        return;
+    for (kind, list, remove) in [
+        ("container", &["ps", "-aq"][..], &["rm", "-f", "-v"][..]),
+        (
+            "network",
+            &["network", "ls", "-q"][..],
+            &["network", "rm"][..],
+        ),
+    ] {
+        let Ok(ids) = cmd::stdout_ok(
+            Command::new("docker")
+                .args(list)
+                .args(["--filter", &filter]),
+            Duration::from_secs(30),
+        ) else {
+            continue;
+        };
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        println!("xtask: removing {} leftover test {kind}(s)", ids.len());
+        let _ = cmd::capture(
+            Command::new("docker").args(remove).args(&ids),
+            Duration::from_secs(60),
+        );
     }
-    println!("xtask: removing {} leftover test container(s)", ids.len());
-    let _ = cmd::capture(
-        Command::new("docker").args(["rm", "-f", "-v"]).args(&ids),
-        Duration::from_secs(60),
-    );
 }

@@ -63,10 +63,12 @@ impl EtcdStore {
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
         let store = Self::connect_lazy(config).await?;
         let ctx = Ctx::new("connect");
-        let mut kv = store.kv();
-        let probe = GetOptions::new().with_count_only();
         store
-            .call(&ctx, kv.get("muster-connect-probe", Some(probe)))
+            .call(&ctx, || {
+                let mut kv = store.kv();
+                let probe = GetOptions::new().with_count_only();
+                async move { kv.get("muster-connect-probe", Some(probe)).await }
+            })
             .await?;
         Ok(store)
     }
@@ -109,22 +111,36 @@ impl EtcdStore {
         self.config.connect_timeout + self.config.request_timeout
     }
 
-    /// Runs one etcd call with the call timeout, mapping its error.
-    async fn call<T, F>(&self, ctx: &Ctx, call: F) -> Result<T>
+    /// Runs one etcd call with the call timeout, mapping its error. `call` makes the request
+    /// afresh for each attempt: a request that could not even be sent (the endpoint the
+    /// balancer picked refuses connections, e.g. a dead cluster member) is tried again, up
+    /// to once per endpoint plus one, within the same timeout. etcd-client's balancer keeps
+    /// offering a dead endpoint, so without this one dead member of three fails a third of
+    /// the calls. A request that reached a server is never repeated.
+    async fn call<T, F, Fut>(&self, ctx: &Ctx, mut call: F) -> Result<T>
     where
-        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        match tokio::time::timeout(self.call_timeout(), call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(self.errors.map(ctx, err)),
-            Err(_) => Err(self.errors.timeout(ctx, self.call_timeout())),
+        let attempts = self.config.endpoints.len() + 1;
+        let deadline = tokio::time::Instant::now() + self.call_timeout();
+        let mut attempt = 1;
+        loop {
+            match tokio::time::timeout_at(deadline, call()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(err)) if attempt < attempts && never_sent(&err) => {
+                    tracing::debug!(attempt, error = %err, "etcd request not sent; trying another endpoint");
+                    attempt += 1;
+                }
+                Ok(Err(err)) => return Err(self.errors.map(ctx, err)),
+                Err(_) => return Err(self.errors.timeout(ctx, self.call_timeout())),
+            }
         }
     }
 
     /// Reads every key under `prefix` in pages, all at the revision of the first page.
     async fn list_pages(&self, ctx: &Ctx, prefix: &str) -> Result<Listing> {
         let (start, end) = prefix_range(prefix);
-        let mut kv = self.kv();
         let mut kvs = Vec::new();
         let mut revision: Option<Revision> = None;
         let mut from = start;
@@ -135,7 +151,13 @@ impl EtcdStore {
             if let Some(revision) = revision {
                 options = options.with_revision(revision);
             }
-            let page = self.call(ctx, kv.get(from.clone(), Some(options))).await?;
+            let page = self
+                .call(ctx, || {
+                    let mut kv = self.kv();
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { kv.get(from, Some(options)).await }
+                })
+                .await?;
             let page_revision = *revision.get_or_insert(page.header().map_or(0, |h| h.revision()));
             kvs.extend(page.kvs().iter().map(key_value));
             match page.kvs().last() {
@@ -167,8 +189,12 @@ impl Store for EtcdStore {
         // etcd counts whole seconds: round up, so the lease lives at least `ttl`.
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
-        let mut leases = self.client.lease_client();
-        let granted = self.call(&ctx, leases.grant(secs, None)).await?;
+        let granted = self
+            .call(&ctx, || {
+                let mut leases = self.client.lease_client();
+                async move { leases.grant(secs, None).await }
+            })
+            .await?;
         if !granted.error().is_empty() {
             return Err(self.errors.other(&ctx, granted.error()));
         }
@@ -192,8 +218,13 @@ impl Store for EtcdStore {
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
         self.keepers.forget(lease);
         let ctx = Ctx::new("lease revoke").lease(lease);
-        let mut leases = self.client.lease_client();
-        match self.call(&ctx, leases.revoke(lease)).await {
+        let revoked = self
+            .call(&ctx, || {
+                let mut leases = self.client.lease_client();
+                async move { leases.revoke(lease).await }
+            })
+            .await;
+        match revoked {
             Ok(_) | Err(Error::LeaseNotFound { .. }) => Ok(()),
             Err(err) => Err(err),
         }
@@ -234,8 +265,13 @@ impl Store for EtcdStore {
             })
             .collect();
         let request = etcd_client::Txn::new().when(compares).and_then(ops);
-        let mut kv = self.kv();
-        let response = self.call(&ctx, kv.txn(request)).await?;
+        let response = self
+            .call(&ctx, || {
+                let mut kv = self.kv();
+                let request = request.clone();
+                async move { kv.txn(request).await }
+            })
+            .await?;
         Ok(TxnOutcome {
             succeeded: response.succeeded(),
             revision: response.header().map_or(0, |h| h.revision()),
@@ -244,8 +280,12 @@ impl Store for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let ctx = Ctx::new("get").key(key);
-        let mut kv = self.kv();
-        let response = self.call(&ctx, kv.get(key, None)).await?;
+        let response = self
+            .call(&ctx, || {
+                let mut kv = self.kv();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         Ok(response.kvs().first().map(key_value))
     }
 
@@ -283,11 +323,17 @@ impl Store for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         let ctx = Ctx::new("compact");
-        let mut kv = self.kv();
         // Physical: return once the old revisions are really gone, so that a watch from
         // them fails right away.
         let options = CompactionOptions::new().with_physical();
-        match self.call(&ctx, kv.compact(revision, Some(options))).await {
+        let compacted = self
+            .call(&ctx, || {
+                let mut kv = self.kv();
+                let options = options.clone();
+                async move { kv.compact(revision, Some(options)).await }
+            })
+            .await;
+        match compacted {
             Ok(_) => Ok(()),
             // Compacting again up to (or below) what is already compacted changes nothing.
             Err(Error::Backend { source, .. })
@@ -303,10 +349,14 @@ impl Store for EtcdStore {
 
     async fn status(&self) -> Result<StoreStatus> {
         let ctx = Ctx::new("status");
-        let mut kv = self.kv();
         // A count-only read of one key: linearizable, so the header is current, and cheap.
-        let options = GetOptions::new().with_count_only();
-        let reply = self.call(&ctx, kv.get(vec![0u8], Some(options))).await?;
+        let reply = self
+            .call(&ctx, || {
+                let mut kv = self.kv();
+                let options = GetOptions::new().with_count_only();
+                async move { kv.get(vec![0u8], Some(options)).await }
+            })
+            .await?;
         let header = reply.header();
         Ok(StoreStatus {
             revision: header.map_or(0, |h| h.revision()),
@@ -359,6 +409,19 @@ fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
         }
     }
     (start, vec![0])
+}
+
+/// Whether a failed request was never sent: the connection to the endpoint the balancer
+/// picked could not be made. Only then may a request that writes be repeated.
+fn never_sent(err: &etcd_client::Error) -> bool {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.contains("tcp connect error") || text.contains("Connection refused")
 }
 
 #[cfg(test)]
