@@ -1,8 +1,9 @@
 //! `cargo xtask test`: every test of the workspace, including those against real etcd.
 //!
 //! It provides what a fresh machine lacks — `protoc` for etcd-client's build and an etcd
-//! image — then runs `cargo test` over all targets and the doc tests. Without Docker it
-//! fails with instructions; it never skips the etcd tests silently.
+//! image — then checks formatting (`cargo fmt --check`) and lints (`cargo clippy
+//! --all-targets -D warnings`), and runs `cargo test` over all targets and the doc tests.
+//! Without Docker it fails with instructions; it never skips the etcd tests silently.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,6 +53,33 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         Ok(())
     };
+    // The house rules first: formatted, and clippy-clean with warnings as errors.
+    let lint = |extra: &[&str]| -> Result<()> {
+        let mut command = Command::new(&cargo);
+        command.current_dir(&root).args(extra);
+        if let Some(path) = protoc.env_value() {
+            command.env("PROTOC", path);
+        }
+        println!("xtask: running {}", cmd::describe(&command));
+        let status = command.status()?;
+        if !status.success() {
+            bail!(
+                "`{}` failed ({status}); fix it, then run `cargo xtask test` again",
+                cmd::describe(&command)
+            );
+        }
+        Ok(())
+    };
+    lint(&["fmt", "--all", "--check"])?;
+    lint(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+
     let result = cargo_test(&["--workspace", "--all-targets"])
         .and_then(|()| cargo_test(&["--workspace", "--doc"]));
     remove_leftover_containers(&run_id);
