@@ -1,0 +1,164 @@
+//! What both programs' command lines share: the etcd connection and the group's prefix, and
+//! the parsers for durations and `key=value` labels.
+//!
+//! Every flag can also come from an environment variable (`MUSTER_*`), so a program runs the
+//! same from a shell, a systemd unit or a container spec.
+
+use std::time::Duration;
+
+use clap::Args;
+use muster_etcd_backend::EtcdConfig;
+
+/// The default key prefix: the group named `default`.
+pub const DEFAULT_PREFIX: &str = "/muster/default/";
+
+/// Flags both programs take: where etcd is, which group, how long to wait for etcd.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// etcd client URLs, comma-separated [default: MUSTER_ETCD_ENDPOINTS (the library's
+    /// variable) if set, else http://127.0.0.1:2379].
+    #[arg(
+        long,
+        env = "MUSTER_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URLS",
+        global = true
+    )]
+    pub endpoints: Vec<String>,
+
+    /// The group's key prefix in etcd (a trailing '/' is added when missing).
+    #[arg(
+        long,
+        env = "MUSTER_PREFIX",
+        default_value = DEFAULT_PREFIX,
+        value_name = "PREFIX",
+        global = true
+    )]
+    pub prefix: String,
+
+    /// How long to keep trying to reach etcd at start-up before giving up (e.g. 5s, 500ms).
+    #[arg(
+        long,
+        env = "MUSTER_CONNECT_TIMEOUT",
+        default_value = "5s",
+        value_parser = parse_duration,
+        value_name = "DURATION",
+        global = true
+    )]
+    pub connect_timeout: Duration,
+}
+
+impl CommonArgs {
+    /// The endpoints to use: `--endpoints` (or `MUSTER_ENDPOINTS`), else the library's
+    /// `MUSTER_ETCD_ENDPOINTS`, else `http://127.0.0.1:2379`; blanks and empty entries
+    /// removed.
+    pub fn endpoints(&self) -> Vec<String> {
+        let given: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if given.is_empty() {
+            EtcdConfig::from_env().endpoints
+        } else {
+            given
+        }
+    }
+}
+
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`), e.g. `10s`, `1.5s`,
+/// `500ms`, `2m`. A bare number means seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use muster_programs::cli::parse_duration;
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+/// assert!(parse_duration("ten").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => f64::NAN,
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && scale.is_finite() => {
+            Duration::try_from_secs_f64(n * scale).map_err(|e| format!("{text:?}: {e}"))
+        }
+        _ => Err(format!(
+            "{text:?} is not a duration; use a number with a unit, e.g. 10s, 500ms, 2m"
+        )),
+    }
+}
+
+/// Parses a label `KEY=VALUE`. The key must be non-empty; the value may be empty or contain
+/// `=`.
+///
+/// ```
+/// use muster_programs::cli::parse_label;
+/// assert_eq!(parse_label("zone=a"), Ok(("zone".to_string(), "a".to_string())));
+/// assert!(parse_label("zone").is_err());
+/// ```
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        Some(_) => Err(format!(
+            "{text:?} has an empty key; use KEY=VALUE, e.g. zone=a"
+        )),
+        None => Err(format!("{text:?} is not KEY=VALUE; use e.g. zone=a")),
+    }
+}
+
+/// Parses a member name, with muster's rules (1-128 printable characters, no '/', no
+/// whitespace).
+pub fn parse_name(text: &str) -> Result<String, String> {
+    muster_core::validate_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a key prefix the way the library will use it.
+pub fn parse_prefix(text: &str) -> Result<String, String> {
+    muster_core::Keyspace::new(text)
+        .map(|ks| ks.prefix().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "-1s", "10x", "1e3s", "ten"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            parse_label("version=a=b"),
+            Ok(("version".to_string(), "a=b".to_string()))
+        );
+        assert_eq!(parse_label("k="), Ok(("k".to_string(), String::new())));
+        assert!(parse_label("=v").unwrap_err().contains("empty key"));
+        assert!(parse_label("zone").unwrap_err().contains("KEY=VALUE"));
+    }
+}

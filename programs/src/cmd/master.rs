@@ -1,0 +1,400 @@
+//! `muster-master`: watch a group and print (and serve) its live membership; `list` and
+//! `evict` one-shots for operators.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use muster_core::{MemberState, Transition, TransitionKind};
+use muster_etcd_backend::EtcdStore;
+use muster_master::{Master, MasterConfig, Subscription};
+
+use crate::cli::{parse_duration, parse_name, parse_prefix, CommonArgs};
+use crate::connect::connect;
+use crate::events::EventLog;
+use crate::fatal::Fatal;
+use crate::http::{self, Api};
+use crate::metrics::{self, Group};
+use crate::render::{self, EventJson, SyncedJson, ViewJson};
+use crate::signals::{self, Signals};
+use crate::timed::{StoreMetrics, TimedStore};
+
+/// The program's name in messages.
+const NAME: &str = "muster-master";
+
+const EXAMPLES: &str = "\
+Examples:
+  # Watch the group: a table, then one line per change (ctrl-c to stop):
+  muster-master --endpoints http://127.0.0.1:2379 --prefix /muster/web/
+
+  # One JSON object per transition per line, for scripts:
+  muster-master --json | jq -c 'select(.kind == \"suspect\")'
+
+  # Serve the HTTP API and Prometheus metrics:
+  muster-master --http 127.0.0.1:8080
+  curl -s 'http://127.0.0.1:8080/v1/members?state=alive&label=zone=a'
+  curl -sN http://127.0.0.1:8080/v1/events
+
+  # Operators, without a running master:
+  muster-master list
+  muster-master evict api-1
+
+Output: a table when stdout is a terminal, JSON lines otherwise (or force with --table/--json).
+JSON fields: kind, name, state, revision, addr, cpus, labels, incarnation, at_unix_ms; one
+{\"kind\":\"synced\",...} line marks the end of the group's initial state.
+HTTP: GET /v1/members[?state=alive&label=zone=a], /v1/members/NAME, /v1/events
+[?from_revision=N] (server-sent events), /metrics, /healthz.
+Logs go to stderr, warnings only; RUST_LOG=info (or debug) says more.";
+
+/// muster-master's command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "muster-master",
+    version,
+    about = "Watch a muster group in etcd and show its live membership: who is alive, who is suspect, and every transition.",
+    after_help = EXAMPLES
+)]
+pub struct MasterArgs {
+    /// Where etcd is, and which group.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// How to watch (without a subcommand).
+    #[command(flatten)]
+    pub watch: WatchArgs,
+
+    /// A one-shot instead of watching.
+    #[command(subcommand)]
+    pub command: Option<MasterCommand>,
+}
+
+/// Flags of the watching master.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Print one JSON object per transition per line (the default when stdout is not a
+    /// terminal).
+    #[arg(long, env = "MUSTER_JSON", conflicts_with = "table")]
+    pub json: bool,
+
+    /// Print a table, then one line per transition (the default on a terminal).
+    #[arg(long, env = "MUSTER_TABLE")]
+    pub table: bool,
+
+    /// Serve the HTTP API and /metrics on this address, e.g. 127.0.0.1:8080 or :8080.
+    #[arg(long, env = "MUSTER_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
+
+    /// How long a member may stay suspect before this master removes it (failed).
+    #[arg(long, env = "MUSTER_REAP_AFTER", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub reap_after: Duration,
+
+    /// Never remove suspect members (another master or an operator may).
+    #[arg(long, env = "MUSTER_NO_REAP")]
+    pub no_reap: bool,
+
+    /// How many recent transitions /v1/events keeps for clients resuming from a revision.
+    #[arg(
+        long,
+        env = "MUSTER_EVENTS_BUFFER",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub events_buffer: usize,
+}
+
+/// The one-shots.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MasterCommand {
+    /// Print the group straight from etcd (no running master needed) and exit.
+    List {
+        /// Print JSON: {"revision", "synced", "members": [...]}.
+        #[arg(long, env = "MUSTER_JSON")]
+        json: bool,
+    },
+    /// Remove a member gracefully: deletes its record and liveness key in one transaction,
+    /// so masters report it left (or failed, if it was already suspect).
+    Evict {
+        /// The member's name.
+        #[arg(value_parser = parse_name, env = "MUSTER_NAME")]
+        name: String,
+    },
+}
+
+/// How the watching master prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+/// Parses the command line, runs, and returns the exit status.
+pub fn main() -> ExitCode {
+    let args = MasterArgs::parse();
+    crate::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return Fatal::failure(format!("cannot start the runtime: {e}")).report(NAME),
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(fatal) => fatal.report(NAME),
+    }
+}
+
+/// Runs the master (or a one-shot) and returns the exit status.
+pub async fn run(args: MasterArgs) -> Result<u8, Fatal> {
+    let prefix = parse_prefix(&args.common.prefix).map_err(Fatal::usage)?;
+    match &args.command {
+        None => watch(&args, prefix).await,
+        Some(MasterCommand::List { json }) => {
+            let store = connect(&args.common).await?;
+            let view = muster_master::list(&store, &prefix)
+                .await
+                .map_err(|e| Fatal::failure(e.to_string()))?;
+            let text = if *json {
+                let mut text = serde_json::to_string_pretty(&ViewJson::new(&view, |_| true))
+                    .expect("views always serialize");
+                text.push('\n');
+                text
+            } else {
+                render::members_table(&view, &prefix)
+            };
+            print(&text).map_err(|e| Fatal::failure(format!("writing to stdout: {e}")))?;
+            Ok(0)
+        }
+        Some(MasterCommand::Evict { name }) => {
+            let store = connect(&args.common).await?;
+            let eviction = muster_master::evict(&store, &prefix, name)
+                .await
+                .map_err(|e| Fatal::failure(e.to_string()))?;
+            let line = format!(
+                "evicted {name} from {prefix} at revision {}: it was {}, so masters report it {}\n",
+                eviction.revision,
+                eviction.was,
+                eviction.reported_as()
+            );
+            print(&line).map_err(|e| Fatal::failure(format!("writing to stdout: {e}")))?;
+            Ok(0)
+        }
+    }
+}
+
+/// Watches until SIGINT/SIGTERM: prints, and serves HTTP if asked.
+async fn watch(args: &MasterArgs, prefix: String) -> Result<u8, Fatal> {
+    let output = if args.watch.json {
+        Output::Json
+    } else if args.watch.table || std::io::stdout().is_terminal() {
+        Output::Table
+    } else {
+        Output::Json
+    };
+    // Bind first: a port in use is bad input, reported before anything else happens.
+    let listener = match &args.watch.http {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
+    let mut signals = Signals::install(signals::STOP)?;
+    let store = tokio::select! {
+        store = connect(&args.common) => store?,
+        _ = signals.recv() => return Ok(0),
+    };
+    let store_metrics = StoreMetrics::new();
+    let reap_after = (!args.watch.no_reap).then_some(args.watch.reap_after);
+    let config = MasterConfig::new(prefix.clone()).reap_after(reap_after);
+    let master: Arc<Master<TimedStore<EtcdStore>>> = Arc::new(
+        Master::start(TimedStore::new(store, store_metrics.clone()), config)
+            .map_err(|e| Fatal::usage(e.to_string()))?,
+    );
+    // Subscribed before the first listing: its transitions describe the initial group.
+    let printed = master.subscribe();
+
+    let mut server = None;
+    if let Some(listener) = listener {
+        let feed = master.subscribe();
+        let events = Arc::new(EventLog::new(
+            args.watch.events_buffer,
+            feed.snapshot.revision,
+        ));
+        tokio::spawn(events.clone().follow(feed));
+        let group: Arc<dyn Group> = master.clone();
+        let api = Api {
+            group: group.clone(),
+            prefix: prefix.clone(),
+            events,
+            registry: metrics::registry(group, &store_metrics),
+        };
+        let local = listener
+            .local_addr()
+            .map_err(|e| Fatal::failure(format!("--http: {e}")))?;
+        eprintln!("{NAME}: serving http://{local}/v1/members, /v1/events, /metrics, /healthz");
+        server = Some(tokio::spawn(http::serve(
+            listener,
+            http::router(Arc::new(api)),
+        )));
+    }
+    tokio::spawn(log_health(master.clone()));
+
+    let printer = printer(master.clone(), printed, output, prefix);
+    tokio::pin!(printer);
+    let mut printing = true;
+    let serving = server.is_some();
+    let server = async {
+        match server {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(server);
+    loop {
+        tokio::select! {
+            sig = signals.recv() => {
+                tracing::info!(signal = %sig, "stopping");
+                return Ok(0);
+            }
+            () = &mut printer, if printing => {
+                printing = false;
+                if !serving {
+                    return Ok(0);
+                }
+            }
+            result = &mut server => {
+                let why = match result {
+                    Ok(Ok(())) => "it stopped".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(Fatal::failure(format!("the HTTP server failed: {why}")));
+            }
+        }
+    }
+}
+
+/// Prints the group until stdout closes or the master stops.
+async fn printer(
+    master: Arc<Master<TimedStore<EtcdStore>>>,
+    mut subscription: Subscription,
+    output: Output,
+    prefix: String,
+) {
+    let result = match output {
+        Output::Json => print_json(&master, &mut subscription).await,
+        Output::Table => {
+            drop(subscription);
+            print_table(&master, &prefix).await
+        }
+    };
+    if let Err(e) = result {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            tracing::error!(error = %e, "cannot write to stdout; no longer printing");
+        }
+    }
+}
+
+/// JSON lines: every transition since start (the first listing's `joined` lines describe
+/// the initial group), and one `synced` line after those.
+async fn print_json(
+    master: &Master<TimedStore<EtcdStore>>,
+    subscription: &mut Subscription,
+) -> std::io::Result<()> {
+    let ready = master.ready();
+    tokio::pin!(ready);
+    let mut synced = false;
+    if subscription.snapshot.synced {
+        // The first listing beat the subscription: print what it emitted (absent to alive:
+        // joined; absent to suspect: joined, suspect), from the snapshot.
+        let snapshot = subscription.snapshot.clone();
+        for member in snapshot.members.values() {
+            let mut kinds = vec![TransitionKind::Joined];
+            if member.state == MemberState::Suspect {
+                kinds.push(TransitionKind::Suspect);
+            }
+            for kind in kinds {
+                let t = Transition {
+                    kind,
+                    member: member.clone(),
+                    revision: member.since,
+                    at: std::time::Instant::now(),
+                };
+                print_line(&serde_json::to_string(&EventJson::from(&t)).expect("serializes"))?;
+            }
+        }
+        let marker = SyncedJson {
+            kind: "synced".into(),
+            revision: snapshot.revision,
+            members: snapshot.members.len(),
+        };
+        print_line(&serde_json::to_string(&marker).expect("serializes"))?;
+        synced = true;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            view = &mut ready, if !synced => {
+                // The first listing's transitions were queued before the view was marked
+                // synced: print them, then the marker.
+                while let Some(t) = subscription.try_next() {
+                    print_line(&serde_json::to_string(&EventJson::from(&t)).expect("serializes"))?;
+                }
+                let marker = SyncedJson { kind: "synced".into(), revision: view.revision, members: view.members.len() };
+                print_line(&serde_json::to_string(&marker).expect("serializes"))?;
+                synced = true;
+            }
+            t = subscription.next() => match t {
+                Some(t) => print_line(&serde_json::to_string(&EventJson::from(&t)).expect("serializes"))?,
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// A table of the group once synced, then one line per transition.
+async fn print_table(master: &Master<TimedStore<EtcdStore>>, prefix: &str) -> std::io::Result<()> {
+    master.ready().await;
+    let mut subscription = master.subscribe();
+    let view = &subscription.snapshot;
+    print(&render::members_table(view, prefix))?;
+    print_line(&format!(
+        "-- watching {prefix} from revision {}; changes follow (ctrl-c to stop)",
+        view.revision
+    ))?;
+    while let Some(t) = subscription.next().await {
+        print_line(&render::transition_line(&t))?;
+    }
+    Ok(())
+}
+
+fn print(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+fn print_line(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// Logs when the master loses or regains its watch (it keeps retrying on its own).
+async fn log_health(master: Arc<Master<TimedStore<EtcdStore>>>) {
+    loop {
+        let lost = master
+            .wait_until_health(|h| h.unhealthy_since.is_some())
+            .await;
+        tracing::warn!(
+            error = lost.last_error.as_deref().unwrap_or("unknown"),
+            "lost the watch on etcd; retrying (the view may be stale meanwhile, see /healthz)"
+        );
+        let back = master
+            .wait_until_health(|h| h.unhealthy_since.is_none())
+            .await;
+        tracing::warn!(revision = back.revision, "watching etcd again");
+    }
+}

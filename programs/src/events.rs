@@ -1,0 +1,345 @@
+//! The recent transitions `GET /v1/events` replays: a bounded ring buffer plus a live feed.
+//!
+//! Every transition gets a [`Position`]: its etcd revision and its index among the
+//! transitions of that revision (one revision can explain several, e.g. `joined` and
+//! `suspect` of a member found without liveness, or many members after a resync). A client
+//! resumes *after* a position (`Last-Event-ID: 57.1`) or *from* a revision
+//! (`?from_revision=58`). The buffer knows the last position it has dropped (or never saw,
+//! before the master started): a resume point before that is refused as [`Gone`], never
+//! answered with a silent gap.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use muster_core::{Revision, Transition};
+use muster_master::Subscription;
+use tokio::sync::broadcast;
+
+use crate::render::EventJson;
+
+/// How many entries a slow live reader may fall behind before its stream is cut (it then
+/// reconnects with `Last-Event-ID` and is served from the buffer).
+const LIVE_LAG: usize = 1024;
+
+/// Where a transition sits in the master's history: revision, then index within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The etcd revision that caused the transition.
+    pub revision: Revision,
+    /// Its index among that revision's transitions (0-based). `-1` stands for "before the
+    /// first transition of `revision`", `i64::MAX` for "after the last".
+    pub index: i64,
+}
+
+impl Position {
+    /// The point just before every transition of `revision`: resuming after it replays
+    /// `revision` and everything later.
+    pub fn before(revision: Revision) -> Self {
+        Position {
+            revision,
+            index: -1,
+        }
+    }
+
+    /// The point just after every transition of `revision`.
+    pub fn after(revision: Revision) -> Self {
+        Position {
+            revision,
+            index: i64::MAX,
+        }
+    }
+}
+
+/// Formats as the SSE event id: `revision.index`.
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.revision, self.index)
+    }
+}
+
+/// Parses an SSE event id: `revision.index`, or a bare `revision` meaning after all of it.
+impl FromStr for Position {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not an event id (REVISION.INDEX, e.g. 57.0)");
+        let text = text.trim();
+        match text.split_once('.') {
+            Some((revision, index)) => Ok(Position {
+                revision: revision.parse().map_err(|_| bad())?,
+                index: index.parse::<u32>().map(i64::from).map_err(|_| bad())?,
+            }),
+            None => text.parse().map(Position::after).map_err(|_| bad()),
+        }
+    }
+}
+
+/// One buffered transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Where it sits.
+    pub position: Position,
+    /// The transition as JSON.
+    pub event: EventJson,
+    /// `event` serialized once, for every reader.
+    pub json: String,
+}
+
+/// The resume point is older than what the buffer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone {
+    /// The smallest `from_revision` that can be served now.
+    pub oldest_revision: Revision,
+}
+
+/// What a reader gets: the buffered entries after its resume point, then a live feed that
+/// continues exactly where they end.
+#[derive(Debug)]
+pub struct Replay {
+    /// Buffered entries, in order.
+    pub backlog: Vec<Arc<Entry>>,
+    /// Entries pushed after the backlog was taken.
+    pub live: broadcast::Receiver<Arc<Entry>>,
+}
+
+/// The ring buffer and its live feed. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct EventLog {
+    /// The buffer, its bounds and the last position given out.
+    ring: Mutex<Ring>,
+    /// Every pushed entry, for readers following live. Sent under the `ring` lock, so a
+    /// replay's backlog and its live feed neither overlap nor leave a gap.
+    live: broadcast::Sender<Arc<Entry>>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    /// The most recent entries, oldest first.
+    entries: VecDeque<Arc<Entry>>,
+    /// How many entries to keep.
+    capacity: usize,
+    /// Everything at or before this position is not in the buffer (dropped, or before the
+    /// master started).
+    missing_upto: Position,
+    /// The position of the last entry pushed.
+    last: Option<Position>,
+}
+
+impl EventLog {
+    /// An empty log keeping `capacity` entries (at least 1), holding every transition after
+    /// revision `start` (the revision of the view the feeding subscription started from).
+    pub fn new(capacity: usize, start: Revision) -> Self {
+        EventLog {
+            ring: Mutex::new(Ring {
+                entries: VecDeque::new(),
+                capacity: capacity.max(1),
+                missing_upto: Position::after(start),
+                last: None,
+            }),
+            live: broadcast::channel(LIVE_LAG).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a transition, dropping the oldest entry when full.
+    pub fn push(&self, transition: &Transition) {
+        let mut ring = self.lock();
+        let position = match ring.last {
+            Some(last) if last.revision == transition.revision => Position {
+                revision: last.revision,
+                index: last.index + 1,
+            },
+            Some(last) if last.revision > transition.revision => {
+                // The store went backwards (restored from a backup): positions from before
+                // mean nothing now. Start over; older resume points are gone.
+                tracing::warn!(
+                    from = last.revision,
+                    to = transition.revision,
+                    "etcd revision went backwards; event history restarts"
+                );
+                ring.entries.clear();
+                ring.missing_upto = Position::after(transition.revision - 1);
+                Position::before(transition.revision).next()
+            }
+            _ => Position::before(transition.revision).next(),
+        };
+        let event = EventJson::from(transition);
+        let json = serde_json::to_string(&event).expect("events always serialize");
+        let entry = Arc::new(Entry {
+            position,
+            event,
+            json,
+        });
+        if ring.entries.len() == ring.capacity {
+            if let Some(dropped) = ring.entries.pop_front() {
+                ring.missing_upto = dropped.position;
+            }
+        }
+        ring.entries.push_back(entry.clone());
+        ring.last = Some(position);
+        // No live reader is fine.
+        let _ = self.live.send(entry);
+    }
+
+    /// The entries after `after` (`None`: none, only what comes next) and the live feed
+    /// after them. [`Gone`] if entries after `after` were dropped or never seen.
+    pub fn replay(&self, after: Option<Position>) -> Result<Replay, Gone> {
+        let ring = self.lock();
+        let backlog = match after {
+            None => Vec::new(),
+            Some(after) if after < ring.missing_upto => {
+                return Err(Gone {
+                    oldest_revision: ring.missing_upto.revision + 1,
+                })
+            }
+            Some(after) => ring
+                .entries
+                .iter()
+                .filter(|e| e.position > after)
+                .cloned()
+                .collect(),
+        };
+        Ok(Replay {
+            backlog,
+            live: self.live.subscribe(),
+        })
+    }
+
+    /// How many entries are buffered.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The smallest `from_revision` that can be served now.
+    pub fn oldest_revision(&self) -> Revision {
+        self.lock().missing_upto.revision + 1
+    }
+
+    /// Feeds the log from a master subscription until the master stops. The subscription's
+    /// snapshot revision must be the `start` the log was made with.
+    pub async fn follow(self: Arc<Self>, mut subscription: Subscription) {
+        while let Some(transition) = subscription.next().await {
+            self.push(&transition);
+        }
+    }
+}
+
+impl Position {
+    /// The first index of the same revision after this one.
+    fn next(self) -> Self {
+        Position {
+            revision: self.revision,
+            index: self.index + 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::{Incarnation, Member, MemberInfo, MemberState, TransitionKind};
+
+    fn transition(name: &str, revision: Revision) -> Transition {
+        Transition {
+            kind: TransitionKind::Joined,
+            member: Member {
+                info: MemberInfo::new(name, ""),
+                state: MemberState::Alive,
+                incarnation: Incarnation(1),
+                record_revision: revision,
+                since: revision,
+                suspect_since: None,
+            },
+            revision,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    fn names(replay: &Replay) -> Vec<String> {
+        replay
+            .backlog
+            .iter()
+            .map(|e| e.event.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn positions_parse_and_print() {
+        let p: Position = "57.2".parse().unwrap();
+        assert_eq!(
+            p,
+            Position {
+                revision: 57,
+                index: 2
+            }
+        );
+        assert_eq!(p.to_string(), "57.2");
+        assert_eq!("57".parse::<Position>().unwrap(), Position::after(57));
+        for bad in ["", "x", "5.x", "5.-1", "a.1"] {
+            assert!(bad.parse::<Position>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn replays_from_a_revision_or_after_an_event_id() {
+        let log = EventLog::new(10, 0);
+        log.push(&transition("a", 5));
+        log.push(&transition("b", 5));
+        log.push(&transition("c", 6));
+        let from = |r| log.replay(Some(Position::before(r))).unwrap();
+        assert_eq!(names(&from(1)), ["a", "b", "c"]);
+        assert_eq!(names(&from(6)), ["c"]);
+        let after_a = log.replay(Some("5.0".parse().unwrap())).unwrap();
+        assert_eq!(names(&after_a), ["b", "c"]);
+        assert_eq!(after_a.backlog[0].position.to_string(), "5.1");
+        let after_5 = log.replay(Some("5".parse().unwrap())).unwrap();
+        assert_eq!(names(&after_5), ["c"]);
+        assert!(log.replay(None).unwrap().backlog.is_empty());
+    }
+
+    #[test]
+    fn the_live_feed_continues_the_backlog_exactly() {
+        let log = EventLog::new(10, 0);
+        log.push(&transition("a", 5));
+        let mut replay = log.replay(Some(Position::before(1))).unwrap();
+        log.push(&transition("b", 6));
+        assert_eq!(names(&replay), ["a"]);
+        assert_eq!(replay.live.try_recv().unwrap().event.name, "b");
+        assert!(replay.live.try_recv().is_err());
+    }
+
+    #[test]
+    fn dropped_history_is_gone_not_skipped() {
+        let log = EventLog::new(2, 3);
+        // Before the master started: never seen.
+        assert_eq!(
+            log.replay(Some(Position::before(3))).unwrap_err(),
+            Gone { oldest_revision: 4 }
+        );
+        log.push(&transition("a", 5));
+        log.push(&transition("b", 5));
+        log.push(&transition("c", 6));
+        // "a" (5.0) was dropped: revision 5 is incomplete.
+        assert_eq!(
+            log.replay(Some(Position::before(5))).unwrap_err(),
+            Gone { oldest_revision: 6 }
+        );
+        // ... but resuming after "a" still works.
+        assert_eq!(
+            names(&log.replay(Some("5.0".parse().unwrap())).unwrap()),
+            ["b", "c"]
+        );
+        assert_eq!(log.oldest_revision(), 6);
+        assert_eq!(log.len(), 2);
+    }
+}

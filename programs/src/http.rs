@@ -1,0 +1,361 @@
+//! `muster-master --http ADDR`: the group over HTTP (axum), for dashboards, scripts and
+//! load balancers.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /v1/members` | `200` [`ViewJson`]: `{"revision", "synced", "members": [...]}`. Filters: `state=alive` or `state=suspect` (repeatable or comma-separated: any of them), `label=KEY=VALUE` or `label=KEY` (repeatable: all of them). `400` on an unknown parameter or a bad filter, `503` before the first listing |
+//! | `GET /v1/members/{name}` | `200` [`MemberJson`], `404` when there is no such member, `400` for an invalid name, `503` before the first listing |
+//! | `GET /v1/events` | server-sent events, one per transition: `id: REVISION.INDEX`, `data:` [`EventJson`](crate::render::EventJson). Without a resume point only new transitions; `?from_revision=N` replays buffered transitions from revision `N` on, `Last-Event-ID` (sent by browsers when they reconnect) resumes after that event. `410` when the resume point is older than the buffer (`oldest_revision` in the body says what can still be served: take a fresh `/v1/members` and resume from its `revision + 1`) |
+//! | `GET /metrics` | Prometheus text (OpenMetrics when the `Accept` header asks for it); see [`metrics`](crate::metrics) |
+//! | `GET /healthz` | `200` when the master has synced and its watch is open, else `503` with the reason |
+//!
+//! Every error is JSON: `{"error": "..."}` (plus `oldest_revision` for `410`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::StreamExt;
+use muster_core::{validate_name, Member, MemberState};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::events::{Entry, EventLog, Position};
+use crate::fatal::Fatal;
+use crate::metrics::Group;
+use crate::render::{MemberJson, ViewJson};
+
+/// What the handlers share.
+pub struct Api {
+    /// The live group.
+    pub group: Arc<dyn Group>,
+    /// The group's prefix, for messages.
+    pub prefix: String,
+    /// Recent transitions, for `/v1/events`.
+    pub events: Arc<EventLog>,
+    /// What `/metrics` encodes.
+    pub registry: Registry,
+}
+
+/// The API's routes.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/members", get(members))
+        .route("/v1/members/{name}", get(member))
+        .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(api)
+}
+
+/// Binds the API's listener. `:8080` means every interface, port 8080. Fails with a
+/// one-line error naming the address (e.g. when the port is in use).
+pub async fn bind(addr: &str) -> Result<TcpListener, Fatal> {
+    let spec = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_owned()
+    };
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(spec.as_str()).await {
+        Ok(addrs) => addrs.collect(),
+        Err(error) => {
+            return Err(Fatal::usage(format!(
+                "invalid --http address {addr:?} ({error}); use HOST:PORT, e.g. 127.0.0.1:8080 or :8080"
+            )))
+        }
+    };
+    let mut last = None;
+    for socket in addrs {
+        match TcpListener::bind(socket).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = Some(error),
+        }
+    }
+    let why = last.map_or_else(|| "no address".to_owned(), |e| e.to_string());
+    Err(Fatal::failure(format!(
+        "cannot listen on {addr} for --http: {why}; pick another address or port"
+    )))
+}
+
+/// Serves `router` on `listener` until the future is dropped.
+pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn not_synced(api: &Api) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "not synced yet: the first listing of {} has not completed; retry shortly (see /healthz)",
+            api.prefix
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; try GET /v1/members, /v1/members/{name}, /v1/events, /metrics or /healthz",
+    )
+}
+
+/// The query string as key/value pairs, keys checked against `allowed`; the error is the
+/// message for a `400`.
+fn query_pairs(query: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| format!("bad query string: {e}"))?;
+    for (key, _) in &pairs {
+        if !allowed.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown query parameter {key:?}; this endpoint takes: {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(pairs)
+}
+
+/// The `/v1/members` filters.
+#[derive(Debug, Default)]
+struct Filter {
+    /// Any of these states (empty: any state).
+    states: Vec<MemberState>,
+    /// All of these labels; `None` as value: the key only has to be present.
+    labels: Vec<(String, Option<String>)>,
+}
+
+impl Filter {
+    fn parse(pairs: Vec<(String, String)>) -> Result<Self, String> {
+        let mut filter = Filter::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "state" => {
+                    for state in value.split(',').map(str::trim) {
+                        filter.states.push(match state {
+                            "alive" => MemberState::Alive,
+                            "suspect" => MemberState::Suspect,
+                            "left" | "failed" => return Err(format!(
+                                "state={state}: members that left or failed are no longer in the group; follow /v1/events to see them go"
+                            )),
+                            other => return Err(format!(
+                                "state={other:?} is not a state; use alive or suspect"
+                            )),
+                        });
+                    }
+                }
+                _ => match value.split_once('=') {
+                    Some(("", _)) => {
+                        return Err(format!(
+                            "label={value:?} has an empty key; use label=KEY=VALUE or label=KEY"
+                        ))
+                    }
+                    Some((k, v)) => filter.labels.push((k.to_owned(), Some(v.to_owned()))),
+                    None if value.is_empty() => {
+                        return Err("label= needs KEY=VALUE or KEY".to_owned())
+                    }
+                    None => filter.labels.push((value, None)),
+                },
+            }
+        }
+        Ok(filter)
+    }
+
+    fn keeps(&self, member: &Member) -> bool {
+        (self.states.is_empty() || self.states.contains(&member.state))
+            && self.labels.iter().all(|(k, v)| {
+                let have = member.info.labels.get(k);
+                match v {
+                    Some(v) => have == Some(v),
+                    None => have.is_some(),
+                }
+            })
+    }
+}
+
+async fn members(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> Response {
+    let pairs = match query_pairs(query.as_deref(), &["state", "label"]) {
+        Ok(pairs) => pairs,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let filter = match Filter::parse(pairs) {
+        Ok(filter) => filter,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let view = api.group.view();
+    if !view.synced {
+        return not_synced(&api);
+    }
+    Json(ViewJson::new(&view, |m| filter.keeps(m))).into_response()
+}
+
+async fn member(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    if let Err(e) = validate_name(&name) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let view = api.group.view();
+    if !view.synced {
+        return not_synced(&api);
+    }
+    match view.get(&name) {
+        Some(member) => Json(MemberJson::from(member)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no member named {name:?} under {}: it never joined, or it left or failed",
+                api.prefix
+            ),
+        ),
+    }
+}
+
+fn sse_event(entry: &Entry) -> Event {
+    Event::default()
+        .id(entry.position.to_string())
+        .data(entry.json.as_str())
+}
+
+async fn events(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let pairs = match query_pairs(query.as_deref(), &["from_revision"]) {
+        Ok(pairs) => pairs,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let mut after = None;
+    for (_, value) in pairs {
+        match value.trim().parse::<i64>() {
+            Ok(revision) if revision >= 0 => after = Some(Position::before(revision.max(1))),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("from_revision={value:?} is not a revision (a whole number >= 1)"),
+                )
+            }
+        }
+    }
+    // A reconnecting client's Last-Event-ID takes precedence over the URL it reconnects to.
+    if let Some(last) = headers.get("last-event-id") {
+        match last
+            .to_str()
+            .map_err(|e| e.to_string())
+            .and_then(str::parse)
+        {
+            Ok(position) => after = Some(position),
+            Err(message) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad Last-Event-ID: {message}"),
+                )
+            }
+        }
+    }
+    let replay = match api.events.replay(after) {
+        Ok(replay) => replay,
+        Err(gone) => {
+            let body = json!({
+                "error": format!(
+                    "the events you asked for are no longer buffered (this master holds transitions from revision {} on); take a fresh GET /v1/members and resume with from_revision = its revision + 1",
+                    gone.oldest_revision
+                ),
+                "oldest_revision": gone.oldest_revision,
+            });
+            return (StatusCode::GONE, Json(body)).into_response();
+        }
+    };
+    let backlog =
+        futures::stream::iter(replay.backlog).map(|entry| Ok::<_, Infallible>(sse_event(&entry)));
+    let live = futures::stream::unfold(replay.live, |mut live| async move {
+        match live.recv().await {
+            Ok(entry) => Some((Ok(sse_event(&entry)), live)),
+            Err(RecvError::Lagged(missed)) => {
+                // End the stream: the client reconnects with its Last-Event-ID and is served
+                // from the buffer, instead of silently missing transitions.
+                tracing::warn!(missed, "an event stream reader fell behind; closing it");
+                None
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    Sse::new(backlog.chain(live))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            crate::metrics::openmetrics_text(&api.registry),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            )],
+            crate::metrics::prometheus_text(&api.registry),
+        )
+            .into_response()
+    }
+}
+
+async fn healthz(State(api): State<Arc<Api>>) -> Response {
+    let health = api.group.health();
+    let reason = if !health.synced {
+        Some(format!(
+            "not synced: the first listing of {} has not completed",
+            api.prefix
+        ))
+    } else if !health.watching {
+        Some(format!("not watching {}", api.prefix))
+    } else {
+        None
+    };
+    let mut body = json!({
+        "status": if reason.is_none() { "ok" } else { "unavailable" },
+        "synced": health.synced,
+        "watching": health.watching,
+        "revision": health.revision,
+    });
+    match reason {
+        None => (StatusCode::OK, Json(body)).into_response(),
+        Some(reason) => {
+            let reason = match &health.last_error {
+                Some(last) => format!("{reason}: {last}"),
+                None => reason,
+            };
+            body["reason"] = json!(reason);
+            if let Some(since) = health.unhealthy_since {
+                body["unhealthy_for_ms"] = json!(since.elapsed().as_millis() as u64);
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! # muster-programs
+//!
+//! The programs people run: `muster-worker` and `muster-master`, on real etcd.
+//!
+//! - `muster-worker --name api-1 --addr 10.0.0.5:8080 --label zone=a` registers a member
+//!   and keeps it alive until SIGINT/SIGTERM, then leaves. With `-- COMMAND...` it is the
+//!   command's sidecar: registers while it runs (with `--wait-ready`, once `--addr` accepts
+//!   connections), forwards signals, leaves when it exits and exits with its status.
+//! - `muster-master` prints the live membership (a table on a terminal, JSON lines
+//!   otherwise), serves it over HTTP with `--http ADDR` (members, server-sent events,
+//!   Prometheus metrics, health), and has the one-shots `list` and `evict NAME`.
+//!
+//! # Layout
+//!
+//! - [`cmd`]: the two command lines (clap) and their `run`; `src/bin/` only calls them.
+//! - [`cli`]: flags both share (endpoints, prefix, connect timeout) and value parsers.
+//! - [`connect`](mod@connect): reaching etcd with a bounded wait.
+//! - [`child`], [`signals`]: the sidecar's command, and signal handling and forwarding.
+//! - [`timed`]: [`TimedStore`](timed::TimedStore), a `Store` recording request latency.
+//! - [`render`]: members and transitions as stable JSON and as tables.
+//! - [`events`]: the ring buffer of recent transitions behind `/v1/events`.
+//! - [`http`], [`metrics`]: the HTTP API (axum) and `/metrics` (prometheus-client).
+//! - [`fatal`], [`logging`]: one-line errors with exit statuses; `tracing` setup.
+
+pub mod child;
+pub mod cli;
+pub mod cmd;
+pub mod connect;
+pub mod events;
+pub mod fatal;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod render;
+pub mod signals;
+pub mod timed;
