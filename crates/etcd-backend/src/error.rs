@@ -124,6 +124,18 @@ impl ErrorMapper {
         }
     }
 
+    /// A request etcd (or the client) refuses as malformed: retrying cannot help.
+    pub(crate) fn rejected(&self, ctx: &Ctx, detail: impl fmt::Display) -> Error {
+        Error::Rejected {
+            backend: BACKEND,
+            source: Box::new(EtcdFailure(format!(
+                "{} at {} failed: {detail}",
+                ctx.what(),
+                self.endpoints
+            ))),
+        }
+    }
+
     /// Maps an etcd-client error.
     pub(crate) fn map(&self, ctx: &Ctx, err: etcd_client::Error) -> Error {
         use etcd_client::Error as E;
@@ -148,7 +160,7 @@ impl ErrorMapper {
             }
             E::TransportError(err) => self.unavailable(ctx, chain(&err)),
             E::IoError(err) => self.unavailable(ctx, chain(&err)),
-            E::InvalidUri(err) => self.other(
+            E::InvalidUri(err) => self.rejected(
                 ctx,
                 format!("invalid endpoint URL: {err}; endpoints look like http://127.0.0.1:2379"),
             ),
@@ -189,6 +201,9 @@ impl ErrorMapper {
             Code::Unknown if message.contains("transport") || message.contains("connect") => {
                 self.unavailable(ctx, message)
             }
+            // etcd refuses the request itself (a key written twice in one txn, an empty
+            // key, ...): retrying the same request cannot succeed.
+            Code::InvalidArgument => self.rejected(ctx, format!("{message} ({code:?})")),
             _ => self.other(ctx, format!("{message} ({code:?})")),
         }
     }
@@ -268,13 +283,14 @@ mod tests {
     }
 
     #[test]
-    fn other_failures_are_backend_errors_without_etcd_client_types() {
+    fn refused_requests_are_rejected_errors_without_etcd_client_types() {
         let err = mapper().map_status(
             &Ctx::new("txn"),
             Code::InvalidArgument,
             "etcdserver: duplicate key given in txn request",
         );
-        let Error::Backend { source, .. } = &err else {
+        assert!(!err.is_retryable(), "{err}");
+        let Error::Rejected { source, .. } = &err else {
             panic!("{err}")
         };
         assert!(source.downcast_ref::<EtcdFailure>().is_some(), "{err}");

@@ -79,7 +79,7 @@ impl EtcdStore {
         let errors = ErrorMapper::new(&config.endpoints);
         let ctx = Ctx::new("connect");
         if config.endpoints.is_empty() {
-            return Err(errors.other(
+            return Err(errors.rejected(
                 &ctx,
                 "no endpoints given; pass at least one, e.g. http://127.0.0.1:2379",
             ));
