@@ -127,8 +127,10 @@ pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<View, OpsError> {
 /// `Suspect` (see [`Eviction::reported_as`]). Fails with [`OpsError::NotFound`] when there is
 /// no such member.
 ///
-/// The worker process, if it still runs, is not told: its lease stays alive without keys
-/// until it stops or re-registers.
+/// The member's lease is revoked too. A worker process that still runs therefore notices at
+/// its next keep-alive and registers again (`Joined` follows), as a kubelet re-creates a
+/// deleted Node: eviction removes a member that is gone or stuck; to keep a live process
+/// out, stop it.
 pub async fn evict<S: Store>(store: &S, prefix: &str, name: &str) -> Result<Eviction, OpsError> {
     let keyspace = Keyspace::new(prefix).map_err(OpsError::Invalid)?;
     validate_name(name).map_err(OpsError::Invalid)?;
@@ -179,6 +181,14 @@ pub async fn evict<S: Store>(store: &S, prefix: &str, name: &str) -> Result<Evic
             source,
         })?;
         if outcome.succeeded {
+            // Revoke the worker's lease too, so a worker that still runs learns of the
+            // eviction at its next keep-alive (`LeaseNotFound`) instead of renewing a lease
+            // that holds nothing. Best effort: the keys are gone either way.
+            if let Some(lease) = live.as_ref().map(|kv| kv.lease).filter(|l| *l != 0) {
+                if let Err(error) = store.revoke(lease).await {
+                    tracing::debug!(name, %error, "revoking the evicted member's lease failed");
+                }
+            }
             return Ok(Eviction {
                 info: decoded.info,
                 incarnation: decoded.incarnation,

@@ -502,3 +502,30 @@ async fn a_silently_stuck_watch_is_noticed_and_reopened() {
     assert_eq!(summary(&got), vec![(TransitionKind::Joined, "a".into())]);
     assert_eq!(master.health().watch_refreshes, 1, "{:?}", master.health());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_evicted_live_worker_is_left_and_learns_of_it_at_its_next_keep_alive() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    let (a, _) = join(&cluster, "a", 1).await;
+    let mut status = a.status();
+    until(&mut events, TransitionKind::Joined, "a").await;
+
+    let eviction = muster_master::evict(&cluster.client(), PREFIX, "a")
+        .await
+        .unwrap();
+    assert_eq!(eviction.was, MemberState::Alive);
+    until(&mut events, TransitionKind::Left, "a").await;
+    // Its lease was revoked with the keys: the worker notices and registers again.
+    let noticed = tokio::time::timeout(
+        DEADLINE,
+        status.wait_for(|s| matches!(s, muster_worker::Status::Reregistered { .. })),
+    )
+    .await;
+    assert!(
+        matches!(noticed, Ok(Ok(_))),
+        "the worker never noticed its eviction"
+    );
+    until(&mut events, TransitionKind::Joined, "a").await;
+}
