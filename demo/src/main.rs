@@ -21,6 +21,8 @@ use muster_tests::proxy::Proxy;
 use muster_worker::{Worker, WorkerConfig};
 use tokio::time::Instant;
 
+mod processes;
+
 /// The workers' lease TTL (etcd's minimum).
 const TTL: Duration = Duration::from_secs(2);
 
@@ -50,7 +52,10 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             };
             runtime.block_on(story(stage))
         }
-        [flag] if flag == "--etcd" => {
+        [flag, rest @ ..]
+            if flag == "--etcd" && (rest.is_empty() || rest == ["--in-process"]) =>
+        {
+            let in_process = !rest.is_empty();
             let (etcd, endpoints) = match std::env::var(muster_etcd_backend::ENDPOINTS_VAR) {
                 Ok(list) if !list.trim().is_empty() => (None, EtcdConfig::from_env().endpoints),
                 _ => {
@@ -69,16 +74,24 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default();
-            let stage = EtcdStage {
-                endpoints,
-                prefix: format!("/muster/demo-{stamp}/"),
-                proxies: BTreeMap::new(),
+            let prefix = format!("/muster/demo-{stamp}/");
+            let result = if in_process {
+                let stage = EtcdStage {
+                    endpoints,
+                    prefix,
+                    proxies: BTreeMap::new(),
+                };
+                runtime.block_on(story(stage))
+            } else {
+                let bin_dir = std::env::var_os("MUSTER_BIN_DIR")
+                    .map(std::path::PathBuf::from)
+                    .context("MUSTER_BIN_DIR is not set: run `cargo xtask demo --etcd`, which builds muster-worker and muster-master and says where they are")?;
+                runtime.block_on(processes::story(endpoints, &bin_dir, prefix))
             };
-            let result = runtime.block_on(story(stage));
             drop(etcd); // removes the container
             result
         }
-        _ => bail!("usage: cargo xtask demo [--etcd]  (with --etcd, MUSTER_ETCD_ENDPOINTS picks an existing etcd; otherwise a container is started and removed)"),
+        _ => bail!("usage: cargo xtask demo [--etcd [--in-process]]  (with --etcd, MUSTER_ETCD_ENDPOINTS picks an existing etcd; otherwise a container is started and removed; --in-process runs the library in this process instead of the programs)"),
     }
 }
 

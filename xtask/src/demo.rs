@@ -2,8 +2,9 @@
 //!
 //! The demo itself lives in `demo/` (it links the etcd backend, whose build needs `protoc`,
 //! so it cannot be part of xtask: xtask must build on a machine that has nothing). This task
-//! provides `protoc`, and for `--etcd` without `MUSTER_ETCD_ENDPOINTS` an etcd image, then
-//! runs the program.
+//! provides `protoc`, and for `--etcd` without `MUSTER_ETCD_ENDPOINTS` an etcd image; for
+//! `--etcd` it also builds the `muster-worker` and `muster-master` programs, whose processes
+//! the story drives (`MUSTER_BIN_DIR`). Then it runs the demo.
 
 use std::process::Command;
 
@@ -30,6 +31,29 @@ pub fn run(args: &[String]) -> Result<()> {
         let image = etcd_image::ensure(&root)?;
         println!("xtask: using etcd image {} ({})", image.name, image.origin);
         command.env(etcd_image::IMAGE_VAR, &image.name);
+    }
+    if args.first().is_some_and(|a| a == "--etcd") && !args.iter().any(|a| a == "--in-process") {
+        // The story runs the real programs: build them and say where they are.
+        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        build.current_dir(&root).args([
+            "build",
+            "--quiet",
+            "--package",
+            "muster-programs",
+            "--bins",
+        ]);
+        if let Some(path) = protoc.env_value() {
+            build.env("PROTOC", path);
+        }
+        println!("xtask: building muster-worker and muster-master");
+        let status = build.status()?;
+        if !status.success() {
+            bail!("`{}` failed ({status})", cmd::describe(&build));
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        command.env("MUSTER_BIN_DIR", target.join("debug"));
     }
     let status = command.status()?;
     if !status.success() {
