@@ -6,9 +6,12 @@
 //!   of the workspace (unit, integration against real etcd in Docker, doc tests).
 //! - `demo`: runs the `muster-demo` program (in-memory, or `--etcd`), providing protoc and
 //!   an etcd image first.
+//! - `bench`: runs the `muster-bench` program in release mode (protoc and an etcd image
+//!   provided first); `--quick` for the small sizes.
 //! - `etcd-image`: only the image step of `test`, for running the etcd tests by hand.
 //! - `cmd`, `protoc`, `etcd_image`: helpers of `test`, one concern each.
 
+mod bench;
 mod cmd;
 mod demo;
 mod etcd_image;
@@ -26,6 +29,9 @@ tasks:
   demo    one master and five workers telling the whole membership story on the
           in-memory backend; `demo --etcd` runs it on a real etcd (a container, or
           MUSTER_ETCD_ENDPOINTS)
+  bench   measure muster against the raw etcd floor (join propagation, failure detection,
+          write cost, 10,000 workers, the core); `bench --quick` in about a minute; report
+          in target/bench/report.json (`cargo xtask bench --help` for the options)
   etcd-image
           only make sure an etcd image is present (pull, or build muster-etcd:local)
 ";
@@ -35,6 +41,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("etcd-image") => etcd_image::ensure(&repo_root()).map(|image| {
             println!("xtask: etcd image {} ({})", image.name, image.origin);
             println!("export MUSTER_ETCD_IMAGE={}", image.name);

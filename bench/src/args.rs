@@ -1,0 +1,166 @@
+//! The command line, and the sizes of a full run and of `--quick`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+pub const USAGE: &str = "\
+usage: muster-bench [--quick] [options]     (normally: cargo xtask bench [--quick] [options])
+
+Measures muster against the raw etcd floor on real etcd (a Docker container per section,
+image from MUSTER_ETCD_IMAGE) and prints every figure with its floor and the ratio.
+
+  --quick              small sizes, about a minute: for CI and for checking the bench runs
+  --only LIST          only these sections, comma-separated: join,detect,write,scale,core
+  --out PATH           where to write the JSON report
+                       (default target/bench/report.json, or report-quick.json with --quick)
+  --baseline PATH      compare with an earlier JSON report
+  --joins N            section 1: joins to time (default 1000; quick 100)
+  --samples N          section 2: failure-detection samples (default 20; quick 5)
+  --write-workers N    section 3: workers during the write-cost window (default 1000; quick 200)
+  --window SECS        section 3: write-cost window, also the v2 loop's (default 60; quick 10)
+  --sizes LIST         section 4: worker counts, comma-separated (default 1000,10000; quick 200)
+  --soak SECS          section 4: keep-alive soak per size (default 300; quick 10)
+  --register-concurrency N
+                       section 4: registrations in flight at once (default 256)
+  --sim N              section 5: simulated workers (default 10000; quick 1000)
+  --observations N     section 5: state-machine observations to time (default 2000000; quick 100000)
+";
+
+/// One section of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// 1. Join propagation.
+    Join,
+    /// 2. Failure detection.
+    Detect,
+    /// 3. Write cost.
+    Write,
+    /// 4. Scale.
+    Scale,
+    /// 5. Core.
+    Core,
+}
+
+impl Section {
+    pub const ALL: [Section; 5] = [
+        Section::Join,
+        Section::Detect,
+        Section::Write,
+        Section::Scale,
+        Section::Core,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Join => "join",
+            Section::Detect => "detect",
+            Section::Write => "write",
+            Section::Scale => "scale",
+            Section::Core => "core",
+        }
+    }
+}
+
+/// What to run and how big.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub help: bool,
+    pub quick: bool,
+    pub sections: Vec<Section>,
+    pub out: PathBuf,
+    pub baseline: Option<PathBuf>,
+    pub joins: usize,
+    pub samples: usize,
+    pub write_workers: usize,
+    pub window: Duration,
+    pub sizes: Vec<usize>,
+    pub soak: Duration,
+    pub register_concurrency: usize,
+    pub sim: usize,
+    pub observations: usize,
+    /// The command line as given, for the report.
+    pub command: String,
+}
+
+impl Args {
+    pub fn parse(argv: &[String]) -> Result<Args> {
+        let quick = argv.iter().any(|a| a == "--quick");
+        let mut args = Args {
+            help: false,
+            quick,
+            sections: Section::ALL.to_vec(),
+            out: PathBuf::from(if quick {
+                "target/bench/report-quick.json"
+            } else {
+                "target/bench/report.json"
+            }),
+            baseline: None,
+            joins: if quick { 100 } else { 1000 },
+            samples: if quick { 5 } else { 20 },
+            write_workers: if quick { 200 } else { 1000 },
+            window: Duration::from_secs(if quick { 10 } else { 60 }),
+            sizes: if quick { vec![200] } else { vec![1000, 10_000] },
+            soak: Duration::from_secs(if quick { 10 } else { 300 }),
+            register_concurrency: 256,
+            sim: if quick { 1000 } else { 10_000 },
+            observations: if quick { 100_000 } else { 2_000_000 },
+            command: std::iter::once("muster-bench")
+                .chain(argv.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let mut it = argv.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .cloned()
+                    .with_context(|| format!("{name} needs a value"))
+            };
+            match arg.as_str() {
+                "-h" | "--help" => args.help = true,
+                "--quick" => {}
+                "--only" => {
+                    args.sections = value("--only")?
+                        .split(',')
+                        .map(|name| {
+                            Section::ALL
+                                .into_iter()
+                                .find(|s| s.name() == name.trim())
+                                .with_context(|| format!("unknown section {name:?}"))
+                        })
+                        .collect::<Result<_>>()?
+                }
+                "--out" => args.out = PathBuf::from(value("--out")?),
+                "--baseline" => args.baseline = Some(PathBuf::from(value("--baseline")?)),
+                "--joins" => args.joins = number(&value("--joins")?)?,
+                "--samples" => args.samples = number(&value("--samples")?)?,
+                "--write-workers" => args.write_workers = number(&value("--write-workers")?)?,
+                "--window" => args.window = Duration::from_secs(number(&value("--window")?)?),
+                "--sizes" => {
+                    args.sizes = value("--sizes")?
+                        .split(',')
+                        .map(|n| number(n.trim()))
+                        .collect::<Result<_>>()?
+                }
+                "--soak" => args.soak = Duration::from_secs(number(&value("--soak")?)?),
+                "--register-concurrency" => {
+                    args.register_concurrency = number(&value("--register-concurrency")?)?
+                }
+                "--sim" => args.sim = number(&value("--sim")?)?,
+                "--observations" => args.observations = number(&value("--observations")?)?,
+                other => bail!("unknown argument {other:?}"),
+            }
+        }
+        if args.joins == 0 || args.samples == 0 || args.sizes.contains(&0) {
+            bail!("counts must be at least 1");
+        }
+        Ok(args)
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a number"))
+}

@@ -1,0 +1,174 @@
+//! The etcd under test: a fresh container per section (so no section inherits another's
+//! leases or history), its Prometheus `/metrics` (served on the client port), and the CPU
+//! time its process has used.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use muster_etcd_backend::EtcdConfig;
+use muster_tests::etcd::Etcd;
+
+/// A running etcd container.
+pub struct Node {
+    /// The container; dropping it removes the container.
+    etcd: Etcd,
+    /// etcd's process id on this host, for its CPU time (`None` if Docker runs elsewhere).
+    pid: Option<u32>,
+}
+
+impl Node {
+    /// Starts a single-node etcd from `MUSTER_ETCD_IMAGE` and waits until it serves.
+    pub async fn start() -> Result<Node> {
+        let etcd = tokio::task::spawn_blocking(Etcd::start)
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pid = Command::new("docker")
+            .args(["inspect", "--format", "{{.State.Pid}}", etcd.id()])
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .filter(|pid| *pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists());
+        Ok(Node { etcd, pid })
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.etcd.endpoint()
+    }
+
+    /// Store settings as a user would write them: the endpoint and the defaults.
+    pub fn config(&self) -> EtcdConfig {
+        EtcdConfig::new([self.endpoint()])
+    }
+
+    /// etcd's metrics now.
+    pub async fn metrics(&self) -> Result<Metrics> {
+        let endpoint = self.endpoint();
+        tokio::task::spawn_blocking(move || Metrics::scrape(&endpoint)).await?
+    }
+
+    /// etcd's process id on this host, if Docker runs here.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+}
+
+/// One scrape of etcd's `/metrics`: every unlabelled sample, and the version.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    values: BTreeMap<String, f64>,
+    pub version: Option<String>,
+}
+
+impl Metrics {
+    fn scrape(endpoint: &str) -> Result<Metrics> {
+        let host = endpoint
+            .strip_prefix("http://")
+            .with_context(|| format!("{endpoint} is not an http:// endpoint"))?;
+        let mut stream = TcpStream::connect(host).with_context(|| format!("connecting {host}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n"
+        )?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body)?;
+        if !body.starts_with("HTTP/1.") || !body.lines().next().unwrap_or("").contains(" 200") {
+            bail!(
+                "etcd's /metrics at {endpoint} answered {:?}",
+                body.lines().next()
+            );
+        }
+        let mut metrics = Metrics::default();
+        for line in body.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("etcd_server_version{server_version=\"") {
+                metrics.version = rest.split('"').next().map(str::to_string);
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                if !name.contains('{') {
+                    if let Ok(value) = value.parse() {
+                        metrics.values.insert(name.to_string(), value);
+                    }
+                }
+            }
+        }
+        if !metrics.values.contains_key(PROPOSALS) {
+            bail!("etcd's /metrics at {endpoint} has no {PROPOSALS}");
+        }
+        Ok(metrics)
+    }
+
+    pub fn get(&self, name: &str) -> f64 {
+        self.values.get(name).copied().unwrap_or(0.0)
+    }
+}
+
+/// Raft proposals committed: every write that goes through consensus.
+pub const PROPOSALS: &str = "etcd_server_proposals_committed_total";
+/// Lease renewals the leader has seen.
+pub const RENEWED: &str = "etcd_debugging_lease_renewed_total";
+/// Leases revoked, by a call or by expiry.
+pub const REVOKED: &str = "etcd_debugging_lease_revoked_total";
+
+/// CPU (user + system) a process has used, from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // Linux reports clock ticks of 1/100 s (USER_HZ) on every architecture we run on.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// Resident memory of a process, from `/proc/PID/status`, in bytes.
+pub fn process_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// CPU use of a process between two points, as a fraction of one core.
+pub struct CpuMeter {
+    pid: Option<u32>,
+    start: Option<Duration>,
+    at: Instant,
+}
+
+impl CpuMeter {
+    pub fn start(pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            pid,
+            start: pid.and_then(process_cpu),
+            at: Instant::now(),
+        }
+    }
+
+    /// Cores used on average since `start` (1.0 = one core busy).
+    pub fn cores(&self) -> Option<f64> {
+        let now = self.pid.and_then(process_cpu)?;
+        let used = now.checked_sub(self.start?)?;
+        Some(used.as_secs_f64() / self.at.elapsed().as_secs_f64())
+    }
+}
+
+impl Node {
+    pub fn cpu_meter(&self) -> CpuMeter {
+        CpuMeter::start(self.pid)
+    }
+}
+
+/// CPU meter for this process.
+pub fn own_cpu_meter() -> CpuMeter {
+    CpuMeter::start(Some(std::process::id()))
+}

@@ -1,0 +1,172 @@
+//! The master probe: this binary run as a child process (`muster-bench master-probe
+//! ENDPOINT PREFIX MEMBERS`), so that a master's memory is measured on its own.
+//!
+//! It connects an `EtcdStore`, notes its resident memory, starts a `Master` and times the
+//! cold start: from `Master::start` until `ready()` returns a view holding every member.
+//! It notes its resident memory again, then takes the floor for the cold start: one bare
+//! etcd-client range read of the whole prefix (and, for reference, muster's paged
+//! `Store::list`). Each timing is taken three times, interleaved, and the median reported.
+//! It prints one JSON line.
+//!
+//! Memory per member is the growth of the process's resident set (VmRSS) from just before
+//! the master starts (after a warm-up master on an empty prefix has paid the fixed costs:
+//! runtime threads, connection, watch stream) to a second after its view is complete,
+//! divided by the members: the master's view, its state machine, and whatever the
+//! allocator kept from the listing.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use etcd_client::{Client, GetOptions};
+use muster_core::Store;
+use muster_etcd_backend::{EtcdConfig, EtcdStore};
+use muster_master::{Master, MasterConfig};
+use serde_json::{json, Value};
+
+use crate::etcd::process_rss;
+
+pub const SUBCOMMAND: &str = "master-probe";
+
+/// How many times each timing is taken.
+const REPEATS: usize = 3;
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+/// Runs the probe as a child of this process and returns what it printed.
+pub async fn run_child(endpoint: &str, prefix: &str, members: usize) -> Result<Value> {
+    let exe = std::env::current_exe()?;
+    let output = tokio::process::Command::new(exe)
+        .args([SUBCOMMAND, endpoint, prefix, &members.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    if !output.status.success() {
+        bail!(
+            "the master probe failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .last()
+        .context("the master probe printed nothing")?;
+    serde_json::from_str(line).with_context(|| format!("the master probe printed {line:?}"))
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let [endpoint, prefix, members] = args else {
+        bail!("usage: muster-bench {SUBCOMMAND} ENDPOINT PREFIX MEMBERS");
+    };
+    let members: usize = members.parse().context("MEMBERS must be a number")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(probe(endpoint, prefix, members))?;
+    println!("{result}");
+    Ok(())
+}
+
+async fn probe(endpoint: &str, prefix: &str, members: usize) -> Result<Value> {
+    let pid = std::process::id();
+    let connected = Instant::now();
+    let store = EtcdStore::connect(EtcdConfig::new([endpoint])).await?;
+    let connect = connected.elapsed();
+    // Pay the fixed costs first (runtime threads, the connection, a watch stream, the
+    // master's task) with a master on an empty prefix, so that the growth measured next is
+    // the members'.
+    let warm_up = Master::start(
+        store.clone(),
+        MasterConfig::new("/bench/probe-warm-up/").reap_after(None),
+    )?;
+    warm_up.ready().await;
+    warm_up.shutdown().await;
+    let rss_before = process_rss(pid).unwrap_or(0);
+
+    let started = Instant::now();
+    let master = Master::start(store, MasterConfig::new(prefix).reap_after(None))?;
+    let view = match tokio::time::timeout(Duration::from_secs(120), master.ready()).await {
+        Ok(view) => view,
+        Err(_) => bail!(
+            "the master did not finish its first listing within 120 s; its health: {:?}",
+            master.health()
+        ),
+    };
+    let cold_start = started.elapsed();
+    let alive = view.alive().count();
+    let listed = view.members.len();
+    drop(view);
+    if listed != members {
+        bail!("the master's first view holds {listed} members, expected {members}");
+    }
+    let rss_after = process_rss(pid).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_settled = process_rss(pid).unwrap_or(0);
+    drop(master);
+
+    // This machine is shared and noisy: take each figure REPEATS times, interleaved (a cold
+    // start, the floor, muster's own listing), and use the medians. The first cold start
+    // above counts as one.
+    let client = Client::connect([endpoint], None).await?;
+    let mut kv = client.kv_client().max_decoding_message_size(256 << 20);
+    let lister = EtcdStore::connect(EtcdConfig::new([endpoint])).await?;
+    let mut cold_starts = vec![cold_start];
+    let mut bare_lists = Vec::new();
+    let mut store_lists = Vec::new();
+    let mut keys = 0;
+    for round in 0..REPEATS {
+        if round > 0 {
+            let store = EtcdStore::connect(EtcdConfig::new([endpoint])).await?;
+            let started = Instant::now();
+            let master = Master::start(store, MasterConfig::new(prefix).reap_after(None))?;
+            let view = master.ready().await;
+            cold_starts.push(started.elapsed());
+            if view.members.len() != members {
+                bail!(
+                    "a later master's first view holds {} members, expected {members}",
+                    view.members.len()
+                );
+            }
+            drop(view);
+            master.shutdown().await;
+        }
+        // The floor: one bare range read of the prefix.
+        let read = Instant::now();
+        let response = kv
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        bare_lists.push(read.elapsed());
+        keys = response.kvs().len();
+        drop(response);
+        // muster's own paged listing, for reference.
+        let read = Instant::now();
+        let listing = lister.list(prefix).await?;
+        store_lists.push(read.elapsed());
+        drop(listing);
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let all = |v: &[Duration]| v.iter().map(|d| ms(*d)).collect::<Vec<_>>();
+
+    Ok(json!({
+        "members": members,
+        "alive": alive,
+        "keys": keys,
+        "connect_ms": connect.as_secs_f64() * 1e3,
+        "cold_start_ms": ms(median(&cold_starts)),
+        "bare_list_ms": ms(median(&bare_lists)),
+        "store_list_ms": ms(median(&store_lists)),
+        "cold_start_all_ms": all(&cold_starts),
+        "bare_list_all_ms": all(&bare_lists),
+        "store_list_all_ms": all(&store_lists),
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        "rss_settled_bytes": rss_settled,
+        "rss_per_member_bytes": rss_settled.saturating_sub(rss_before) as f64 / members.max(1) as f64,
+    }))
+}
