@@ -2,15 +2,12 @@
 //! leases or history), its Prometheus `/metrics` (served on the client port), and the CPU
 //! time its process has used.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use muster_etcd_backend::EtcdConfig;
-use muster_tests::etcd::Etcd;
+use muster_tests::etcd::{Etcd, Metrics};
 
 /// A running etcd container.
 pub struct Node {
@@ -44,70 +41,21 @@ impl Node {
         EtcdConfig::new([self.endpoint()])
     }
 
-    /// etcd's metrics now.
+    /// etcd's metrics now (it must report raft proposals: every figure here relies on them).
     pub async fn metrics(&self) -> Result<Metrics> {
         let endpoint = self.endpoint();
-        tokio::task::spawn_blocking(move || Metrics::scrape(&endpoint)).await?
+        let metrics = tokio::task::spawn_blocking(move || Metrics::scrape(&endpoint))
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !metrics.has(PROPOSALS) {
+            bail!("etcd's /metrics at {} has no {PROPOSALS}", self.endpoint());
+        }
+        Ok(metrics)
     }
 
     /// etcd's process id on this host, if Docker runs here.
     pub fn pid(&self) -> Option<u32> {
         self.pid
-    }
-}
-
-/// One scrape of etcd's `/metrics`: every unlabelled sample, and the version.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics {
-    values: BTreeMap<String, f64>,
-    pub version: Option<String>,
-}
-
-impl Metrics {
-    fn scrape(endpoint: &str) -> Result<Metrics> {
-        let host = endpoint
-            .strip_prefix("http://")
-            .with_context(|| format!("{endpoint} is not an http:// endpoint"))?;
-        let mut stream = TcpStream::connect(host).with_context(|| format!("connecting {host}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "GET /metrics HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n"
-        )?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body)?;
-        if !body.starts_with("HTTP/1.") || !body.lines().next().unwrap_or("").contains(" 200") {
-            bail!(
-                "etcd's /metrics at {endpoint} answered {:?}",
-                body.lines().next()
-            );
-        }
-        let mut metrics = Metrics::default();
-        for line in body.lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("etcd_server_version{server_version=\"") {
-                metrics.version = rest.split('"').next().map(str::to_string);
-                continue;
-            }
-            let mut parts = line.split_whitespace();
-            if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
-                if !name.contains('{') {
-                    if let Ok(value) = value.parse() {
-                        metrics.values.insert(name.to_string(), value);
-                    }
-                }
-            }
-        }
-        if !metrics.values.contains_key(PROPOSALS) {
-            bail!("etcd's /metrics at {endpoint} has no {PROPOSALS}");
-        }
-        Ok(metrics)
-    }
-
-    pub fn get(&self, name: &str) -> f64 {
-        self.values.get(name).copied().unwrap_or(0.0)
     }
 }
 

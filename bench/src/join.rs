@@ -51,7 +51,10 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
     );
     let node = Node::start().await?;
     if let Ok(metrics) = node.metrics().await {
-        report.meta("etcd_version", json!(metrics.version));
+        report.meta(
+            "etcd_version",
+            json!(metrics.label("etcd_server_version", "server_version")),
+        );
     }
     let keyspace = Keyspace::new(PREFIX)?;
 

@@ -148,6 +148,12 @@ impl Etcd {
         docker_ok(&["unpause", &self.id]).map(drop)
     }
 
+    /// One scrape of etcd's Prometheus `/metrics` (served on the client port). Blocks for
+    /// one local HTTP request.
+    pub fn metrics(&self) -> Result<Metrics> {
+        Metrics::scrape(&self.endpoint())
+    }
+
     /// etcd's log so far (it logs to stderr).
     pub fn logs(&self) -> Result<String> {
         let out = docker_ok(&["logs", &self.id])?;
@@ -196,6 +202,97 @@ impl Drop for Etcd {
         // A paused container cannot be removed until it is unpaused... except with -f, which
         // kills it first. -v drops its anonymous volumes.
         let _ = docker(&["rm", "-f", "-v", &self.id]);
+    }
+}
+
+/// One scrape of etcd's `/metrics`: every sample, by its name with labels as etcd wrote
+/// them (Prometheus sorts labels by name).
+///
+/// ```no_run
+/// # let etcd = muster_tests::etcd::Etcd::start().unwrap();
+/// let metrics = etcd.metrics().unwrap();
+/// let writes = metrics.get("etcd_server_proposals_committed_total");
+/// let streams = metrics.sum("grpc_server_started_total", &[("grpc_method", "LeaseKeepAlive")]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    samples: std::collections::BTreeMap<String, f64>,
+}
+
+impl Metrics {
+    /// Reads `{endpoint}/metrics` over plain HTTP/1.0 (no client library needed).
+    pub fn scrape(endpoint: &str) -> Result<Metrics> {
+        use std::io::{Read, Write};
+        let fail = |what: String| HarnessError(format!("etcd's /metrics at {endpoint}: {what}"));
+        let host = endpoint
+            .strip_prefix("http://")
+            .ok_or_else(|| fail("not an http:// endpoint".into()))?;
+        let mut stream =
+            std::net::TcpStream::connect(host).map_err(|e| fail(format!("connect: {e}")))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| fail(e.to_string()))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n"
+        )
+        .map_err(|e| fail(format!("request: {e}")))?;
+        let mut body = String::new();
+        stream
+            .read_to_string(&mut body)
+            .map_err(|e| fail(format!("response: {e}")))?;
+        let status = body.lines().next().unwrap_or("");
+        if !status.starts_with("HTTP/1.") || !status.contains(" 200") {
+            return Err(fail(format!("answered {status:?}")));
+        }
+        let mut metrics = Metrics::default();
+        for line in body.lines().filter(|line| !line.starts_with('#')) {
+            // `name{labels} value`: the value follows the last space (label values may hold
+            // spaces).
+            if let Some((sample, value)) = line.rsplit_once(' ') {
+                if let Ok(value) = value.parse() {
+                    metrics.samples.insert(sample.to_string(), value);
+                }
+            }
+        }
+        Ok(metrics)
+    }
+
+    /// An unlabelled sample's value; `0` if etcd does not report it.
+    pub fn get(&self, name: &str) -> f64 {
+        self.samples.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// Whether an unlabelled sample is reported at all.
+    pub fn has(&self, name: &str) -> bool {
+        self.samples.contains_key(name)
+    }
+
+    /// The sum of the samples of metric `name` whose labels include every `(label, value)`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(sample, _)| {
+                let (metric, rest) = sample.split_once('{').unwrap_or((sample, ""));
+                metric == name
+                    && labels
+                        .iter()
+                        .all(|(label, value)| rest.contains(&format!("{label}=\"{value}\"")))
+            })
+            .map(|(_, value)| value)
+            .sum()
+    }
+
+    /// The label `label` of the first sample of metric `name`, e.g. the `server_version` of
+    /// `etcd_server_version`.
+    pub fn label(&self, name: &str, label: &str) -> Option<String> {
+        let prefix = format!("{name}{{");
+        let needle = format!("{label}=\"");
+        self.samples.keys().find_map(|sample| {
+            let rest = sample.strip_prefix(&prefix)?;
+            let value = &rest[rest.find(&needle)? + needle.len()..];
+            value.split('"').next().map(str::to_string)
+        })
     }
 }
 

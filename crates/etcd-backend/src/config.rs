@@ -36,6 +36,17 @@ pub struct EtcdConfig {
     /// off from its cluster's quorum), rather than wait or serve stale data. Sends etcd's
     /// `hasleader` metadata: etcd then also cancels watches when the member loses its leader.
     pub require_leader: bool,
+    /// How many keys one page of a listing asks for at first (default 10,000). Large pages
+    /// matter: etcd counts every remaining key of the range for each page, so a listing
+    /// costs etcd about keys² / page; a 10,000-member group (20,000 keys) lists in 2–3
+    /// pages. A page whose answer exceeds [`max_response_bytes`](Self::max_response_bytes)
+    /// is read again at a quarter of the size (down to 10 keys), so very large records cost
+    /// more pages, never a failed listing.
+    pub list_page: u32,
+    /// The largest single answer accepted from etcd, in bytes (default 64 MiB): a list page,
+    /// or a watch response (etcd sends each revision whole, so this must hold the largest
+    /// transaction under the prefix).
+    pub max_response_bytes: usize,
 }
 
 impl EtcdConfig {
@@ -76,6 +87,8 @@ impl Default for EtcdConfig {
             keep_alive_timeout: Duration::from_secs(5),
             keep_alive_while_idle: false,
             require_leader: true,
+            list_page: 10_000,
+            max_response_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -1,148 +1,292 @@
-//! One lease keep-alive stream per lease, opened on first use and kept for the next calls.
+//! Lease renewals: one keep-alive stream per store, carrying every lease's requests.
 //!
-//! etcd renews leases only over the bidirectional `LeaseKeepAlive` stream. Opening one per
-//! [`Store::keep_alive`](muster_core::Store::keep_alive) call would cost a stream setup and
-//! an extra round trip every time; instead each lease keeps its stream here. A stream that
-//! broke (etcd restarted, connection lost, timed out) is dropped and reopened once within the
-//! same call. A lease that is gone, or revoked through the store, loses its stream.
+//! etcd renews leases only over the bidirectional `LeaseKeepAlive` gRPC stream, and one
+//! stream may carry renewals for any number of leases: each answer names the lease it is
+//! for, and etcd answers the requests of one stream in order. So a store keeps **one**
+//! stream, shared by all its clones and all the leases they keep alive (etcd's own Go client
+//! does the same). A thousand workers in one process sharing one [`EtcdStore`] cost etcd one
+//! stream, not a thousand: no burst of stream set-ups when they all renew for the first
+//! time, and no per-lease stream state on either side.
 //!
-//! A lease that is simply abandoned (never revoked, never kept alive again) keeps its idle
-//! stream until the store is dropped: revoke leases you are done with.
+//! A background task (the *driver*, spawned on first use, ending when the store's last clone
+//! is dropped) owns the stream. [`Store::keep_alive`] sends it a request with a one-shot
+//! reply channel and waits, with the call timeout, for the answer routed back by lease id.
+//! Answers for one lease come back in the order of its requests, so each goes to the
+//! oldest waiter of that lease; a caller that gave up (its timeout or its task cancelled)
+//! simply does not take its answer, and later calls are not confused by it.
+//!
+//! The driver opens the stream when it has something to send, and drops it when it breaks
+//! (etcd restarted, connection lost): the requests in flight fail as
+//! [`Error::Unavailable`] and the next one opens a new stream. An answer with TTL 0 means
+//! the lease is gone ([`Error::LeaseNotFound`]); the stream stays open for the others.
+//!
+//! [`EtcdStore`]: crate::EtcdStore
+//! [`Store::keep_alive`]: muster_core::Store::keep_alive
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use etcd_client::{LeaseClient, LeaseKeepAliveStream, LeaseKeeper};
 use muster_core::{Error, LeaseId, Result};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Ctx, ErrorMapper};
 
-/// The open streams, by lease.
-#[derive(Default)]
+/// The store's side of the shared keep-alive stream: a handle on the driver task.
 pub(crate) struct Keepers {
-    /// One slot per lease that has been kept alive. The async mutex serialises round trips
-    /// on one stream (answers come back in order, one per request); `None` means "no open
-    /// stream, open one".
-    slots: Mutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<Option<Keeper>>>>>,
+    /// Where requests go; `None` until the first keep-alive, replaced if the driver ended
+    /// (its runtime shut down).
+    driver: Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    /// Everything the driver needs to open streams and word errors.
+    client: LeaseClient,
+    errors: ErrorMapper,
+    timeout: Duration,
 }
 
-/// An open keep-alive stream: the request sender and the response stream.
-struct Keeper {
-    sender: LeaseKeeper,
-    responses: LeaseKeepAliveStream,
+/// One renewal asked of the driver.
+struct Request {
+    lease: LeaseId,
+    /// The lease's new TTL in seconds, or why there is none.
+    reply: oneshot::Sender<Result<i64>>,
 }
 
 impl Keepers {
-    /// Renews `lease` once on its cached stream; returns the TTL etcd reports.
-    pub(crate) async fn keep_alive(
-        &self,
-        client: &LeaseClient,
-        lease: LeaseId,
-        timeout: Duration,
-        errors: &ErrorMapper,
-    ) -> Result<Duration> {
+    /// Keepers opening their stream through `client`, waiting at most `timeout` for a stream
+    /// to open or a renewal to be answered.
+    pub(crate) fn new(client: LeaseClient, errors: ErrorMapper, timeout: Duration) -> Self {
+        Keepers {
+            driver: Mutex::new(None),
+            client,
+            errors,
+            timeout,
+        }
+    }
+
+    /// Renews `lease` once; returns the TTL etcd reports.
+    pub(crate) async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
         let ctx = Ctx::new("keep-alive").lease(lease);
-        let slot = self.slot(lease);
-        let mut keeper = slot.lock().await;
-        // A cached stream may have broken since its last use: then try once more on a new one.
-        let mut reopened = false;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request { lease, reply });
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(Ok(ttl))) => Ok(Duration::from_secs(ttl.unsigned_abs())),
+            Ok(Ok(Err(err))) => Err(err),
+            Ok(Err(_)) => Err(self.errors.unavailable(
+                &ctx,
+                "the keep-alive task stopped (is the runtime shutting down?)",
+            )),
+            Err(_) => Err(self.errors.timeout(&ctx, self.timeout)),
+        }
+    }
+
+    /// Hands `request` to the driver, starting one if there is none (or it ended).
+    fn send(&self, request: Request) {
+        let mut driver = self.driver.lock().expect("keepers lock");
+        let request = match driver.as_ref() {
+            Some(sender) => match sender.send(request) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(request)) => request,
+            },
+            None => request,
+        };
+        let (sender, requests) = mpsc::unbounded_channel();
+        let started = Driver {
+            client: self.client.clone(),
+            errors: self.errors.clone(),
+            timeout: self.timeout,
+            requests,
+            sender: None,
+            answers: None,
+            unsent: VecDeque::new(),
+            waiting: HashMap::new(),
+        };
+        tokio::spawn(started.run());
+        // The receiver was just created and is owned by the task: this cannot fail.
+        let _ = sender.send(request);
+        *driver = Some(sender);
+    }
+}
+
+/// The task owning the stream.
+struct Driver {
+    client: LeaseClient,
+    errors: ErrorMapper,
+    timeout: Duration,
+    /// Requests from [`Keepers::keep_alive`]; closed when the store is dropped.
+    requests: mpsc::UnboundedReceiver<Request>,
+    /// The open stream's request side, if a stream is open: etcd-client's keeper, whose lease
+    /// id is set before each request (its fields are public with etcd-client's
+    /// `pub-response-field` feature).
+    sender: Option<LeaseKeeper>,
+    /// The open stream's answers.
+    answers: Option<LeaseKeepAliveStream>,
+    /// Requests not yet sent on a stream, oldest first.
+    unsent: VecDeque<Request>,
+    /// Requests sent and not yet answered, per lease, oldest first.
+    waiting: HashMap<LeaseId, VecDeque<oneshot::Sender<Result<i64>>>>,
+}
+
+impl Driver {
+    async fn run(mut self) {
         loop {
-            if keeper.is_none() {
-                let opened = open(client.clone(), lease, timeout, &ctx, errors).await;
-                match opened {
-                    Ok(fresh) => *keeper = Some(fresh),
+            if self.sender.is_none() && !self.unsent.is_empty() {
+                // Callers that gave up while etcd was unreachable need no stream.
+                self.unsent.retain(|request| !request.reply.is_closed());
+                if !self.unsent.is_empty() {
+                    self.open().await;
+                }
+                continue;
+            }
+            // A caller that gave up needs no renewal.
+            while self
+                .unsent
+                .front()
+                .is_some_and(|request| request.reply.is_closed())
+            {
+                self.unsent.pop_front();
+            }
+            let sending = match (self.unsent.front(), self.sender.as_mut()) {
+                (Some(next), Some(keeper)) => {
+                    keeper.id = next.lease;
+                    true
+                }
+                _ => false,
+            };
+            tokio::select! {
+                request = self.requests.recv() => match request {
+                    Some(request) => self.unsent.push_back(request),
+                    // The store is gone; nobody waits for anything.
+                    None => return,
+                },
+                // Cancel-safe: when another branch wins, the request was not sent and stays
+                // first in line.
+                sent = send(&mut self.sender), if sending => match sent {
+                    Ok(()) => {
+                        let request = self.unsent.pop_front().expect("something to send");
+                        self.waiting.entry(request.lease).or_default().push_back(request.reply);
+                    }
+                    Err(()) => self.broke("the keep-alive stream closed"),
+                },
+                answer = next_answer(&mut self.answers) => match answer {
+                    Ok(Some((lease, ttl))) => self.answer(lease, ttl),
+                    Ok(None) => self.broke("etcd closed the keep-alive stream"),
                     Err(err) => {
-                        if matches!(err, Error::LeaseNotFound { .. }) {
-                            self.forget_slot(lease, &slot);
-                        }
-                        return Err(err);
+                        let ctx = Ctx::new("keep-alive");
+                        let detail = self.errors.map(&ctx, err).to_string();
+                        self.broke(&detail);
                     }
-                }
-                reopened = true;
-            }
-            let open_keeper = keeper.as_mut().expect("just opened");
-            match round_trip(open_keeper, timeout, &ctx, errors).await {
-                Ok(ttl) if ttl > 0 => return Ok(Duration::from_secs(ttl.unsigned_abs())),
-                Ok(_) => {
-                    *keeper = None;
-                    self.forget_slot(lease, &slot);
-                    return Err(Error::LeaseNotFound { lease });
-                }
-                Err(err) => {
-                    *keeper = None;
-                    if reopened {
-                        return Err(err);
-                    }
-                    tracing::debug!(lease, error = %err, "keep-alive stream broke; reopening it");
-                }
+                },
             }
         }
     }
 
-    /// Closes the stream of `lease`, if any (after a revoke).
-    pub(crate) fn forget(&self, lease: LeaseId) {
-        self.slots.lock().expect("keepers lock").remove(&lease);
+    /// Opens a stream for the oldest unsent request. etcd-client renews that lease once while
+    /// opening (the answer is not handed out; the request is sent again on the new stream).
+    async fn open(&mut self) {
+        let lease = self.unsent[0].lease;
+        let ctx = Ctx::new("keep-alive").lease(lease);
+        let mut client = self.client.clone();
+        let opened = match tokio::time::timeout(self.timeout, client.keep_alive(lease)).await {
+            Ok(Ok((keeper, answers))) => Ok((keeper, answers)),
+            Ok(Err(err)) => Err(self.errors.map(&ctx, err)),
+            Err(_) => Err(self.errors.timeout(&ctx, self.timeout)),
+        };
+        match opened {
+            Ok((sender, answers)) => {
+                self.sender = Some(sender);
+                self.answers = Some(answers);
+            }
+            // Only this lease is gone: the others may open the stream.
+            Err(Error::LeaseNotFound { .. }) => {
+                let (gone, others) = self
+                    .unsent
+                    .drain(..)
+                    .partition(|request| request.lease == lease);
+                self.unsent = others;
+                for request in gone {
+                    let _ = request.reply.send(Err(Error::LeaseNotFound { lease }));
+                }
+            }
+            // etcd is unreachable: every request waiting to be sent fails alike, rather than
+            // each waiting in turn for its own attempt to time out.
+            Err(err) => {
+                let detail = err.to_string();
+                for request in self.unsent.drain(..) {
+                    let ctx = Ctx::new("keep-alive").lease(request.lease);
+                    let err = if request.lease == lease {
+                        Err(err_again(&err, &self.errors, &ctx, &detail))
+                    } else {
+                        Err(self.errors.unavailable(&ctx, &detail))
+                    };
+                    let _ = request.reply.send(err);
+                }
+                tracing::debug!(lease, error = %detail, "opening the keep-alive stream failed");
+            }
+        }
     }
 
-    fn slot(&self, lease: LeaseId) -> Arc<tokio::sync::Mutex<Option<Keeper>>> {
-        self.slots
-            .lock()
-            .expect("keepers lock")
-            .entry(lease)
-            .or_default()
-            .clone()
+    /// Routes an answer to the oldest waiter of its lease.
+    fn answer(&mut self, lease: LeaseId, ttl: i64) {
+        let Some(waiters) = self.waiting.get_mut(&lease) else {
+            // Not asked for on this stream (etcd-client reads the answer to the renewal it
+            // makes while opening): nobody to tell.
+            return;
+        };
+        if let Some(waiter) = waiters.pop_front() {
+            let result = if ttl > 0 {
+                Ok(ttl)
+            } else {
+                Err(Error::LeaseNotFound { lease })
+            };
+            // A waiter that gave up does not take its answer.
+            let _ = waiter.send(result);
+        }
+        if waiters.is_empty() {
+            self.waiting.remove(&lease);
+        }
     }
 
-    /// Removes `slot` for `lease`, unless another call has replaced it meanwhile.
-    fn forget_slot(&self, lease: LeaseId, slot: &Arc<tokio::sync::Mutex<Option<Keeper>>>) {
-        let mut slots = self.slots.lock().expect("keepers lock");
-        if slots
-            .get(&lease)
-            .is_some_and(|current| Arc::ptr_eq(current, slot))
-        {
-            slots.remove(&lease);
+    /// Drops a broken stream; its unanswered requests fail, unsent ones wait for a new one.
+    fn broke(&mut self, detail: &str) {
+        tracing::debug!(detail, "keep-alive stream broke");
+        self.sender = None;
+        self.answers = None;
+        for (lease, waiters) in self.waiting.drain() {
+            let ctx = Ctx::new("keep-alive").lease(lease);
+            for waiter in waiters {
+                let _ = waiter.send(Err(self.errors.unavailable(&ctx, detail)));
+            }
         }
     }
 }
 
-/// Opens a keep-alive stream. etcd-client's open already renews the lease once and fails
-/// with "lease not found" for a lease that is gone.
-async fn open(
-    mut client: LeaseClient,
-    lease: LeaseId,
-    timeout: Duration,
-    ctx: &Ctx,
-    errors: &ErrorMapper,
-) -> Result<Keeper> {
-    match tokio::time::timeout(timeout, client.keep_alive(lease)).await {
-        Ok(Ok((sender, responses))) => Ok(Keeper { sender, responses }),
-        Ok(Err(err)) => Err(errors.map(ctx, err)),
-        Err(_) => Err(errors.timeout(ctx, timeout)),
+/// Sends one renewal of the keeper's current lease on the open stream; pending forever
+/// when there is no stream.
+async fn send(keeper: &mut Option<LeaseKeeper>) -> std::result::Result<(), ()> {
+    match keeper {
+        Some(keeper) => keeper.keep_alive().await.map_err(|_| ()),
+        None => std::future::pending().await,
     }
 }
 
-/// One request and its answer: the lease's new TTL in seconds, `<= 0` if it is gone.
-async fn round_trip(
-    keeper: &mut Keeper,
-    timeout: Duration,
-    ctx: &Ctx,
-    errors: &ErrorMapper,
-) -> Result<i64> {
-    let exchange = async {
-        keeper
-            .sender
-            .keep_alive()
-            .await
-            .map_err(|err| errors.map(ctx, err))?;
-        match keeper.responses.message().await {
-            Ok(Some(answer)) => Ok(answer.ttl()),
-            Ok(None) => Err(errors.unavailable(ctx, "etcd closed the keep-alive stream")),
-            Err(err) => Err(errors.map(ctx, err)),
-        }
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(result) => result,
-        Err(_) => Err(errors.timeout(ctx, timeout)),
+/// The next answer on the open stream as (lease, TTL); pending forever when there is none.
+async fn next_answer(
+    answers: &mut Option<LeaseKeepAliveStream>,
+) -> std::result::Result<Option<(LeaseId, i64)>, etcd_client::Error> {
+    match answers {
+        Some(answers) => Ok(answers
+            .message()
+            .await?
+            .map(|answer| (answer.id(), answer.ttl()))),
+        None => std::future::pending().await,
+    }
+}
+
+/// The open error for the lease that tried to open, re-made for one waiter (the core error
+/// type is not `Clone`): its kind is kept where it matters to the caller.
+fn err_again(err: &Error, errors: &ErrorMapper, ctx: &Ctx, detail: &str) -> Error {
+    match err {
+        Error::Rejected { .. } => errors.rejected(ctx, detail),
+        _ => errors.unavailable(ctx, detail),
     }
 }

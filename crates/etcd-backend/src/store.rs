@@ -18,20 +18,33 @@ use crate::error::{Ctx, ErrorMapper};
 use crate::keepers::Keepers;
 use crate::watch::{self, key_value};
 
-/// How many keys one page of a [`list`](Store::list) reads. Pages are read at one revision,
-/// so a large prefix never needs one huge gRPC message.
-const LIST_PAGE: i64 = 1000;
+/// The smallest page a listing shrinks to when pages of [`EtcdConfig::list_page`] keys are
+/// larger than [`EtcdConfig::max_response_bytes`].
+const MIN_LIST_PAGE: i64 = 10;
+
+/// A read whose answer exceeds [`EtcdConfig::max_response_bytes`] as `Ok(None)`: the page
+/// must shrink.
+fn too_large_as_none<T>(
+    read: std::result::Result<T, etcd_client::Error>,
+) -> std::result::Result<Option<T>, etcd_client::Error> {
+    match read {
+        Err(etcd_client::Error::GRpcStatus(status))
+            if status.code() == tonic::Code::OutOfRange
+                && status.message().contains("message length too large") =>
+        {
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
 
 /// What etcd says when a read or compaction asks for a revision compaction removed.
 const COMPACTED: &str = "required revision has been compacted";
 
-/// Largest gRPC message accepted from etcd (a watch response or a list page). etcd sends
-/// whole revisions in one watch response, so this must hold the largest transaction.
-const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
-
 /// muster's [`Store`] on etcd v3.
 ///
-/// Cheap to clone: clones share the connections and the cached lease keep-alive streams.
+/// Cheap to clone: clones share the connections and the lease keep-alive stream (one per
+/// store, carrying the renewals of all its leases).
 /// Every unary call is bounded by [`EtcdConfig::request_timeout`] (plus the connect timeout),
 /// so an unreachable etcd gives [`Error::Unavailable`] instead of a call that never returns.
 #[derive(Clone)]
@@ -42,7 +55,7 @@ pub struct EtcdStore {
     config: Arc<EtcdConfig>,
     /// Builds error messages naming the endpoints.
     errors: ErrorMapper,
-    /// One keep-alive stream per lease, shared by clones.
+    /// The one keep-alive stream every lease of this store (and its clones) is renewed on.
     keepers: Arc<Keepers>,
 }
 
@@ -93,11 +106,17 @@ impl EtcdStore {
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|err| errors.map(&ctx, err))?;
+        // Keep-alives wait as long as any other call: connecting, then the request.
+        let keepers = Keepers::new(
+            client.lease_client(),
+            errors.clone(),
+            config.connect_timeout + config.request_timeout,
+        );
         Ok(EtcdStore {
             client,
             config: Arc::new(config),
             errors,
-            keepers: Arc::default(),
+            keepers: Arc::new(keepers),
         })
     }
 
@@ -144,10 +163,9 @@ impl EtcdStore {
         let mut kvs = Vec::new();
         let mut revision: Option<Revision> = None;
         let mut from = start;
+        let mut limit = i64::from(self.config.list_page).max(MIN_LIST_PAGE);
         loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LIST_PAGE);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
             if let Some(revision) = revision {
                 options = options.with_revision(revision);
             }
@@ -155,9 +173,23 @@ impl EtcdStore {
                 .call(ctx, || {
                     let mut kv = self.kv();
                     let (from, options) = (from.clone(), options.clone());
-                    async move { kv.get(from, Some(options)).await }
+                    async move { too_large_as_none(kv.get(from, Some(options)).await) }
                 })
                 .await?;
+            let Some(page) = page else {
+                if limit <= MIN_LIST_PAGE {
+                    return Err(self.errors.other(
+                        ctx,
+                        format!(
+                            "{MIN_LIST_PAGE} keys take more than {} bytes (EtcdConfig::max_response_bytes); the values under this prefix are far larger than member records",
+                            self.config.max_response_bytes
+                        ),
+                    ));
+                }
+                limit = (limit / 4).max(MIN_LIST_PAGE);
+                tracing::debug!(limit, "a list page was too large; reading smaller pages");
+                continue;
+            };
             let page_revision = *revision.get_or_insert(page.header().map_or(0, |h| h.revision()));
             kvs.extend(page.kvs().iter().map(key_value));
             match page.kvs().last() {
@@ -178,7 +210,7 @@ impl EtcdStore {
     fn kv(&self) -> etcd_client::KvClient {
         self.client
             .kv_client()
-            .max_decoding_message_size(MAX_DECODING_BYTES)
+            .max_decoding_message_size(self.config.max_response_bytes)
     }
 }
 
@@ -205,18 +237,10 @@ impl Store for EtcdStore {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        self.keepers
-            .keep_alive(
-                &self.client.lease_client(),
-                lease,
-                self.call_timeout(),
-                &self.errors,
-            )
-            .await
+        self.keepers.keep_alive(lease).await
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
-        self.keepers.forget(lease);
         let ctx = Ctx::new("lease revoke").lease(lease);
         let revoked = self
             .call(&ctx, || {
@@ -310,7 +334,7 @@ impl Store for EtcdStore {
         let client = self
             .client
             .watch_client()
-            .max_decoding_message_size(MAX_DECODING_BYTES);
+            .max_decoding_message_size(self.config.max_response_bytes);
         watch::open(
             client,
             prefix,

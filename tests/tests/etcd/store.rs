@@ -1,15 +1,22 @@
 //! `EtcdStore` behaviour beyond the shared conformance suite: what only a large or real
 //! etcd shows.
 
-use muster_core::{Store, Txn};
-use muster_etcd_backend::EtcdStore;
+use std::time::Duration;
+
+use muster_core::{Error, Store, Txn};
+use muster_etcd_backend::{EtcdConfig, EtcdStore};
 use muster_tests::etcd::Etcd;
 
-/// A listing larger than one page (1000 keys) is complete, sorted, and at one revision.
+/// A listing of several pages (2,500 keys in pages of 1,000) is complete, sorted, and at one
+/// revision.
 #[tokio::test]
 async fn large_listing_is_complete_and_consistent() {
     let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
-    let store = EtcdStore::connect(etcd.config()).await.expect("connect");
+    let config = EtcdConfig {
+        list_page: 1000,
+        ..etcd.config()
+    };
+    let store = EtcdStore::connect(config).await.expect("connect");
     let prefix = "/store/large/";
     let mut last = 0;
     // 2,500 keys in transactions of 100 puts (etcd allows 128 operations per transaction).
@@ -38,5 +45,124 @@ async fn large_listing_is_complete_and_consistent() {
         listing.revision,
         last + 1,
         "the listing's revision is the store's"
+    );
+}
+
+/// A page whose answer is larger than the client accepts is read again in smaller pages:
+/// 100 values of 1 KiB with a 16 KiB answer limit still list completely (in pages of 15).
+#[tokio::test]
+async fn pages_too_large_for_the_client_shrink_instead_of_failing() {
+    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
+    let config = EtcdConfig {
+        max_response_bytes: 16 * 1024,
+        ..etcd.config()
+    };
+    let store = EtcdStore::connect(config).await.expect("connect");
+    let prefix = "/store/big/";
+    let mut txn = Txn::new();
+    for i in 0..100 {
+        txn = txn.put(format!("{prefix}{i:03}"), vec![b'x'; 1024], 0);
+    }
+    let written = store.txn(txn).await.expect("txn").revision;
+
+    let listing = store.list(prefix).await.expect("list");
+    assert_eq!(listing.kvs.len(), 100);
+    assert!(listing.kvs.iter().all(|kv| kv.value.len() == 1024));
+    assert_eq!(listing.kvs[99].key, "/store/big/099");
+    assert_eq!(listing.revision, written);
+}
+
+/// How many `LeaseKeepAlive` streams etcd has seen opened so far.
+fn keep_alive_streams_opened(etcd: &Etcd) -> f64 {
+    let metrics = etcd.metrics().unwrap_or_else(|err| panic!("{err}"));
+    metrics.sum(
+        "grpc_server_started_total",
+        &[("grpc_method", "LeaseKeepAlive")],
+    )
+}
+
+/// All the leases of one store and its clones are renewed on ONE keep-alive stream: 200
+/// leases kept alive at once (each through its own clone), twice, open exactly one stream at
+/// etcd, each renewal answered
+/// for its own lease, and a revoked lease among them is reported gone without disturbing
+/// the others.
+#[tokio::test]
+async fn the_leases_of_a_store_share_one_keep_alive_stream() {
+    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
+    let store = EtcdStore::connect(etcd.config()).await.expect("connect");
+    let mut leases = Vec::new();
+    for _ in 0..200 {
+        leases.push(
+            store
+                .grant(Duration::from_secs(30))
+                .await
+                .expect("grant")
+                .id,
+        );
+    }
+    let before = keep_alive_streams_opened(&etcd);
+    for round in 0..2 {
+        let renewals = leases.iter().map(|&lease| {
+            let store = store.clone();
+            async move { (lease, store.keep_alive(lease).await) }
+        });
+        for (lease, renewed) in futures::future::join_all(renewals).await {
+            let ttl = renewed.unwrap_or_else(|err| panic!("round {round}, lease {lease:x}: {err}"));
+            assert_eq!(ttl, Duration::from_secs(30), "lease {lease:x}");
+        }
+    }
+    assert_eq!(
+        keep_alive_streams_opened(&etcd) - before,
+        1.0,
+        "400 renewals of 200 leases must travel on one stream"
+    );
+
+    let gone = leases[7];
+    store.revoke(gone).await.expect("revoke");
+    let renewals = leases.iter().map(|&lease| {
+        let store = store.clone();
+        async move { (lease, store.keep_alive(lease).await) }
+    });
+    for (lease, renewed) in futures::future::join_all(renewals).await {
+        if lease == gone {
+            assert!(
+                matches!(renewed, Err(Error::LeaseNotFound { lease }) if lease == gone),
+                "the revoked lease: {renewed:?}"
+            );
+        } else {
+            assert_eq!(renewed.expect("a live lease"), Duration::from_secs(30));
+        }
+    }
+    assert_eq!(
+        keep_alive_streams_opened(&etcd) - before,
+        1.0,
+        "a gone lease does not cost the stream"
+    );
+}
+
+/// A keep-alive the caller gave up on (its timeout fired while etcd was frozen) leaves no
+/// stale answer behind: once the lease is revoked, the next keep-alive says it is gone
+/// instead of reading the old answer of the abandoned call.
+#[tokio::test]
+async fn an_abandoned_keep_alive_leaves_no_stale_answer() {
+    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
+    let store = EtcdStore::connect(etcd.config()).await.expect("connect");
+    let lease = store
+        .grant(Duration::from_secs(30))
+        .await
+        .expect("grant")
+        .id;
+    store.keep_alive(lease).await.expect("first keep-alive");
+
+    etcd.pause().unwrap_or_else(|err| panic!("{err}"));
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), store.keep_alive(lease)).await;
+    etcd.unpause().unwrap_or_else(|err| panic!("{err}"));
+    assert!(abandoned.is_err(), "etcd was frozen: {abandoned:?}");
+
+    store.revoke(lease).await.expect("revoke");
+    let after = store.keep_alive(lease).await;
+    assert!(
+        matches!(after, Err(Error::LeaseNotFound { .. })),
+        "a revoked lease must be reported gone, not renewed by a stale answer: {after:?}"
     );
 }
