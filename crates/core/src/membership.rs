@@ -28,8 +28,9 @@
 //! | present | present, record re-created | `Left`/`Failed`, then as from absent |
 //! | any | any, metadata changed | ... then `Updated` |
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::keyspace::{KeyKind, Keyspace};
@@ -114,10 +115,16 @@ impl fmt::Display for TransitionKind {
 }
 
 /// A member as the master sees it.
+///
+/// Cloning is cheap: the metadata is shared, not copied, between the machine's view, its
+/// transitions and every copy made from them (a master's published view, snapshots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// Its metadata, from the record.
-    pub info: MemberInfo,
+    /// Its metadata, from the record. Shared: the machine decodes each record once, and
+    /// every `Member` (and [`Transition`]) made from that record points to the same value.
+    /// Fields read as before (`member.info.name`); compare with a plain [`MemberInfo`]
+    /// directly (`member.info == info`), or build one with `Arc::new(info)`.
+    pub info: Arc<MemberInfo>,
     /// Where it stands.
     pub state: MemberState,
     /// The process that last wrote the record.
@@ -206,9 +213,18 @@ struct Keys {
     liveness: Option<LivenessKey>,
 }
 
+impl Keys {
+    /// Whether neither key is there (the name is then forgotten).
+    fn is_empty(&self) -> bool {
+        self.record.is_none() && self.liveness.is_none()
+    }
+}
+
+/// A decoded [`Record`], its info shared with the [`Member`] made from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RecordKey {
-    record: Record,
+    info: Arc<MemberInfo>,
+    incarnation: Incarnation,
     create_revision: Revision,
     mod_revision: Revision,
 }
@@ -314,7 +330,10 @@ impl Membership {
         let mut bad = BTreeMap::new();
         for kv in &listing.kvs {
             if let Some((kind, name)) = self.keyspace.parse(&kv.key) {
-                let keys = fresh.entry(name.to_owned()).or_default();
+                let keys = match fresh.get_mut(name) {
+                    Some(keys) => keys,
+                    None => fresh.entry(name.to_owned()).or_default(),
+                };
                 let mut found = Vec::new();
                 decode_into(keys, kind, name, kv, &mut found);
                 for skip in found {
@@ -327,12 +346,23 @@ impl Membership {
             }
         }
         self.bad = bad;
-        let names: BTreeSet<String> = self.keys.keys().chain(fresh.keys()).cloned().collect();
-        self.keys = fresh;
+        // Every name known before or now, sorted, each once; the old names are moved, not
+        // copied, and only the new ones are allocated.
+        let old = std::mem::replace(&mut self.keys, fresh);
+        let mut names = Vec::with_capacity(old.len().max(self.keys.len()));
+        let mut new = self.keys.keys().peekable();
+        for name in old.into_keys() {
+            while let Some(added) = new.next_if(|added| added.as_str() < name.as_str()) {
+                names.push(added.clone());
+            }
+            new.next_if(|added| **added == name);
+            names.push(name);
+        }
+        names.extend(new.cloned());
         self.revision = listing.revision;
         self.resyncing = true;
-        for name in names {
-            self.settle(&name, listing.revision, now, &mut step);
+        for name in &names {
+            self.settle(name, listing.revision, now, &mut step);
         }
         self.resyncing = false;
         step
@@ -369,12 +399,19 @@ impl Membership {
         now: Instant,
         step: &mut Step,
     ) {
-        let mut touched = BTreeSet::new();
+        // The names this revision touched, settled once each in name order. Revisions
+        // usually touch one or two keys: keep their names on the stack.
+        let mut inline = [""; 4];
+        let mut spilled = Vec::new();
+        let mut n = 0;
         for event in events {
             let Some((kind, name)) = self.keyspace.parse(&event.kv.key) else {
                 continue;
             };
-            let keys = self.keys.entry(name.to_owned()).or_default();
+            let keys = match self.keys.get_mut(name) {
+                Some(keys) => keys,
+                None => self.keys.entry(name.to_owned()).or_default(),
+            };
             self.bad.remove(&event.kv.key);
             match event.kind {
                 EventKind::Put => {
@@ -389,48 +426,64 @@ impl Membership {
                     KeyKind::Liveness => keys.liveness = None,
                 },
             }
-            touched.insert(name.to_owned());
+            if n < inline.len() {
+                inline[n] = name;
+            } else {
+                if n == inline.len() {
+                    spilled.extend_from_slice(&inline);
+                }
+                spilled.push(name);
+            }
+            n += 1;
         }
+        let touched = if n <= inline.len() {
+            &mut inline[..n]
+        } else {
+            &mut spilled[..]
+        };
+        touched.sort_unstable();
         self.revision = revision;
-        for name in touched {
-            self.settle(&name, revision, now, step);
+        let mut last = None;
+        for &mut name in touched {
+            if last != Some(name) {
+                self.settle(name, revision, now, step);
+                last = Some(name);
+            }
         }
     }
 
     /// Re-derives `name` from its keys, emits what changed, and notes whether its entry in
     /// the view changed.
+    ///
+    /// Nothing is copied but reference counts: the member is updated in place, its keys,
+    /// create revisions and reap deadline are borrowed, and the name is allocated only for a
+    /// map entry that is new.
     fn settle(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
-        let before = self.members.get(name).cloned();
-        self.settle_member(name, revision, now, step);
-        if self.members.get(name) != before.as_ref() {
-            step.changed.push(name.to_owned());
-        }
-    }
-
-    fn settle_member(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
-        let keys = self.keys.get(name).cloned().unwrap_or_default();
-        if keys.record.is_none() && keys.liveness.is_none() {
-            self.keys.remove(name);
-        }
-        let mut emit = |kind: TransitionKind, member: &Member| {
+        let mut emit = |kind: TransitionKind, member: Member| {
             step.transitions.push(Transition {
                 kind,
-                member: member.clone(),
+                member,
                 revision,
                 at: now,
             })
         };
-        let mut before = self.members.get(name).cloned();
-        let record = keys.record.as_ref();
+        let keys = self.keys.get_mut(name);
+        let forget = keys.as_deref().is_some_and(Keys::is_empty);
+        let (record, liveness) = match keys {
+            Some(keys) => (keys.record.as_mut(), keys.liveness.as_ref()),
+            None => (None, None),
+        };
+        let slot = self.members.get_mut(name);
         // Create revisions are unknown after `forget_revisions`: then only incarnations and
         // metadata can tell what changed.
-        let tracked = self.tracked.get(name).cloned();
-        let recreated = match (&before, record, &tracked) {
+        let tracked = self.tracked.get_mut(name);
+        let recreated = match (&slot, &record, &tracked) {
             (Some(_), Some(r), Some(t)) => t.record_created != r.create_revision,
             _ => false,
         };
         if record.is_none() || recreated {
-            if let Some(mut gone) = before.take() {
+            if let Some(member) = &slot {
+                let mut gone = Member::clone(member);
                 let kind = match gone.state {
                     MemberState::Alive => TransitionKind::Left,
                     _ => TransitionKind::Failed,
@@ -441,23 +494,34 @@ impl Membership {
                 };
                 gone.since = revision;
                 gone.suspect_since = None;
-                emit(kind, &gone);
-                self.members.remove(name);
-                self.tracked.remove(name);
-                self.reap_due.remove(name);
+                emit(kind, gone);
             }
         }
         let Some(record) = record else {
+            if slot.is_some() {
+                self.members.remove(name);
+                self.tracked.remove(name);
+                self.reap_due.remove(name);
+                step.changed.push(name.to_owned());
+            }
+            if forget {
+                self.keys.remove(name);
+            }
             return;
         };
-        let state = if keys.liveness.is_some() {
+        // The member as it was, unless its record was re-created (then it is gone, above).
+        let before = match &slot {
+            Some(member) if !recreated => Some(&**member),
+            _ => None,
+        };
+        let state = if liveness.is_some() {
             MemberState::Alive
         } else {
             MemberState::Suspect
         };
-        let live_created = keys.liveness.as_ref().map(|l| l.create_revision);
-        let mut kinds: Vec<TransitionKind> = Vec::new();
-        match &before {
+        let live_created = liveness.map(|l| l.create_revision);
+        let mut kinds = Kinds::default();
+        match before {
             None => {
                 kinds.push(TransitionKind::Joined);
                 if state == MemberState::Suspect {
@@ -467,17 +531,17 @@ impl Membership {
             Some(b) => {
                 let relived = match &tracked {
                     Some(t) => t.live_created != live_created,
-                    None => comeback(b, &keys) == TransitionKind::Restarted,
+                    None => comeback(b, liveness) == TransitionKind::Restarted,
                 };
                 match (b.state, state) {
                     (MemberState::Alive, MemberState::Suspect) => {
                         kinds.push(TransitionKind::Suspect)
                     }
                     (MemberState::Suspect, MemberState::Alive) => {
-                        kinds.push(comeback(b, &keys));
+                        kinds.push(comeback(b, liveness));
                     }
                     (MemberState::Suspect, MemberState::Suspect)
-                        if b.incarnation != record.record.incarnation =>
+                        if b.incarnation != record.incarnation =>
                     {
                         // A new process registered and was lost again in between.
                         kinds.push(TransitionKind::Restarted);
@@ -485,7 +549,7 @@ impl Membership {
                     }
                     (MemberState::Alive, MemberState::Alive) if relived => {
                         // The liveness key was lost and created again in between.
-                        let back = comeback(b, &keys);
+                        let back = comeback(b, liveness);
                         if back == TransitionKind::Recovered {
                             kinds.push(TransitionKind::Suspect);
                         }
@@ -495,27 +559,31 @@ impl Membership {
                 }
             }
         }
-        let changed_state = !kinds.is_empty();
-        if before
-            .as_ref()
-            .is_some_and(|b| b.info != record.record.info)
-        {
-            kinds.push(TransitionKind::Updated);
+        let changed_state = !kinds.as_slice().is_empty();
+        if let Some(b) = before {
+            if !Arc::ptr_eq(&b.info, &record.info) {
+                if *b.info == *record.info {
+                    // Rewritten with the same metadata: keep sharing the value the view
+                    // (and any copy of it) already holds.
+                    record.info = Arc::clone(&b.info);
+                } else {
+                    kinds.push(TransitionKind::Updated);
+                }
+            }
         }
         // Suspicion (and its reap clock) carries over from one observation to the next. In
         // a resync, which may have missed revisions, only while the record is unchanged: a
         // rewritten record may mean the member registered again and was lost anew.
         let kept_suspicion = before
-            .as_ref()
             .filter(|b| b.state == MemberState::Suspect && state == MemberState::Suspect)
             .filter(|b| !self.resyncing || b.record_revision == record.mod_revision)
             .and_then(|b| b.suspect_since);
         let after = Member {
-            info: record.record.info.clone(),
+            info: Arc::clone(&record.info),
             state,
-            incarnation: record.record.incarnation,
+            incarnation: record.incarnation,
             record_revision: record.mod_revision,
-            since: match &before {
+            since: match before {
                 Some(b) if !changed_state => b.since,
                 _ => revision,
             },
@@ -524,46 +592,61 @@ impl Membership {
                 _ => None,
             },
         };
-        for kind in kinds {
+        for &kind in kinds.as_slice() {
             if kind == TransitionKind::Restarted && state == MemberState::Suspect {
                 // The first half of a Restarted-then-Suspect pair found by a resync: the new
                 // process was alive in between.
                 let mut back = after.clone();
                 back.state = MemberState::Alive;
                 back.suspect_since = None;
-                emit(kind, &back);
+                emit(kind, back);
             } else if kind == TransitionKind::Suspect && state == MemberState::Alive {
                 // The first half of a Suspect-then-Recovered pair found by a resync: the
                 // member was suspect in between, so say so.
                 let mut lost = after.clone();
                 lost.state = MemberState::Suspect;
                 lost.suspect_since = Some(now);
-                emit(kind, &lost);
+                emit(kind, lost);
             } else {
-                emit(kind, &after);
+                emit(kind, after.clone());
             }
         }
-        self.tracked.insert(
-            name.to_owned(),
-            Tracked {
-                record_created: record.create_revision,
-                live_created,
-            },
-        );
-        if kept_suspicion.is_none() {
-            self.reap_due.remove(name);
+        let tracked_now = Tracked {
+            record_created: record.create_revision,
+            live_created,
+        };
+        match tracked {
+            Some(t) => *t = tracked_now,
+            None => {
+                self.tracked.insert(name.to_owned(), tracked_now);
+            }
         }
         match (after.suspect_since, self.reap_after) {
-            (Some(since), Some(reap_after)) => {
-                self.reap_due
-                    .entry(name.to_owned())
-                    .or_insert(since + reap_after);
-            }
+            (Some(since), Some(reap_after)) => match self.reap_due.get_mut(name) {
+                // A reap clock that carried over keeps its deadline (which a failed
+                // proposal may have pushed back); a new suspicion starts its own.
+                Some(_) if kept_suspicion.is_some() => {}
+                Some(due) => *due = since + reap_after,
+                None => {
+                    self.reap_due.insert(name.to_owned(), since + reap_after);
+                }
+            },
             _ => {
                 self.reap_due.remove(name);
             }
         }
-        self.members.insert(name.to_owned(), after);
+        match slot {
+            Some(member) => {
+                if *member != after {
+                    *member = after;
+                    step.changed.push(name.to_owned());
+                }
+            }
+            None => {
+                self.members.insert(name.to_owned(), after);
+                step.changed.push(name.to_owned());
+            }
+        }
     }
 
     /// When the next reap proposal is due, if any member is `Suspect` and reaping is on.
@@ -612,10 +695,37 @@ impl Membership {
     }
 }
 
+/// The transitions of one member in one observation: at most three (e.g. `Suspect`,
+/// `Recovered`, `Updated`), kept on the stack.
+struct Kinds {
+    buf: [TransitionKind; 3],
+    len: usize,
+}
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Self {
+            buf: [TransitionKind::Joined; 3],
+            len: 0,
+        }
+    }
+}
+
+impl Kinds {
+    fn push(&mut self, kind: TransitionKind) {
+        self.buf[self.len] = kind;
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[TransitionKind] {
+        &self.buf[..self.len]
+    }
+}
+
 /// `Recovered` if the liveness that came back belongs to the process that wrote the record
 /// we knew, `Restarted` otherwise.
-fn comeback(before: &Member, keys: &Keys) -> TransitionKind {
-    let back = keys.liveness.as_ref().map(|l| l.liveness.incarnation);
+fn comeback(before: &Member, liveness: Option<&LivenessKey>) -> TransitionKind {
+    let back = liveness.map(|l| l.liveness.incarnation);
     if back == Some(before.incarnation) {
         TransitionKind::Recovered
     } else {
@@ -643,7 +753,8 @@ fn decode_into(
         KeyKind::Record => {
             keys.record = match Record::from_json(&kv.key, &kv.value) {
                 Ok(record) if record.info.name == name => Some(RecordKey {
-                    record,
+                    info: Arc::new(record.info),
+                    incarnation: record.incarnation,
                     create_revision: kv.create_revision,
                     mod_revision: kv.mod_revision,
                 }),
