@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::keyspace::{KeyKind, Keyspace};
 use crate::member::{Incarnation, Liveness, MemberInfo, Record};
-use crate::store::{Condition, EventKind, KeyValue, Listing, Revision, Txn, WatchBatch};
+use crate::store::{Condition, Event, EventKind, KeyValue, Listing, Revision, Txn, WatchBatch};
 
 /// Where a member stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -204,13 +204,16 @@ impl Reap {
     }
 }
 
-/// The decoded keys of one name.
+/// The decoded keys of one name, and what the machine remembers about them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Keys {
     /// The record, if present and decodable.
     record: Option<RecordKey>,
     /// The liveness key, if present and decodable.
     liveness: Option<LivenessKey>,
+    /// For a member (a name in the view): the create revisions that tell a re-created key
+    /// from an old one. `None` for a name that is no member, and after `forget_revisions`.
+    tracked: Option<Tracked>,
 }
 
 impl Keys {
@@ -249,24 +252,30 @@ struct Tracked {
 pub struct Membership {
     /// The key layout it decodes.
     keyspace: Keyspace,
-    /// How long a member stays `Suspect` before a reap is proposed; `None` never reaps.
-    reap_after: Option<Duration>,
     /// How long to wait before proposing a reap again when the last one did not show up.
     reap_retry: Duration,
     /// The decoded keyspace, per name. Names with neither key are removed.
     keys: BTreeMap<String, Keys>,
-    /// The derived view: every name with a record.
-    members: BTreeMap<String, Member>,
-    /// Per member, the create revisions that tell a re-created key from an old one.
-    tracked: BTreeMap<String, Tracked>,
+    /// What is derived from the keys.
+    derived: Derived,
     /// Undecodable values already reported, by key, with the revision of the bad write.
     bad: BTreeMap<String, Revision>,
-    /// When each suspect member is next due for a reap proposal.
-    reap_due: BTreeMap<String, Instant>,
     /// The last revision observed.
     revision: Revision,
     /// The latest `now` seen; time never goes backwards inside the machine.
     now: Option<Instant>,
+}
+
+/// What the machine derives from the keys (a field of its own so that it can be updated
+/// while one name's keys are borrowed).
+#[derive(Debug, Clone)]
+struct Derived {
+    /// How long a member stays `Suspect` before a reap is proposed; `None` never reaps.
+    reap_after: Option<Duration>,
+    /// The view: every name with a record.
+    members: BTreeMap<String, Member>,
+    /// When each suspect member is next due for a reap proposal.
+    reap_due: BTreeMap<String, Instant>,
     /// Whether a resync is being applied (it may have missed revisions).
     resyncing: bool,
 }
@@ -276,16 +285,17 @@ impl Membership {
     pub fn new(keyspace: Keyspace, reap_after: Option<Duration>) -> Self {
         Self {
             keyspace,
-            reap_after,
             reap_retry: Duration::from_secs(1),
             keys: BTreeMap::new(),
-            members: BTreeMap::new(),
-            tracked: BTreeMap::new(),
+            derived: Derived {
+                reap_after,
+                members: BTreeMap::new(),
+                reap_due: BTreeMap::new(),
+                resyncing: false,
+            },
             bad: BTreeMap::new(),
-            reap_due: BTreeMap::new(),
             revision: 0,
             now: None,
-            resyncing: false,
         }
     }
 
@@ -307,17 +317,17 @@ impl Membership {
 
     /// One member, if it has a record.
     pub fn get(&self, name: &str) -> Option<&Member> {
-        self.members.get(name)
+        self.derived.members.get(name)
     }
 
     /// Every member with a record (`Alive` or `Suspect`), sorted by name.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.derived.members.values()
     }
 
     /// The view as a map, sorted by name.
     pub fn view(&self) -> &BTreeMap<String, Member> {
-        &self.members
+        &self.derived.members
     }
 
     /// Replaces everything known with a listing taken at one revision, and emits the
@@ -346,25 +356,27 @@ impl Membership {
             }
         }
         self.bad = bad;
-        // Every name known before or now, sorted, each once; the old names are moved, not
-        // copied, and only the new ones are allocated.
+        // Every name known before or now, sorted, each once. The old names are moved, not
+        // copied, and what the machine remembers about a name's keys carries over.
         let old = std::mem::replace(&mut self.keys, fresh);
         let mut names = Vec::with_capacity(old.len().max(self.keys.len()));
-        let mut new = self.keys.keys().peekable();
-        for name in old.into_keys() {
-            while let Some(added) = new.next_if(|added| added.as_str() < name.as_str()) {
+        let mut new = self.keys.iter_mut().peekable();
+        for (name, known) in old {
+            while let Some((added, _)) = new.next_if(|(added, _)| added.as_str() < name.as_str()) {
                 names.push(added.clone());
             }
-            new.next_if(|added| **added == name);
+            if let Some((_, keys)) = new.next_if(|(added, _)| **added == name) {
+                keys.tracked = known.tracked;
+            }
             names.push(name);
         }
-        names.extend(new.cloned());
+        names.extend(new.map(|(added, _)| added.clone()));
         self.revision = listing.revision;
-        self.resyncing = true;
+        self.derived.resyncing = true;
         for name in &names {
             self.settle(name, listing.revision, now, &mut step);
         }
-        self.resyncing = false;
+        self.derived.resyncing = false;
         step
     }
 
@@ -392,59 +404,67 @@ impl Membership {
         step
     }
 
+    /// Applies the (non-empty) events of one revision: decodes them all, then settles each
+    /// name they touched once, in name order.
     fn apply_revision(
         &mut self,
-        events: &[crate::store::Event],
+        events: &[Event],
         revision: Revision,
         now: Instant,
         step: &mut Step,
     ) {
-        // The names this revision touched, settled once each in name order. Revisions
-        // usually touch one or two keys: keep their names on the stack.
-        let mut inline = [""; 4];
+        // The events under the prefix. A revision usually writes one or two keys: keep them
+        // on the stack.
+        let mut inline = [(KeyKind::Record, "", &events[0]); 4];
         let mut spilled = Vec::new();
         let mut n = 0;
         for event in events {
             let Some((kind, name)) = self.keyspace.parse(&event.kv.key) else {
                 continue;
             };
-            let keys = match self.keys.get_mut(name) {
-                Some(keys) => keys,
-                None => self.keys.entry(name.to_owned()).or_default(),
-            };
-            self.bad.remove(&event.kv.key);
-            match event.kind {
-                EventKind::Put => {
-                    let before = step.skipped.len();
-                    decode_into(keys, kind, name, &event.kv, &mut step.skipped);
-                    if let Some(skip) = step.skipped.get(before) {
-                        self.bad.insert(skip.key.clone(), skip.revision);
-                    }
-                }
-                EventKind::Delete => match kind {
-                    KeyKind::Record => keys.record = None,
-                    KeyKind::Liveness => keys.liveness = None,
-                },
-            }
             if n < inline.len() {
-                inline[n] = name;
+                inline[n] = (kind, name, event);
             } else {
                 if n == inline.len() {
                     spilled.extend_from_slice(&inline);
                 }
-                spilled.push(name);
+                spilled.push((kind, name, event));
             }
             n += 1;
         }
-        let touched = if n <= inline.len() {
+        let ours = if n <= inline.len() {
             &mut inline[..n]
         } else {
             &mut spilled[..]
         };
-        touched.sort_unstable();
         self.revision = revision;
+        let Some(&(_, first, _)) = ours.first() else {
+            return;
+        };
+        if ours.iter().all(|&(_, name, _)| name == first) {
+            // One name (a join writes both of its keys in one revision): find it once.
+            let keys = match self.keys.get_mut(first) {
+                Some(keys) => keys,
+                None => self.keys.entry(first.to_owned()).or_default(),
+            };
+            for &(kind, name, event) in ours.iter() {
+                observe(keys, &mut self.bad, kind, name, event, &mut step.skipped);
+            }
+            if self.derived.settle(first, Some(keys), revision, now, step) {
+                self.keys.remove(first);
+            }
+            return;
+        }
+        for &(kind, name, event) in ours.iter() {
+            let keys = match self.keys.get_mut(name) {
+                Some(keys) => keys,
+                None => self.keys.entry(name.to_owned()).or_default(),
+            };
+            observe(keys, &mut self.bad, kind, name, event, &mut step.skipped);
+        }
+        ours.sort_unstable_by(|a, b| a.1.cmp(b.1));
         let mut last = None;
-        for &mut name in touched {
+        for &(_, name, _) in ours.iter() {
             if last != Some(name) {
                 self.settle(name, revision, now, step);
                 last = Some(name);
@@ -452,13 +472,79 @@ impl Membership {
         }
     }
 
-    /// Re-derives `name` from its keys, emits what changed, and notes whether its entry in
-    /// the view changed.
-    ///
-    /// Nothing is copied but reference counts: the member is updated in place, its keys,
-    /// create revisions and reap deadline are borrowed, and the name is allocated only for a
-    /// map entry that is new.
+    /// Re-derives `name` from its keys (forgetting the name if it has none left).
     fn settle(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
+        if self
+            .derived
+            .settle(name, self.keys.get_mut(name), revision, now, step)
+        {
+            self.keys.remove(name);
+        }
+    }
+
+    /// When the next reap proposal is due, if any member is `Suspect` and reaping is on.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.derived.reap_due.values().min().copied()
+    }
+
+    /// Forgets every revision number seen so far, keeping the view: for when the store was
+    /// replaced by another whose revisions start again (etcd restored empty, or from a
+    /// backup). The next [`resync`](Self::resync) then compares members by incarnation and
+    /// metadata only, so a worker that re-registered on the new store with the same
+    /// process is no transition at all, and events of the old store are not mistaken for
+    /// repeats of the new one's.
+    pub fn forget_revisions(&mut self) {
+        for keys in self.keys.values_mut() {
+            keys.tracked = None;
+        }
+        self.bad.clear();
+        self.revision = 0;
+    }
+
+    /// Returns the reaps due at `now`. Each is proposed again after the reap retry interval
+    /// if the record is still there by then (the transaction failed or was lost).
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Reap> {
+        let now = self.tick(now);
+        let mut reaps = Vec::new();
+        for (name, due) in self.derived.reap_due.iter_mut() {
+            if *due <= now {
+                if let Some(member) = self.derived.members.get(name) {
+                    reaps.push(Reap {
+                        name: name.clone(),
+                        record_revision: member.record_revision,
+                    });
+                }
+                *due = now + self.reap_retry;
+            }
+        }
+        reaps
+    }
+
+    fn tick(&mut self, now: Instant) -> Instant {
+        let now = match self.now {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        self.now = Some(now);
+        now
+    }
+}
+
+impl Derived {
+    /// Re-derives `name` from its keys (`None`: it has none), emits what changed, and notes
+    /// whether its entry in the view changed. Returns whether the name has no key left, so
+    /// that the caller forgets it.
+    ///
+    /// Nothing is copied but reference counts: the member and its keys are updated in place,
+    /// and the name is allocated only for a map entry that is new.
+    fn settle(
+        &mut self,
+        name: &str,
+        keys: Option<&mut Keys>,
+        revision: Revision,
+        now: Instant,
+        step: &mut Step,
+    ) -> bool {
         let mut emit = |kind: TransitionKind, member: Member| {
             step.transitions.push(Transition {
                 kind,
@@ -467,47 +553,44 @@ impl Membership {
                 at: now,
             })
         };
-        let keys = self.keys.get_mut(name);
-        let forget = keys.as_deref().is_some_and(Keys::is_empty);
-        let (record, liveness) = match keys {
-            Some(keys) => (keys.record.as_mut(), keys.liveness.as_ref()),
-            None => (None, None),
+        let Some(keys) = keys else {
+            // Neither key (a listing without the name): no member.
+            if let Some(member) = self.members.remove(name) {
+                let (kind, member) = gone(member, revision);
+                emit(kind, member);
+                self.reap_due.remove(name);
+                step.changed.push(name.to_owned());
+            }
+            return false;
         };
         let slot = self.members.get_mut(name);
+        let forget = keys.is_empty();
+        let Keys {
+            record,
+            liveness,
+            tracked,
+        } = keys;
+        let liveness = liveness.as_ref();
         // Create revisions are unknown after `forget_revisions`: then only incarnations and
         // metadata can tell what changed.
-        let tracked = self.tracked.get_mut(name);
-        let recreated = match (&slot, &record, &tracked) {
+        let recreated = match (&slot, &*record, &*tracked) {
             (Some(_), Some(r), Some(t)) => t.record_created != r.create_revision,
             _ => false,
         };
         if record.is_none() || recreated {
             if let Some(member) = &slot {
-                let mut gone = Member::clone(member);
-                let kind = match gone.state {
-                    MemberState::Alive => TransitionKind::Left,
-                    _ => TransitionKind::Failed,
-                };
-                gone.state = match kind {
-                    TransitionKind::Left => MemberState::Left,
-                    _ => MemberState::Failed,
-                };
-                gone.since = revision;
-                gone.suspect_since = None;
-                emit(kind, gone);
+                let (kind, member) = gone(Member::clone(member), revision);
+                emit(kind, member);
             }
         }
         let Some(record) = record else {
             if slot.is_some() {
                 self.members.remove(name);
-                self.tracked.remove(name);
+                *tracked = None;
                 self.reap_due.remove(name);
                 step.changed.push(name.to_owned());
             }
-            if forget {
-                self.keys.remove(name);
-            }
-            return;
+            return forget;
         };
         // The member as it was, unless its record was re-created (then it is gone, above).
         let before = match &slot {
@@ -529,7 +612,7 @@ impl Membership {
                 }
             }
             Some(b) => {
-                let relived = match &tracked {
+                let relived = match &*tracked {
                     Some(t) => t.live_created != live_created,
                     None => comeback(b, liveness) == TransitionKind::Restarted,
                 };
@@ -611,16 +694,10 @@ impl Membership {
                 emit(kind, after.clone());
             }
         }
-        let tracked_now = Tracked {
+        *tracked = Some(Tracked {
             record_created: record.create_revision,
             live_created,
-        };
-        match tracked {
-            Some(t) => *t = tracked_now,
-            None => {
-                self.tracked.insert(name.to_owned(), tracked_now);
-            }
-        }
+        });
         match (after.suspect_since, self.reap_after) {
             (Some(since), Some(reap_after)) => match self.reap_due.get_mut(name) {
                 // A reap clock that carried over keeps its deadline (which a failed
@@ -647,52 +724,24 @@ impl Membership {
                 step.changed.push(name.to_owned());
             }
         }
+        forget
     }
+}
 
-    /// When the next reap proposal is due, if any member is `Suspect` and reaping is on.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.reap_due.values().min().copied()
-    }
-
-    /// Forgets every revision number seen so far, keeping the view: for when the store was
-    /// replaced by another whose revisions start again (etcd restored empty, or from a
-    /// backup). The next [`resync`](Self::resync) then compares members by incarnation and
-    /// metadata only, so a worker that re-registered on the new store with the same
-    /// process is no transition at all, and events of the old store are not mistaken for
-    /// repeats of the new one's.
-    pub fn forget_revisions(&mut self) {
-        self.tracked.clear();
-        self.bad.clear();
-        self.revision = 0;
-    }
-
-    /// Returns the reaps due at `now`. Each is proposed again after the reap retry interval
-    /// if the record is still there by then (the transaction failed or was lost).
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Reap> {
-        let now = self.tick(now);
-        let mut reaps = Vec::new();
-        for (name, due) in self.reap_due.iter_mut() {
-            if *due <= now {
-                if let Some(member) = self.members.get(name) {
-                    reaps.push(Reap {
-                        name: name.clone(),
-                        record_revision: member.record_revision,
-                    });
-                }
-                *due = now + self.reap_retry;
-            }
-        }
-        reaps
-    }
-
-    fn tick(&mut self, now: Instant) -> Instant {
-        let now = match self.now {
-            Some(last) if last > now => last,
-            _ => now,
-        };
-        self.now = Some(now);
-        now
-    }
+/// The transition of a member whose record is gone (deleted, or re-created since), and the
+/// member as it leaves: `Left` if it was in the group, `Failed` if it was `Suspect`.
+fn gone(mut member: Member, revision: Revision) -> (TransitionKind, Member) {
+    let kind = match member.state {
+        MemberState::Alive => TransitionKind::Left,
+        _ => TransitionKind::Failed,
+    };
+    member.state = match kind {
+        TransitionKind::Left => MemberState::Left,
+        _ => MemberState::Failed,
+    };
+    member.since = revision;
+    member.suspect_since = None;
+    (kind, member)
 }
 
 /// The transitions of one member in one observation: at most three (e.g. `Suspect`,
@@ -730,6 +779,32 @@ fn comeback(before: &Member, liveness: Option<&LivenessKey>) -> TransitionKind {
         TransitionKind::Recovered
     } else {
         TransitionKind::Restarted
+    }
+}
+
+/// Applies one watch event under the prefix to its name's keys (`kind`, `name`: its key,
+/// parsed), noting an undecodable value in `skipped` and `bad`.
+fn observe(
+    keys: &mut Keys,
+    bad: &mut BTreeMap<String, Revision>,
+    kind: KeyKind,
+    name: &str,
+    event: &Event,
+    skipped: &mut Vec<Skipped>,
+) {
+    bad.remove(&event.kv.key);
+    match event.kind {
+        EventKind::Put => {
+            let before = skipped.len();
+            decode_into(keys, kind, name, &event.kv, skipped);
+            if let Some(skip) = skipped.get(before) {
+                bad.insert(skip.key.clone(), skip.revision);
+            }
+        }
+        EventKind::Delete => match kind {
+            KeyKind::Record => keys.record = None,
+            KeyKind::Liveness => keys.liveness = None,
+        },
     }
 }
 
