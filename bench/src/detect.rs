@@ -121,7 +121,7 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
                         .at
                         .lock()
                         .expect("lock")
-                        .insert(t.member.info.name, at);
+                        .insert(t.member.info.name.clone(), at);
                     suspects.changed.notify_waiters();
                 }
             }

@@ -67,7 +67,7 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
     let subscriber = tokio::spawn(async move {
         while let Some(t) = subscription.next().await {
             if t.kind == TransitionKind::Joined {
-                let _ = joined_tx.send((t.member.info.name, Instant::now()));
+                let _ = joined_tx.send((t.member.info.name.clone(), Instant::now()));
             }
         }
     });

@@ -253,7 +253,7 @@ mod tests {
         Transition {
             kind: TransitionKind::Joined,
             member: Member {
-                info: MemberInfo::new(name, ""),
+                info: Arc::new(MemberInfo::new(name, "")),
                 state: MemberState::Alive,
                 incarnation: Incarnation(1),
                 record_revision: revision,

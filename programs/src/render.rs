@@ -262,13 +262,17 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use muster_core::{Incarnation, MemberInfo, MemberState};
 
     fn member(name: &str, state: MemberState) -> Member {
         Member {
-            info: MemberInfo::new(name, "10.0.0.1:80")
-                .cpus(4)
-                .label("zone", "a"),
+            info: Arc::new(
+                MemberInfo::new(name, "10.0.0.1:80")
+                    .cpus(4)
+                    .label("zone", "a"),
+            ),
             state,
             incarnation: Incarnation(0xab),
             record_revision: 7,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +105,20 @@ impl MemberInfo {
             reason: e.to_string(),
         })?;
         Ok(info)
+    }
+}
+
+/// A [`Member`](crate::Member) holds its info in an [`Arc`]: these let it be compared with a
+/// plain `MemberInfo` (`member.info == info`) as before.
+impl PartialEq<MemberInfo> for Arc<MemberInfo> {
+    fn eq(&self, other: &MemberInfo) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<Arc<MemberInfo>> for MemberInfo {
+    fn eq(&self, other: &Arc<MemberInfo>) -> bool {
+        *self == **other
     }
 }
 

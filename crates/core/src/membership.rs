@@ -28,13 +28,14 @@
 //! | present | present, record re-created | `Left`/`Failed`, then as from absent |
 //! | any | any, metadata changed | ... then `Updated` |
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::keyspace::{KeyKind, Keyspace};
 use crate::member::{Incarnation, Liveness, MemberInfo, Record};
-use crate::store::{Condition, EventKind, KeyValue, Listing, Revision, Txn, WatchBatch};
+use crate::store::{Condition, Event, EventKind, KeyValue, Listing, Revision, Txn, WatchBatch};
 
 /// Where a member stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,10 +115,16 @@ impl fmt::Display for TransitionKind {
 }
 
 /// A member as the master sees it.
+///
+/// Cloning is cheap: the metadata is shared, not copied, between the machine's view, its
+/// transitions and every copy made from them (a master's published view, snapshots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// Its metadata, from the record.
-    pub info: MemberInfo,
+    /// Its metadata, from the record. Shared: the machine decodes each record once, and
+    /// every `Member` (and [`Transition`]) made from that record points to the same value.
+    /// Fields read as before (`member.info.name`); compare with a plain [`MemberInfo`]
+    /// directly (`member.info == info`), or build one with `Arc::new(info)`.
+    pub info: Arc<MemberInfo>,
     /// Where it stands.
     pub state: MemberState,
     /// The process that last wrote the record.
@@ -197,18 +204,30 @@ impl Reap {
     }
 }
 
-/// The decoded keys of one name.
+/// The decoded keys of one name, and what the machine remembers about them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Keys {
     /// The record, if present and decodable.
     record: Option<RecordKey>,
     /// The liveness key, if present and decodable.
     liveness: Option<LivenessKey>,
+    /// For a member (a name in the view): the create revisions that tell a re-created key
+    /// from an old one. `None` for a name that is no member, and after `forget_revisions`.
+    tracked: Option<Tracked>,
 }
 
+impl Keys {
+    /// Whether neither key is there (the name is then forgotten).
+    fn is_empty(&self) -> bool {
+        self.record.is_none() && self.liveness.is_none()
+    }
+}
+
+/// A decoded [`Record`], its info shared with the [`Member`] made from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RecordKey {
-    record: Record,
+    info: Arc<MemberInfo>,
+    incarnation: Incarnation,
     create_revision: Revision,
     mod_revision: Revision,
 }
@@ -233,24 +252,30 @@ struct Tracked {
 pub struct Membership {
     /// The key layout it decodes.
     keyspace: Keyspace,
-    /// How long a member stays `Suspect` before a reap is proposed; `None` never reaps.
-    reap_after: Option<Duration>,
     /// How long to wait before proposing a reap again when the last one did not show up.
     reap_retry: Duration,
     /// The decoded keyspace, per name. Names with neither key are removed.
     keys: BTreeMap<String, Keys>,
-    /// The derived view: every name with a record.
-    members: BTreeMap<String, Member>,
-    /// Per member, the create revisions that tell a re-created key from an old one.
-    tracked: BTreeMap<String, Tracked>,
+    /// What is derived from the keys.
+    derived: Derived,
     /// Undecodable values already reported, by key, with the revision of the bad write.
     bad: BTreeMap<String, Revision>,
-    /// When each suspect member is next due for a reap proposal.
-    reap_due: BTreeMap<String, Instant>,
     /// The last revision observed.
     revision: Revision,
     /// The latest `now` seen; time never goes backwards inside the machine.
     now: Option<Instant>,
+}
+
+/// What the machine derives from the keys (a field of its own so that it can be updated
+/// while one name's keys are borrowed).
+#[derive(Debug, Clone)]
+struct Derived {
+    /// How long a member stays `Suspect` before a reap is proposed; `None` never reaps.
+    reap_after: Option<Duration>,
+    /// The view: every name with a record.
+    members: BTreeMap<String, Member>,
+    /// When each suspect member is next due for a reap proposal.
+    reap_due: BTreeMap<String, Instant>,
     /// Whether a resync is being applied (it may have missed revisions).
     resyncing: bool,
 }
@@ -260,16 +285,17 @@ impl Membership {
     pub fn new(keyspace: Keyspace, reap_after: Option<Duration>) -> Self {
         Self {
             keyspace,
-            reap_after,
             reap_retry: Duration::from_secs(1),
             keys: BTreeMap::new(),
-            members: BTreeMap::new(),
-            tracked: BTreeMap::new(),
+            derived: Derived {
+                reap_after,
+                members: BTreeMap::new(),
+                reap_due: BTreeMap::new(),
+                resyncing: false,
+            },
             bad: BTreeMap::new(),
-            reap_due: BTreeMap::new(),
             revision: 0,
             now: None,
-            resyncing: false,
         }
     }
 
@@ -291,17 +317,17 @@ impl Membership {
 
     /// One member, if it has a record.
     pub fn get(&self, name: &str) -> Option<&Member> {
-        self.members.get(name)
+        self.derived.members.get(name)
     }
 
     /// Every member with a record (`Alive` or `Suspect`), sorted by name.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.derived.members.values()
     }
 
     /// The view as a map, sorted by name.
     pub fn view(&self) -> &BTreeMap<String, Member> {
-        &self.members
+        &self.derived.members
     }
 
     /// Replaces everything known with a listing taken at one revision, and emits the
@@ -314,7 +340,10 @@ impl Membership {
         let mut bad = BTreeMap::new();
         for kv in &listing.kvs {
             if let Some((kind, name)) = self.keyspace.parse(&kv.key) {
-                let keys = fresh.entry(name.to_owned()).or_default();
+                let keys = match fresh.get_mut(name) {
+                    Some(keys) => keys,
+                    None => fresh.entry(name.to_owned()).or_default(),
+                };
                 let mut found = Vec::new();
                 decode_into(keys, kind, name, kv, &mut found);
                 for skip in found {
@@ -327,14 +356,27 @@ impl Membership {
             }
         }
         self.bad = bad;
-        let names: BTreeSet<String> = self.keys.keys().chain(fresh.keys()).cloned().collect();
-        self.keys = fresh;
-        self.revision = listing.revision;
-        self.resyncing = true;
-        for name in names {
-            self.settle(&name, listing.revision, now, &mut step);
+        // Every name known before or now, sorted, each once. The old names are moved, not
+        // copied, and what the machine remembers about a name's keys carries over.
+        let old = std::mem::replace(&mut self.keys, fresh);
+        let mut names = Vec::with_capacity(old.len().max(self.keys.len()));
+        let mut new = self.keys.iter_mut().peekable();
+        for (name, known) in old {
+            while let Some((added, _)) = new.next_if(|(added, _)| added.as_str() < name.as_str()) {
+                names.push(added.clone());
+            }
+            if let Some((_, keys)) = new.next_if(|(added, _)| **added == name) {
+                keys.tracked = known.tracked;
+            }
+            names.push(name);
         }
-        self.resyncing = false;
+        names.extend(new.map(|(added, _)| added.clone()));
+        self.revision = listing.revision;
+        self.derived.resyncing = true;
+        for name in &names {
+            self.settle(name, listing.revision, now, &mut step);
+        }
+        self.derived.resyncing = false;
         step
     }
 
@@ -362,213 +404,87 @@ impl Membership {
         step
     }
 
+    /// Applies the (non-empty) events of one revision: decodes them all, then settles each
+    /// name they touched once, in name order.
     fn apply_revision(
         &mut self,
-        events: &[crate::store::Event],
+        events: &[Event],
         revision: Revision,
         now: Instant,
         step: &mut Step,
     ) {
-        let mut touched = BTreeSet::new();
+        // The events under the prefix. A revision usually writes one or two keys: keep them
+        // on the stack.
+        let mut inline = [(KeyKind::Record, "", &events[0]); 4];
+        let mut spilled = Vec::new();
+        let mut n = 0;
         for event in events {
             let Some((kind, name)) = self.keyspace.parse(&event.kv.key) else {
                 continue;
             };
-            let keys = self.keys.entry(name.to_owned()).or_default();
-            self.bad.remove(&event.kv.key);
-            match event.kind {
-                EventKind::Put => {
-                    let before = step.skipped.len();
-                    decode_into(keys, kind, name, &event.kv, &mut step.skipped);
-                    if let Some(skip) = step.skipped.get(before) {
-                        self.bad.insert(skip.key.clone(), skip.revision);
-                    }
+            if n < inline.len() {
+                inline[n] = (kind, name, event);
+            } else {
+                if n == inline.len() {
+                    spilled.extend_from_slice(&inline);
                 }
-                EventKind::Delete => match kind {
-                    KeyKind::Record => keys.record = None,
-                    KeyKind::Liveness => keys.liveness = None,
-                },
+                spilled.push((kind, name, event));
             }
-            touched.insert(name.to_owned());
+            n += 1;
         }
+        let ours = if n <= inline.len() {
+            &mut inline[..n]
+        } else {
+            &mut spilled[..]
+        };
         self.revision = revision;
-        for name in touched {
-            self.settle(&name, revision, now, step);
-        }
-    }
-
-    /// Re-derives `name` from its keys, emits what changed, and notes whether its entry in
-    /// the view changed.
-    fn settle(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
-        let before = self.members.get(name).cloned();
-        self.settle_member(name, revision, now, step);
-        if self.members.get(name) != before.as_ref() {
-            step.changed.push(name.to_owned());
-        }
-    }
-
-    fn settle_member(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
-        let keys = self.keys.get(name).cloned().unwrap_or_default();
-        if keys.record.is_none() && keys.liveness.is_none() {
-            self.keys.remove(name);
-        }
-        let mut emit = |kind: TransitionKind, member: &Member| {
-            step.transitions.push(Transition {
-                kind,
-                member: member.clone(),
-                revision,
-                at: now,
-            })
-        };
-        let mut before = self.members.get(name).cloned();
-        let record = keys.record.as_ref();
-        // Create revisions are unknown after `forget_revisions`: then only incarnations and
-        // metadata can tell what changed.
-        let tracked = self.tracked.get(name).cloned();
-        let recreated = match (&before, record, &tracked) {
-            (Some(_), Some(r), Some(t)) => t.record_created != r.create_revision,
-            _ => false,
-        };
-        if record.is_none() || recreated {
-            if let Some(mut gone) = before.take() {
-                let kind = match gone.state {
-                    MemberState::Alive => TransitionKind::Left,
-                    _ => TransitionKind::Failed,
-                };
-                gone.state = match kind {
-                    TransitionKind::Left => MemberState::Left,
-                    _ => MemberState::Failed,
-                };
-                gone.since = revision;
-                gone.suspect_since = None;
-                emit(kind, &gone);
-                self.members.remove(name);
-                self.tracked.remove(name);
-                self.reap_due.remove(name);
-            }
-        }
-        let Some(record) = record else {
+        let Some(&(_, first, _)) = ours.first() else {
             return;
         };
-        let state = if keys.liveness.is_some() {
-            MemberState::Alive
-        } else {
-            MemberState::Suspect
-        };
-        let live_created = keys.liveness.as_ref().map(|l| l.create_revision);
-        let mut kinds: Vec<TransitionKind> = Vec::new();
-        match &before {
-            None => {
-                kinds.push(TransitionKind::Joined);
-                if state == MemberState::Suspect {
-                    kinds.push(TransitionKind::Suspect);
-                }
+        if ours.iter().all(|&(_, name, _)| name == first) {
+            // One name (a join writes both of its keys in one revision): find it once.
+            let keys = match self.keys.get_mut(first) {
+                Some(keys) => keys,
+                None => self.keys.entry(first.to_owned()).or_default(),
+            };
+            for &(kind, name, event) in ours.iter() {
+                observe(keys, &mut self.bad, kind, name, event, &mut step.skipped);
             }
-            Some(b) => {
-                let relived = match &tracked {
-                    Some(t) => t.live_created != live_created,
-                    None => comeback(b, &keys) == TransitionKind::Restarted,
-                };
-                match (b.state, state) {
-                    (MemberState::Alive, MemberState::Suspect) => {
-                        kinds.push(TransitionKind::Suspect)
-                    }
-                    (MemberState::Suspect, MemberState::Alive) => {
-                        kinds.push(comeback(b, &keys));
-                    }
-                    (MemberState::Suspect, MemberState::Suspect)
-                        if b.incarnation != record.record.incarnation =>
-                    {
-                        // A new process registered and was lost again in between.
-                        kinds.push(TransitionKind::Restarted);
-                        kinds.push(TransitionKind::Suspect);
-                    }
-                    (MemberState::Alive, MemberState::Alive) if relived => {
-                        // The liveness key was lost and created again in between.
-                        let back = comeback(b, &keys);
-                        if back == TransitionKind::Recovered {
-                            kinds.push(TransitionKind::Suspect);
-                        }
-                        kinds.push(back);
-                    }
-                    _ => {}
-                }
+            if self.derived.settle(first, Some(keys), revision, now, step) {
+                self.keys.remove(first);
+            }
+            return;
+        }
+        for &(kind, name, event) in ours.iter() {
+            let keys = match self.keys.get_mut(name) {
+                Some(keys) => keys,
+                None => self.keys.entry(name.to_owned()).or_default(),
+            };
+            observe(keys, &mut self.bad, kind, name, event, &mut step.skipped);
+        }
+        ours.sort_unstable_by(|a, b| a.1.cmp(b.1));
+        let mut last = None;
+        for &(_, name, _) in ours.iter() {
+            if last != Some(name) {
+                self.settle(name, revision, now, step);
+                last = Some(name);
             }
         }
-        let changed_state = !kinds.is_empty();
-        if before
-            .as_ref()
-            .is_some_and(|b| b.info != record.record.info)
+    }
+
+    /// Re-derives `name` from its keys (forgetting the name if it has none left).
+    fn settle(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) {
+        if self
+            .derived
+            .settle(name, self.keys.get_mut(name), revision, now, step)
         {
-            kinds.push(TransitionKind::Updated);
+            self.keys.remove(name);
         }
-        // Suspicion (and its reap clock) carries over from one observation to the next. In
-        // a resync, which may have missed revisions, only while the record is unchanged: a
-        // rewritten record may mean the member registered again and was lost anew.
-        let kept_suspicion = before
-            .as_ref()
-            .filter(|b| b.state == MemberState::Suspect && state == MemberState::Suspect)
-            .filter(|b| !self.resyncing || b.record_revision == record.mod_revision)
-            .and_then(|b| b.suspect_since);
-        let after = Member {
-            info: record.record.info.clone(),
-            state,
-            incarnation: record.record.incarnation,
-            record_revision: record.mod_revision,
-            since: match &before {
-                Some(b) if !changed_state => b.since,
-                _ => revision,
-            },
-            suspect_since: match state {
-                MemberState::Suspect => Some(kept_suspicion.unwrap_or(now)),
-                _ => None,
-            },
-        };
-        for kind in kinds {
-            if kind == TransitionKind::Restarted && state == MemberState::Suspect {
-                // The first half of a Restarted-then-Suspect pair found by a resync: the new
-                // process was alive in between.
-                let mut back = after.clone();
-                back.state = MemberState::Alive;
-                back.suspect_since = None;
-                emit(kind, &back);
-            } else if kind == TransitionKind::Suspect && state == MemberState::Alive {
-                // The first half of a Suspect-then-Recovered pair found by a resync: the
-                // member was suspect in between, so say so.
-                let mut lost = after.clone();
-                lost.state = MemberState::Suspect;
-                lost.suspect_since = Some(now);
-                emit(kind, &lost);
-            } else {
-                emit(kind, &after);
-            }
-        }
-        self.tracked.insert(
-            name.to_owned(),
-            Tracked {
-                record_created: record.create_revision,
-                live_created,
-            },
-        );
-        if kept_suspicion.is_none() {
-            self.reap_due.remove(name);
-        }
-        match (after.suspect_since, self.reap_after) {
-            (Some(since), Some(reap_after)) => {
-                self.reap_due
-                    .entry(name.to_owned())
-                    .or_insert(since + reap_after);
-            }
-            _ => {
-                self.reap_due.remove(name);
-            }
-        }
-        self.members.insert(name.to_owned(), after);
     }
 
     /// When the next reap proposal is due, if any member is `Suspect` and reaping is on.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.reap_due.values().min().copied()
+        self.derived.reap_due.values().min().copied()
     }
 
     /// Forgets every revision number seen so far, keeping the view: for when the store was
@@ -578,7 +494,9 @@ impl Membership {
     /// process is no transition at all, and events of the old store are not mistaken for
     /// repeats of the new one's.
     pub fn forget_revisions(&mut self) {
-        self.tracked.clear();
+        for keys in self.keys.values_mut() {
+            keys.tracked = None;
+        }
         self.bad.clear();
         self.revision = 0;
     }
@@ -588,9 +506,9 @@ impl Membership {
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Reap> {
         let now = self.tick(now);
         let mut reaps = Vec::new();
-        for (name, due) in self.reap_due.iter_mut() {
+        for (name, due) in self.derived.reap_due.iter_mut() {
             if *due <= now {
-                if let Some(member) = self.members.get(name) {
+                if let Some(member) = self.derived.members.get(name) {
                     reaps.push(Reap {
                         name: name.clone(),
                         record_revision: member.record_revision,
@@ -612,14 +530,281 @@ impl Membership {
     }
 }
 
+impl Derived {
+    /// Re-derives `name` from its keys (`None`: it has none), emits what changed, and notes
+    /// whether its entry in the view changed. Returns whether the name has no key left, so
+    /// that the caller forgets it.
+    ///
+    /// Nothing is copied but reference counts: the member and its keys are updated in place,
+    /// and the name is allocated only for a map entry that is new.
+    fn settle(
+        &mut self,
+        name: &str,
+        keys: Option<&mut Keys>,
+        revision: Revision,
+        now: Instant,
+        step: &mut Step,
+    ) -> bool {
+        let mut emit = |kind: TransitionKind, member: Member| {
+            step.transitions.push(Transition {
+                kind,
+                member,
+                revision,
+                at: now,
+            })
+        };
+        let Some(keys) = keys else {
+            // Neither key (a listing without the name): no member.
+            if let Some(member) = self.members.remove(name) {
+                let (kind, member) = gone(member, revision);
+                emit(kind, member);
+                self.reap_due.remove(name);
+                step.changed.push(name.to_owned());
+            }
+            return false;
+        };
+        let slot = self.members.get_mut(name);
+        let forget = keys.is_empty();
+        let Keys {
+            record,
+            liveness,
+            tracked,
+        } = keys;
+        let liveness = liveness.as_ref();
+        // Create revisions are unknown after `forget_revisions`: then only incarnations and
+        // metadata can tell what changed.
+        let recreated = match (&slot, &*record, &*tracked) {
+            (Some(_), Some(r), Some(t)) => t.record_created != r.create_revision,
+            _ => false,
+        };
+        if record.is_none() || recreated {
+            if let Some(member) = &slot {
+                let (kind, member) = gone(Member::clone(member), revision);
+                emit(kind, member);
+            }
+        }
+        let Some(record) = record else {
+            if slot.is_some() {
+                self.members.remove(name);
+                *tracked = None;
+                self.reap_due.remove(name);
+                step.changed.push(name.to_owned());
+            }
+            return forget;
+        };
+        // The member as it was, unless its record was re-created (then it is gone, above).
+        let before = match &slot {
+            Some(member) if !recreated => Some(&**member),
+            _ => None,
+        };
+        let state = if liveness.is_some() {
+            MemberState::Alive
+        } else {
+            MemberState::Suspect
+        };
+        let live_created = liveness.map(|l| l.create_revision);
+        let mut kinds = Kinds::default();
+        match before {
+            None => {
+                kinds.push(TransitionKind::Joined);
+                if state == MemberState::Suspect {
+                    kinds.push(TransitionKind::Suspect);
+                }
+            }
+            Some(b) => {
+                let relived = match &*tracked {
+                    Some(t) => t.live_created != live_created,
+                    None => comeback(b, liveness) == TransitionKind::Restarted,
+                };
+                match (b.state, state) {
+                    (MemberState::Alive, MemberState::Suspect) => {
+                        kinds.push(TransitionKind::Suspect)
+                    }
+                    (MemberState::Suspect, MemberState::Alive) => {
+                        kinds.push(comeback(b, liveness));
+                    }
+                    (MemberState::Suspect, MemberState::Suspect)
+                        if b.incarnation != record.incarnation =>
+                    {
+                        // A new process registered and was lost again in between.
+                        kinds.push(TransitionKind::Restarted);
+                        kinds.push(TransitionKind::Suspect);
+                    }
+                    (MemberState::Alive, MemberState::Alive) if relived => {
+                        // The liveness key was lost and created again in between.
+                        let back = comeback(b, liveness);
+                        if back == TransitionKind::Recovered {
+                            kinds.push(TransitionKind::Suspect);
+                        }
+                        kinds.push(back);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let changed_state = !kinds.as_slice().is_empty();
+        if let Some(b) = before {
+            if !Arc::ptr_eq(&b.info, &record.info) {
+                if *b.info == *record.info {
+                    // Rewritten with the same metadata: keep sharing the value the view
+                    // (and any copy of it) already holds.
+                    record.info = Arc::clone(&b.info);
+                } else {
+                    kinds.push(TransitionKind::Updated);
+                }
+            }
+        }
+        // Suspicion (and its reap clock) carries over from one observation to the next. In
+        // a resync, which may have missed revisions, only while the record is unchanged: a
+        // rewritten record may mean the member registered again and was lost anew.
+        let kept_suspicion = before
+            .filter(|b| b.state == MemberState::Suspect && state == MemberState::Suspect)
+            .filter(|b| !self.resyncing || b.record_revision == record.mod_revision)
+            .and_then(|b| b.suspect_since);
+        let after = Member {
+            info: Arc::clone(&record.info),
+            state,
+            incarnation: record.incarnation,
+            record_revision: record.mod_revision,
+            since: match before {
+                Some(b) if !changed_state => b.since,
+                _ => revision,
+            },
+            suspect_since: match state {
+                MemberState::Suspect => Some(kept_suspicion.unwrap_or(now)),
+                _ => None,
+            },
+        };
+        for &kind in kinds.as_slice() {
+            if kind == TransitionKind::Restarted && state == MemberState::Suspect {
+                // The first half of a Restarted-then-Suspect pair found by a resync: the new
+                // process was alive in between.
+                let mut back = after.clone();
+                back.state = MemberState::Alive;
+                back.suspect_since = None;
+                emit(kind, back);
+            } else if kind == TransitionKind::Suspect && state == MemberState::Alive {
+                // The first half of a Suspect-then-Recovered pair found by a resync: the
+                // member was suspect in between, so say so.
+                let mut lost = after.clone();
+                lost.state = MemberState::Suspect;
+                lost.suspect_since = Some(now);
+                emit(kind, lost);
+            } else {
+                emit(kind, after.clone());
+            }
+        }
+        *tracked = Some(Tracked {
+            record_created: record.create_revision,
+            live_created,
+        });
+        match (after.suspect_since, self.reap_after) {
+            (Some(since), Some(reap_after)) => match self.reap_due.get_mut(name) {
+                // A reap clock that carried over keeps its deadline (which a failed
+                // proposal may have pushed back); a new suspicion starts its own.
+                Some(_) if kept_suspicion.is_some() => {}
+                Some(due) => *due = since + reap_after,
+                None => {
+                    self.reap_due.insert(name.to_owned(), since + reap_after);
+                }
+            },
+            _ => {
+                self.reap_due.remove(name);
+            }
+        }
+        match slot {
+            Some(member) => {
+                if *member != after {
+                    *member = after;
+                    step.changed.push(name.to_owned());
+                }
+            }
+            None => {
+                self.members.insert(name.to_owned(), after);
+                step.changed.push(name.to_owned());
+            }
+        }
+        forget
+    }
+}
+
+/// The transition of a member whose record is gone (deleted, or re-created since), and the
+/// member as it leaves: `Left` if it was in the group, `Failed` if it was `Suspect`.
+fn gone(mut member: Member, revision: Revision) -> (TransitionKind, Member) {
+    let kind = match member.state {
+        MemberState::Alive => TransitionKind::Left,
+        _ => TransitionKind::Failed,
+    };
+    member.state = match kind {
+        TransitionKind::Left => MemberState::Left,
+        _ => MemberState::Failed,
+    };
+    member.since = revision;
+    member.suspect_since = None;
+    (kind, member)
+}
+
+/// The transitions of one member in one observation: at most three (e.g. `Suspect`,
+/// `Recovered`, `Updated`), kept on the stack.
+struct Kinds {
+    buf: [TransitionKind; 3],
+    len: usize,
+}
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Self {
+            buf: [TransitionKind::Joined; 3],
+            len: 0,
+        }
+    }
+}
+
+impl Kinds {
+    fn push(&mut self, kind: TransitionKind) {
+        self.buf[self.len] = kind;
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[TransitionKind] {
+        &self.buf[..self.len]
+    }
+}
+
 /// `Recovered` if the liveness that came back belongs to the process that wrote the record
 /// we knew, `Restarted` otherwise.
-fn comeback(before: &Member, keys: &Keys) -> TransitionKind {
-    let back = keys.liveness.as_ref().map(|l| l.liveness.incarnation);
+fn comeback(before: &Member, liveness: Option<&LivenessKey>) -> TransitionKind {
+    let back = liveness.map(|l| l.liveness.incarnation);
     if back == Some(before.incarnation) {
         TransitionKind::Recovered
     } else {
         TransitionKind::Restarted
+    }
+}
+
+/// Applies one watch event under the prefix to its name's keys (`kind`, `name`: its key,
+/// parsed), noting an undecodable value in `skipped` and `bad`.
+fn observe(
+    keys: &mut Keys,
+    bad: &mut BTreeMap<String, Revision>,
+    kind: KeyKind,
+    name: &str,
+    event: &Event,
+    skipped: &mut Vec<Skipped>,
+) {
+    bad.remove(&event.kv.key);
+    match event.kind {
+        EventKind::Put => {
+            let before = skipped.len();
+            decode_into(keys, kind, name, &event.kv, skipped);
+            if let Some(skip) = skipped.get(before) {
+                bad.insert(skip.key.clone(), skip.revision);
+            }
+        }
+        EventKind::Delete => match kind {
+            KeyKind::Record => keys.record = None,
+            KeyKind::Liveness => keys.liveness = None,
+        },
     }
 }
 
@@ -643,7 +828,8 @@ fn decode_into(
         KeyKind::Record => {
             keys.record = match Record::from_json(&kv.key, &kv.value) {
                 Ok(record) if record.info.name == name => Some(RecordKey {
-                    record,
+                    info: Arc::new(record.info),
+                    incarnation: record.incarnation,
                     create_revision: kv.create_revision,
                     mod_revision: kv.mod_revision,
                 }),

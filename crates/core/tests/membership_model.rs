@@ -622,7 +622,7 @@ fn summarize(m: &Membership) -> Result<Summary, String> {
             name.clone(),
             (
                 member.state,
-                member.info.clone(),
+                (*member.info).clone(),
                 member.incarnation,
                 member.record_revision,
             ),

@@ -11,6 +11,9 @@ use muster_core::{Member, MemberState, Revision, Step, Transition, TransitionKin
 use tokio::sync::{mpsc, watch};
 
 /// The master's view of the group at one revision.
+///
+/// Cheap to clone for its size: each [`Member`]'s metadata is shared (an `Arc`) with the
+/// master's state machine and every other copy, so a copy costs the map and the names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
     /// The last store revision applied.
@@ -154,7 +157,8 @@ impl Shared {
 
     /// Publishes one step: refreshes the members it changed from the machine's view, sends
     /// its transitions to the subscribers, and records the machine's revision, all under
-    /// one lock.
+    /// one lock. The refreshed members share their metadata with the machine's; a name
+    /// already in the view keeps its entry.
     pub(crate) fn publish(
         &self,
         step: Step,
@@ -172,13 +176,14 @@ impl Shared {
             tracing::warn!(key = %skip.key, revision = skip.revision, reason = %skip.reason, "skipping undecodable value");
         }
         health.skipped += step.skipped.len() as u64;
-        for name in &step.changed {
-            match machine.get(name) {
-                Some(member) => {
-                    view.members.insert(name.clone(), member.clone());
+        for name in step.changed {
+            match (machine.get(&name), view.members.get_mut(&name)) {
+                (Some(member), Some(slot)) => slot.clone_from(member),
+                (Some(member), None) => {
+                    view.members.insert(name, member.clone());
                 }
-                None => {
-                    view.members.remove(name);
+                (None, _) => {
+                    view.members.remove(&name);
                 }
             }
         }

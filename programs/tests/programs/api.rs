@@ -38,9 +38,11 @@ impl Group for Fake {
 
 fn member(name: &str, state: MemberState, zone: &str) -> Member {
     Member {
-        info: MemberInfo::new(name, format!("{name}:80"))
-            .cpus(2)
-            .label("zone", zone),
+        info: Arc::new(
+            MemberInfo::new(name, format!("{name}:80"))
+                .cpus(2)
+                .label("zone", zone),
+        ),
         state,
         incarnation: Incarnation(7),
         record_revision: 3,

@@ -367,7 +367,7 @@ pub fn agreed<'m>(
                 Agreed {
                     state: m.state,
                     incarnation: m.incarnation,
-                    info: m.info.clone(),
+                    info: (*m.info).clone(),
                     record_revision: m.record_revision,
                 },
             )

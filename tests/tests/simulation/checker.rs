@@ -1,6 +1,7 @@
 //! The checker can fail: broken runs fed straight to the invariants, each rejected with a
 //! message that names what went wrong (and the same runs, repaired, accepted).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use muster_core::{Incarnation, Member, MemberInfo, MemberState, Transition, TransitionKind};
@@ -13,7 +14,7 @@ use crate::transition::Op;
 
 fn member(name: &str, state: MemberState, incarnation: u64) -> Member {
     Member {
-        info: MemberInfo::new(name, "x:1"),
+        info: Arc::new(MemberInfo::new(name, "x:1")),
         state,
         incarnation: Incarnation(incarnation),
         record_revision: 2,
