@@ -31,6 +31,9 @@ struct Log {
     keep_alive_errors: BTreeMap<String, u64>,
     /// Keep-alives started since the last `take_keep_alives`.
     keep_alives_started: u64,
+    /// Keep-alives whose caller gave up (the call was dropped unfinished: the worker's
+    /// timeout), since the last `take_keep_alives`.
+    keep_alives_cancelled: u64,
     /// Grant and transaction round trips, in microseconds, since the last `take_writes`.
     grant_us: Vec<u32>,
     txn_us: Vec<u32>,
@@ -67,15 +70,16 @@ pub struct KeepAlives {
     pub errors: BTreeMap<String, u64>,
     /// Calls started in the window.
     pub started: u64,
+    /// Calls dropped unfinished in the window: their caller gave up.
+    pub cancelled: u64,
 }
 
 impl KeepAlives {
-    /// Calls the caller gave up on before they answered (the worker's own request timeout
-    /// dropped them mid-flight).
+    /// Calls the caller gave up on before they answered (the worker's own timeout dropped
+    /// them mid-flight). Counted when dropped, so calls merely still in flight when the
+    /// window closes are not among them.
     pub fn abandoned(&self) -> u64 {
-        self.started
-            .saturating_sub(self.round_trips.len() as u64)
-            .saturating_sub(self.errors.values().sum())
+        self.cancelled
     }
 
     /// Answers faster than any round trip to etcd can be (under 50 µs; a bare keeper's
@@ -154,6 +158,7 @@ impl<S> Instrumented<S> {
                 .collect(),
             errors: std::mem::take(&mut log.keep_alive_errors),
             started: std::mem::take(&mut log.keep_alives_started),
+            cancelled: std::mem::take(&mut log.keep_alives_cancelled),
         }
     }
 }
@@ -182,7 +187,20 @@ impl<S: Store> Store for Instrumented<S> {
             log.renewed.insert(lease, sent);
             log.keep_alives_started += 1;
         }
+        // Counts the call as cancelled if it is dropped before it finishes.
+        struct Unfinished<'a>(Option<&'a Mutex<Log>>);
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                if let Some(log) = self.0 {
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .keep_alives_cancelled += 1;
+                }
+            }
+        }
+        let mut unfinished = Unfinished(Some(&self.log));
         let result = self.inner.keep_alive(lease).await;
+        unfinished.0 = None;
         let took = sent.elapsed();
         let mut log = self.log();
         match &result {

@@ -62,7 +62,7 @@ fn show_writes(writes: &Writes) -> String {
     );
     if writes.abandoned() > 0 || !writes.errors.is_empty() {
         text.push_str(&format!(
-            "; {} calls abandoned by the worker's 3 s request timeout, failed: {:?}",
+            "; {} calls cut off by the worker's timeout, failed: {:?}",
             writes.abandoned(),
             writes.errors
         ));
@@ -847,7 +847,7 @@ async fn scale_one(args: &Args, n: usize, report: &mut Report) -> Result<f64> {
     });
     let first_failures = first_statuses[0] + first_statuses[1];
     println!(
-        "   first keep-alive round ({}: every worker opens its keep-alive stream and renews once): {} keep-alives ({}), {} failed, {} abandoned by the worker's 3 s timeout; {} workers went Reconnecting, {} Reregistered",
+        "   first keep-alive round ({}: every worker opens its keep-alive stream and renews once): {} keep-alives ({}), {} failed, {} cut off by the worker's renewal timeout; {} workers went Reconnecting, {} Reregistered",
         human(first_round_started.elapsed()),
         count(first.started as f64),
         Stats::of(&first.round_trips)

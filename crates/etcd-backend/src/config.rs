@@ -43,6 +43,14 @@ pub struct EtcdConfig {
     /// is read again at a quarter of the size (down to 10 keys), so very large records cost
     /// more pages, never a failed listing.
     pub list_page: u32,
+    /// How many lease keep-alive streams the store may open (default 256). Every lease of the
+    /// store is renewed on one of them, chosen by lease id, so a process with thousands of
+    /// leases (many workers sharing one store) opens at most this many streams instead of
+    /// one per lease, and a process with one lease opens one. More than one because etcd
+    /// answers one stream's renewals one at a time, and a renewal can wait inside etcd (on
+    /// its lease lock while leases are granted and revoked): with 10,000 workers registering
+    /// at once, 1 stream and 16 streams fell behind far more than 256 (BENCHMARKS.md).
+    pub keep_alive_streams: usize,
     /// The largest single answer accepted from etcd, in bytes (default 64 MiB): a list page,
     /// or a watch response (etcd sends each revision whole, so this must hold the largest
     /// transaction under the prefix).
@@ -88,6 +96,7 @@ impl Default for EtcdConfig {
             keep_alive_while_idle: false,
             require_leader: true,
             list_page: 10_000,
+            keep_alive_streams: 256,
             max_response_bytes: 64 * 1024 * 1024,
         }
     }

@@ -1,15 +1,19 @@
-//! Lease renewals: one keep-alive stream per store, carrying every lease's requests.
+//! Lease renewals: a few keep-alive streams per store, each carrying many leases' requests.
 //!
 //! etcd renews leases only over the bidirectional `LeaseKeepAlive` gRPC stream, and one
 //! stream may carry renewals for any number of leases: each answer names the lease it is
-//! for, and etcd answers the requests of one stream in order. So a store keeps **one**
-//! stream, shared by all its clones and all the leases they keep alive (etcd's own Go client
-//! does the same). A thousand workers in one process sharing one [`EtcdStore`] cost etcd one
-//! stream, not a thousand: no burst of stream set-ups when they all renew for the first
-//! time, and no per-lease stream state on either side.
+//! for, and etcd answers the requests of one stream in order. So a store does not open a
+//! stream per lease: it has up to [`EtcdConfig::keep_alive_streams`] (256) of them, shared by
+//! all its clones, and renews each lease on the stream its id picks. Ten thousand workers in
+//! one process sharing one [`EtcdStore`] cost etcd 256 streams, not 10,000, and no burst of
+//! 10,000 stream set-ups when they all renew for the first time; a process with one lease
+//! opens one stream. Why not one stream: etcd serves one stream's renewals one at a time,
+//! and a renewal can wait inside etcd (on its lease lock while leases are granted or
+//! revoked), so under a burst of registrations a single stream falls behind (measured in
+//! BENCHMARKS.md, section 4).
 //!
-//! A background task (the *driver*, spawned on first use, ending when the store's last clone
-//! is dropped) owns the stream. [`Store::keep_alive`] sends it a request with a one-shot
+//! A background task per stream (its *driver*, spawned on first use, ending when the store's
+//! last clone is dropped) owns it. [`Store::keep_alive`] sends it a request with a one-shot
 //! reply channel and waits, with the call timeout, for the answer routed back by lease id.
 //! Answers for one lease come back in the order of its requests, so each goes to the
 //! oldest waiter of that lease; a caller that gave up (its timeout or its task cancelled)
@@ -21,6 +25,7 @@
 //! the lease is gone ([`Error::LeaseNotFound`]); the stream stays open for the others.
 //!
 //! [`EtcdStore`]: crate::EtcdStore
+//! [`EtcdConfig::keep_alive_streams`]: crate::EtcdConfig::keep_alive_streams
 //! [`Store::keep_alive`]: muster_core::Store::keep_alive
 
 use std::collections::{HashMap, VecDeque};
@@ -33,11 +38,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Ctx, ErrorMapper};
 
-/// The store's side of the shared keep-alive stream: a handle on the driver task.
+/// The store's side of its keep-alive streams: handles on their driver tasks.
 pub(crate) struct Keepers {
-    /// Where requests go; `None` until the first keep-alive, replaced if the driver ended
-    /// (its runtime shut down).
-    driver: Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    /// Where requests go, one slot per stream; a lease always uses the same one. `None`
+    /// until that stream's first keep-alive, replaced if its driver ended (its runtime shut
+    /// down).
+    drivers: Vec<Mutex<Option<mpsc::UnboundedSender<Request>>>>,
     /// Everything the driver needs to open streams and word errors.
     client: LeaseClient,
     errors: ErrorMapper,
@@ -52,11 +58,16 @@ struct Request {
 }
 
 impl Keepers {
-    /// Keepers opening their stream through `client`, waiting at most `timeout` for a stream
-    /// to open or a renewal to be answered.
-    pub(crate) fn new(client: LeaseClient, errors: ErrorMapper, timeout: Duration) -> Self {
+    /// Keepers opening up to `streams` streams through `client`, waiting at most `timeout`
+    /// for a stream to open or a renewal to be answered.
+    pub(crate) fn new(
+        client: LeaseClient,
+        errors: ErrorMapper,
+        timeout: Duration,
+        streams: usize,
+    ) -> Self {
         Keepers {
-            driver: Mutex::new(None),
+            drivers: (0..streams.max(1)).map(|_| Mutex::new(None)).collect(),
             client,
             errors,
             timeout,
@@ -79,9 +90,11 @@ impl Keepers {
         }
     }
 
-    /// Hands `request` to the driver, starting one if there is none (or it ended).
+    /// Hands `request` to its lease's driver, starting one if there is none (or it ended).
     fn send(&self, request: Request) {
-        let mut driver = self.driver.lock().expect("keepers lock");
+        // etcd hands out lease ids from a counter, so consecutive leases spread evenly.
+        let slot = request.lease.unsigned_abs() % self.drivers.len() as u64;
+        let mut driver = self.drivers[slot as usize].lock().expect("keepers lock");
         let request = match driver.as_ref() {
             Some(sender) => match sender.send(request) {
                 Ok(()) => return,

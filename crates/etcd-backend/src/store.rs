@@ -43,8 +43,8 @@ const COMPACTED: &str = "required revision has been compacted";
 
 /// muster's [`Store`] on etcd v3.
 ///
-/// Cheap to clone: clones share the connections and the lease keep-alive stream (one per
-/// store, carrying the renewals of all its leases).
+/// Cheap to clone: clones share the connections and the lease keep-alive streams (at most
+/// [`EtcdConfig::keep_alive_streams`] per store, carrying the renewals of all its leases).
 /// Every unary call is bounded by [`EtcdConfig::request_timeout`] (plus the connect timeout),
 /// so an unreachable etcd gives [`Error::Unavailable`] instead of a call that never returns.
 #[derive(Clone)]
@@ -55,7 +55,7 @@ pub struct EtcdStore {
     config: Arc<EtcdConfig>,
     /// Builds error messages naming the endpoints.
     errors: ErrorMapper,
-    /// The one keep-alive stream every lease of this store (and its clones) is renewed on.
+    /// The few keep-alive streams every lease of this store (and its clones) is renewed on.
     keepers: Arc<Keepers>,
 }
 
@@ -111,6 +111,7 @@ impl EtcdStore {
             client.lease_client(),
             errors.clone(),
             config.connect_timeout + config.request_timeout,
+            config.keep_alive_streams,
         );
         Ok(EtcdStore {
             client,

@@ -30,7 +30,8 @@ pub struct WorkerConfig {
     pub ttl: Duration,
     /// How often to renew the lease; `None` means TTL/3.
     pub keep_alive_every: Option<Duration>,
-    /// The longest one store call may take before it counts as failed.
+    /// The longest one store call may take before it counts as failed. A lease renewal may
+    /// take longer, up to half the TTL (see [`renew_timeout`](Self::renew_timeout)).
     pub request_timeout: Duration,
     /// The first retry delay after a failure (doubles, with jitter, up to TTL/3).
     pub retry_initial: Duration,
@@ -91,6 +92,26 @@ impl WorkerConfig {
     /// The effective keep-alive interval.
     pub fn keep_alive_interval(&self) -> Duration {
         self.keep_alive_every.unwrap_or(self.ttl / 3)
+    }
+
+    /// The longest a lease renewal may take before it counts as failed (the worker reports
+    /// `Reconnecting` and retries): `request_timeout`, or half the TTL if that is longer.
+    ///
+    /// A renewal that answers late but well before the lease runs out is not a failure: etcd
+    /// queues renewals behind a burst of writes (thousands of workers registering at once),
+    /// and giving up on one only sends it again into the same queue. Half the TTL still
+    /// leaves a retry time before the lease expires. (etcd's Go client likewise waits for a
+    /// renewal's answer until the lease's deadline rather than a request timeout.)
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = muster_worker::WorkerConfig::new("/muster/web/");
+    /// assert_eq!(config.renew_timeout(), Duration::from_secs(5)); // TTL 10 s
+    /// let short = config.ttl(Duration::from_secs(2));
+    /// assert_eq!(short.renew_timeout(), Duration::from_secs(3)); // request_timeout
+    /// ```
+    pub fn renew_timeout(&self) -> Duration {
+        self.request_timeout.max(self.ttl / 2)
     }
 
     /// The longest retry delay: retries stay frequent enough to renew within one TTL.

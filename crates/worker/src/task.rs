@@ -190,9 +190,9 @@ impl<S: Store> Core<S> {
                 return self.reregister().await;
             }
         }
-        let ttl = self.config.request_timeout;
+        let timeout = self.config.renew_timeout();
         match self
-            .call("renewing the lease", ttl, self.store.keep_alive(lease))
+            .call("renewing the lease", timeout, self.store.keep_alive(lease))
             .await
         {
             Ok(_) => {

@@ -81,15 +81,19 @@ fn keep_alive_streams_opened(etcd: &Etcd) -> f64 {
     )
 }
 
-/// All the leases of one store and its clones are renewed on ONE keep-alive stream: 200
-/// leases kept alive at once (each through its own clone), twice, open exactly one stream at
-/// etcd, each renewal answered
+/// All the leases of one store and its clones share its keep-alive streams: with
+/// `keep_alive_streams: 1`, 200 leases kept alive at once (each through its own clone),
+/// twice, open exactly one stream at etcd, each renewal answered
 /// for its own lease, and a revoked lease among them is reported gone without disturbing
 /// the others.
 #[tokio::test]
-async fn the_leases_of_a_store_share_one_keep_alive_stream() {
+async fn the_leases_of_a_store_share_its_keep_alive_streams() {
     let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
-    let store = EtcdStore::connect(etcd.config()).await.expect("connect");
+    let config = EtcdConfig {
+        keep_alive_streams: 1,
+        ..etcd.config()
+    };
+    let store = EtcdStore::connect(config).await.expect("connect");
     let mut leases = Vec::new();
     for _ in 0..200 {
         leases.push(
@@ -137,6 +141,28 @@ async fn the_leases_of_a_store_share_one_keep_alive_stream() {
         keep_alive_streams_opened(&etcd) - before,
         1.0,
         "a gone lease does not cost the stream"
+    );
+
+    // A store with 8 streams opens at most 8 for its 199 leases.
+    let before = keep_alive_streams_opened(&etcd);
+    let eight = EtcdStore::connect(EtcdConfig {
+        keep_alive_streams: 8,
+        ..etcd.config()
+    })
+    .await
+    .expect("connect");
+    let live: Vec<_> = leases.iter().copied().filter(|&l| l != gone).collect();
+    let renewals = live.iter().map(|&lease| {
+        let store = eight.clone();
+        async move { store.keep_alive(lease).await }
+    });
+    for renewed in futures::future::join_all(renewals).await {
+        renewed.expect("a live lease");
+    }
+    let opened = keep_alive_streams_opened(&etcd) - before;
+    assert!(
+        (1.0..=8.0).contains(&opened),
+        "199 leases on a store with 8 streams opened {opened}"
     );
 }
 
