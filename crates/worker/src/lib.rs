@@ -28,6 +28,32 @@
 //! Registration is one transaction: create `{prefix}alive/{name}` on the worker's lease *only
 //! if absent*, and write `{prefix}members/{name}` (no lease). Lease expiry then removes only
 //! the liveness key (the master sees `Suspect`), while `leave` removes both (`Left`).
+//!
+//! # Many workers in one process
+//!
+//! A process hosting many members (a job runner with thousands of slots, a test harness)
+//! registers one `Worker` per member and gives them all clones of **one** store: each worker
+//! keeps its own lease, and the store carries their renewals together. The etcd backend
+//! renews all the leases of a store over a few shared keep-alive streams
+//! (`EtcdConfig::keep_alive_streams`, 256), so 10,000 workers cost etcd 256 streams on one
+//! connection rather than 10,000 (see BENCHMARKS.md, section 4).
+//!
+//! ```no_run
+//! # async fn example(store: impl muster_core::Store + Clone) -> Result<(), muster_worker::Error> {
+//! use muster_core::MemberInfo;
+//! use muster_worker::{Worker, WorkerConfig};
+//!
+//! let mut slots = Vec::new();
+//! for i in 0..1000 {
+//!     let info = MemberInfo::new(format!("slot-{i}"), "10.0.0.5:8080");
+//!     slots.push(Worker::register(store.clone(), info, WorkerConfig::new("/muster/jobs/")).await?);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A renewal may take up to [`WorkerConfig::renew_timeout`] (half the TTL) before the worker
+//! reports [`Status::Reconnecting`]: while thousands register at once, etcd answers renewals
+//! late but in time, and that is not a failure.
 
 mod config;
 mod error;

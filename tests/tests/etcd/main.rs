@@ -8,6 +8,7 @@
 mod conformance;
 mod faults;
 mod lifecycle;
+mod many;
 mod process;
 mod store;
 mod support;
