@@ -382,7 +382,7 @@ impl Soak {
             show(self.floor_round_trips)
         );
         println!(
-            "   soak {}: {} keep-alives ({rt}), {} failed calls, {} abandoned by the worker's timeout, {} answered in < 50 µs, {} reconnecting, {} re-registered, {} suspect at the master; {} raft proposals; etcd {} cores, this process {} cores",
+            "   soak {}: {} keep-alives ({rt}), {} failed calls, {} cut off by the worker's timeout, {} answered in < 50 µs, {} reconnecting, {} re-registered, {} suspect at the master; {} raft proposals; etcd {} cores, this process {} cores",
             human(self.window),
             count(self.keep_alive_calls as f64),
             self.failed_calls,
