@@ -11,6 +11,7 @@
 //!   a member, or replace the whole cluster by an empty one; removed when dropped.
 //! - [`proxy`]: a TCP proxy in front of etcd that can be cut and healed ([`proxy::Proxy`]):
 //!   a network partition between one client and etcd.
+//! - [`wait`]: waits with a deadline the test binaries share (a worker's status).
 //! - `tests/etcd/main.rs`: one test binary, one module per area (`conformance`: the
 //!   backend conformance suite of `muster_core::testing` on `EtcdStore`).
 //! - `tests/faults/main.rs`: the faults a deployment meets (issue 4), one module per
@@ -22,3 +23,4 @@
 pub mod cluster;
 pub mod etcd;
 pub mod proxy;
+pub mod wait;

@@ -133,18 +133,7 @@ enum Output {
 pub fn main() -> ExitCode {
     let args = MasterArgs::parse();
     crate::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return Fatal::failure(format!("cannot start the runtime: {e}")).report(NAME),
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => ExitCode::from(code),
-        Err(fatal) => fatal.report(NAME),
-    }
+    super::block_on(NAME, run(args))
 }
 
 /// Runs the master (or a one-shot) and returns the exit status.

@@ -10,22 +10,7 @@ use muster_master::{Master, MasterConfig};
 use muster_tests::etcd::Etcd;
 use muster_worker::{Worker, WorkerConfig};
 
-use crate::support::{info, DEADLINE, TTL};
-
-/// Lease renewals etcd has seen so far.
-fn renewals(etcd: &Etcd) -> f64 {
-    let metrics = etcd.metrics().unwrap_or_else(|err| panic!("{err}"));
-    metrics.get("etcd_debugging_lease_renewed_total")
-}
-
-/// `LeaseKeepAlive` streams etcd has seen opened so far.
-fn streams(etcd: &Etcd) -> f64 {
-    let metrics = etcd.metrics().unwrap_or_else(|err| panic!("{err}"));
-    metrics.sum(
-        "grpc_server_started_total",
-        &[("grpc_method", "LeaseKeepAlive")],
-    )
-}
+use crate::support::{info, keep_alive_streams_opened, lease_renewals, DEADLINE, TTL};
 
 /// 300 workers registered at once through one store with 4 keep-alive streams: etcd sees 4
 /// streams, not 300, every worker renews its lease (at TTL 2 s, every 667 ms) through them,
@@ -46,7 +31,7 @@ async fn workers_sharing_a_store_renew_over_its_few_streams_and_stay_alive() {
     })
     .await
     .expect("connect");
-    let streams_before = streams(&etcd);
+    let streams_before = keep_alive_streams_opened(&etcd);
 
     let workers: Vec<Worker<EtcdStore>> = futures::stream::iter(0..300)
         .map(|i| {
@@ -61,7 +46,7 @@ async fn workers_sharing_a_store_renew_over_its_few_streams_and_stay_alive() {
         .buffer_unordered(64)
         .collect()
         .await;
-    let renewed_from = renewals(&etcd);
+    let renewed_from = lease_renewals(&etcd);
     tokio::time::timeout(
         DEADLINE,
         master.wait_until(|view| view.alive().count() == 300),
@@ -71,14 +56,14 @@ async fn workers_sharing_a_store_renew_over_its_few_streams_and_stay_alive() {
 
     // Three renewals per worker: at least two whole TTLs' worth of keep-alives.
     tokio::time::timeout(DEADLINE, async {
-        while renewals(&etcd) - renewed_from < 900.0 {
+        while lease_renewals(&etcd) - renewed_from < 900.0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await
     .expect("every worker renews its lease");
 
-    let opened = streams(&etcd) - streams_before;
+    let opened = keep_alive_streams_opened(&etcd) - streams_before;
     assert!(
         (1.0..=4.0).contains(&opened),
         "300 workers on one store with 4 streams opened {opened} keep-alive streams"

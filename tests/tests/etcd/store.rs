@@ -7,6 +7,8 @@ use muster_core::{Error, Store, Txn};
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
 use muster_tests::etcd::Etcd;
 
+use crate::support::keep_alive_streams_opened;
+
 /// A listing of several pages (2,500 keys in pages of 1,000) is complete, sorted, and at one
 /// revision.
 #[tokio::test]
@@ -70,15 +72,6 @@ async fn pages_too_large_for_the_client_shrink_instead_of_failing() {
     assert!(listing.kvs.iter().all(|kv| kv.value.len() == 1024));
     assert_eq!(listing.kvs[99].key, "/store/big/099");
     assert_eq!(listing.revision, written);
-}
-
-/// How many `LeaseKeepAlive` streams etcd has seen opened so far.
-fn keep_alive_streams_opened(etcd: &Etcd) -> f64 {
-    let metrics = etcd.metrics().unwrap_or_else(|err| panic!("{err}"));
-    metrics.sum(
-        "grpc_server_started_total",
-        &[("grpc_method", "LeaseKeepAlive")],
-    )
 }
 
 /// All the leases of one store and its clones share its keep-alive streams: with

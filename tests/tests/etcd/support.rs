@@ -171,34 +171,9 @@ pub fn states(view: &View) -> Vec<(String, MemberState)> {
 pub async fn status_until(
     worker: &Worker<EtcdStore>,
     what: &str,
-    mut pred: impl FnMut(&Status) -> bool,
+    pred: impl FnMut(&Status) -> bool,
 ) -> Status {
-    let mut status = worker.status();
-    let wait = async {
-        loop {
-            let now = status.borrow_and_update().clone();
-            if pred(&now) {
-                return now;
-            }
-            if status.changed().await.is_err() {
-                // The task is gone: the status will not change any more.
-                let last = status.borrow().clone();
-                return if pred(&last) {
-                    last
-                } else {
-                    panic!("worker {} stopped before {what}: {last:?}", worker.name())
-                };
-            }
-        }
-    };
-    match tokio::time::timeout(DEADLINE, wait).await {
-        Ok(status) => status,
-        Err(_) => panic!(
-            "worker {} never reported {what} within {DEADLINE:?}; last status {:?}",
-            worker.name(),
-            worker.status().borrow()
-        ),
-    }
+    muster_tests::wait::status_until(worker, what, DEADLINE, pred).await
 }
 
 /// The lease of a registered worker, from its status.
@@ -232,4 +207,19 @@ pub fn assert_history(all: &[Transition], name: &str, expected: &[(TransitionKin
             after.revision
         );
     }
+}
+
+/// How many `LeaseKeepAlive` streams `etcd` has seen opened so far.
+pub fn keep_alive_streams_opened(etcd: &Etcd) -> f64 {
+    let metrics = etcd.metrics().unwrap_or_else(|err| panic!("{err}"));
+    metrics.sum(
+        "grpc_server_started_total",
+        &[("grpc_method", "LeaseKeepAlive")],
+    )
+}
+
+/// How many lease renewals `etcd` has seen so far.
+pub fn lease_renewals(etcd: &Etcd) -> f64 {
+    let metrics = etcd.metrics().unwrap_or_else(|err| panic!("{err}"));
+    metrics.get("etcd_debugging_lease_renewed_total")
 }

@@ -92,37 +92,13 @@ pub async fn health_until<S: Store>(
     }
 }
 
-/// Waits until the worker's status satisfies `pred`; returns it.
+/// Waits (with [`DEADLINE`]) until the worker's status satisfies `pred`; returns it.
 pub async fn status_until<S: Store>(
     worker: &Worker<S>,
     what: &str,
-    mut pred: impl FnMut(&Status) -> bool,
+    pred: impl FnMut(&Status) -> bool,
 ) -> Status {
-    let mut status = worker.status();
-    let wait = async {
-        loop {
-            let now = status.borrow_and_update().clone();
-            if pred(&now) {
-                return now;
-            }
-            if status.changed().await.is_err() {
-                let last = status.borrow().clone();
-                return if pred(&last) {
-                    last
-                } else {
-                    panic!("worker {} stopped before {what}: {last:?}", worker.name())
-                };
-            }
-        }
-    };
-    match tokio::time::timeout(DEADLINE, wait).await {
-        Ok(status) => status,
-        Err(_) => panic!(
-            "worker {} never reported {what} within {DEADLINE:?}; last status {:?}",
-            worker.name(),
-            worker.status().borrow()
-        ),
-    }
+    muster_tests::wait::status_until(worker, what, DEADLINE, pred).await
 }
 
 /// The lease of a registered worker, from its status.
