@@ -355,13 +355,13 @@ async fn simulate(n: usize) -> Result<(Duration, Arc<Counts>, Expected)> {
             .reap_after(Some(reap_after))
             .seed(7),
     )?;
-    master.ready().await;
+    master.ready().await?;
     let counts = Arc::new(Counts::default());
     let mut subscription = master.subscribe();
     let subscriber = {
         let counts = counts.clone();
         tokio::spawn(async move {
-            while let Some(t) = subscription.next().await {
+            while let Ok(Some(t)) = subscription.next_transition().await {
                 counts.add(t.kind);
             }
         })
@@ -379,7 +379,7 @@ async fn simulate(n: usize) -> Result<(Duration, Arc<Counts>, Expected)> {
             .map(|(i, c)| Worker::register(c.clone(), info(i), config(i))),
     )
     .await;
-    let mut workers: Vec<Option<Worker<_>>> = workers
+    let mut workers: Vec<Option<Worker>> = workers
         .into_iter()
         .map(|w| w.map(Some))
         .collect::<Result<_, _>>()?;

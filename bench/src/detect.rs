@@ -108,13 +108,13 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
         EtcdStore::connect(node.config()).await?,
         MasterConfig::new(PREFIX).reap_after(None),
     )?;
-    master.ready().await;
+    master.ready().await?;
     let suspects = Arc::new(Suspects::default());
     let mut subscription = master.subscribe();
     let subscriber = {
         let suspects = suspects.clone();
         tokio::spawn(async move {
-            while let Some(t) = subscription.next().await {
+            while let Ok(Some(t)) = subscription.next_transition().await {
                 if t.kind == TransitionKind::Suspect {
                     let at = Instant::now();
                     suspects

@@ -61,11 +61,11 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
     // The master and its subscriber: note when each Joined arrives.
     let master_store = EtcdStore::connect(node.config()).await?;
     let master = Master::start(master_store, MasterConfig::new(PREFIX).reap_after(None))?;
-    master.ready().await;
+    master.ready().await?;
     let mut subscription = master.subscribe();
     let (joined_tx, mut joined) = mpsc::unbounded_channel::<(String, Instant)>();
     let subscriber = tokio::spawn(async move {
-        while let Some(t) = subscription.next().await {
+        while let Ok(Some(t)) = subscription.next_transition().await {
             if t.kind == TransitionKind::Joined {
                 let _ = joined_tx.send((t.member.info.name.clone(), Instant::now()));
             }

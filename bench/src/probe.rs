@@ -85,14 +85,14 @@ async fn probe(endpoint: &str, prefix: &str, members: usize) -> Result<Value> {
         store.clone(),
         MasterConfig::new("/bench/probe-warm-up/").reap_after(None),
     )?;
-    warm_up.ready().await;
+    warm_up.ready().await?;
     warm_up.shutdown().await;
     let rss_before = process_rss(pid).unwrap_or(0);
 
     let started = Instant::now();
     let master = Master::start(store, MasterConfig::new(prefix).reap_after(None))?;
     let view = match tokio::time::timeout(Duration::from_secs(120), master.ready()).await {
-        Ok(view) => view,
+        Ok(view) => view?,
         Err(_) => bail!(
             "the master did not finish its first listing within 120 s; its health: {:?}",
             master.health()
@@ -125,7 +125,7 @@ async fn probe(endpoint: &str, prefix: &str, members: usize) -> Result<Value> {
             let store = EtcdStore::connect(EtcdConfig::new([endpoint])).await?;
             let started = Instant::now();
             let master = Master::start(store, MasterConfig::new(prefix).reap_after(None))?;
-            let view = master.ready().await;
+            let view = master.ready().await?;
             cold_starts.push(started.elapsed());
             if view.members.len() != members {
                 bail!(

@@ -125,7 +125,7 @@ impl Transitions {
 }
 
 /// Counts every status change of `worker` from now on.
-fn watch_status(worker: &Worker<SharedStore>, statuses: Arc<StatusCounts>) -> JoinHandle<()> {
+fn watch_status(worker: &Worker, statuses: Arc<StatusCounts>) -> JoinHandle<()> {
     let mut status = worker.status();
     status.borrow_and_update();
     tokio::spawn(async move {
@@ -144,10 +144,10 @@ fn watch_status(worker: &Worker<SharedStore>, statuses: Arc<StatusCounts>) -> Jo
 /// N registered workers and a master watching them.
 struct Population {
     store: SharedStore,
-    workers: Vec<Worker<SharedStore>>,
+    workers: Vec<Worker>,
     statuses: Arc<StatusCounts>,
     watchers: Vec<JoinHandle<()>>,
-    master: Master<EtcdStore>,
+    master: Master,
     transitions: Arc<Transitions>,
     subscriber: JoinHandle<()>,
     /// From the first registration started to the last one returned.
@@ -176,13 +176,13 @@ impl Population {
             EtcdStore::connect(node.config()).await?,
             MasterConfig::new(prefix).reap_after(None),
         )?;
-        master.ready().await;
+        master.ready().await?;
         let transitions = Arc::new(Transitions::default());
         let mut subscription = master.subscribe();
         let subscriber = {
             let transitions = transitions.clone();
             tokio::spawn(async move {
-                while let Some(t) = subscription.next().await {
+                while let Ok(Some(t)) = subscription.next_transition().await {
                     transitions.add(t.kind);
                 }
             })

@@ -235,7 +235,7 @@ async fn story<G: Stage>(mut stage: G) -> anyhow::Result<()> {
             .seed(1),
     )?;
     demo.events = Some(master.subscribe());
-    master.ready().await;
+    master.ready().await?;
 
     demo.say("five workers start and register");
     let mut workers = Vec::new();
@@ -360,9 +360,12 @@ impl Demo {
         let events = self.events.as_mut().context("not subscribed")?;
         let deadline = Instant::now() + within;
         loop {
-            let next = tokio::time::timeout_at(deadline, events.next()).await;
-            let Ok(Some(t)) = next else {
+            let next = tokio::time::timeout_at(deadline, events.next_transition()).await;
+            let Ok(next) = next else {
                 bail!("expected {name} to be {kind} within {within:?}, but it was not");
+            };
+            let Some(t) = next? else {
+                bail!("the master stopped before {name} was {kind}");
             };
             println!("{}", line(self.start, &t));
             if !self.seen.contains(&t.kind) {
@@ -392,7 +395,7 @@ fn line(start: Instant, t: &Transition) -> String {
 }
 
 impl Demo {
-    fn table<S: Store>(&self, master: &Master<S>) {
+    fn table(&self, master: &Master) {
         let view = master.view();
         println!(
             "\n  {:<6}  {:<7}  {:<13}  {:>4}  {:<16}  {:<18}  since",

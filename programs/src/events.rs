@@ -1,20 +1,18 @@
 //! The recent transitions `GET /v1/events` replays: a bounded ring buffer plus a live feed.
 //!
-//! Every transition gets a [`Position`]: its etcd revision and its index among the
-//! transitions of that revision (one revision can explain several, e.g. `joined` and
-//! `suspect` of a member found without liveness, or many members after a resync). A client
+//! Every transition comes with the [`Position`] the master gave it: its etcd revision and
+//! its index among the transitions of that revision. A client
 //! resumes *after* a position (`Last-Event-ID: 57.1`) or *from* a revision
 //! (`?from_revision=58`). The buffer knows the last position it has dropped (or never saw,
 //! before the master started): a resume point before that is refused as [`Gone`], never
 //! answered with a silent gap.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use muster_core::{Revision, Transition};
-use muster_master::Subscription;
+pub use muster_master::Position;
+use muster_master::{Event, Subscription};
 use tokio::sync::broadcast;
 
 use crate::render::EventJson;
@@ -22,59 +20,6 @@ use crate::render::EventJson;
 /// How many entries a slow live reader may fall behind before its stream is cut (it then
 /// reconnects with `Last-Event-ID` and is served from the buffer).
 const LIVE_LAG: usize = 1024;
-
-/// Where a transition sits in the master's history: revision, then index within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Position {
-    /// The etcd revision that caused the transition.
-    pub revision: Revision,
-    /// Its index among that revision's transitions (0-based). `-1` stands for "before the
-    /// first transition of `revision`", `i64::MAX` for "after the last".
-    pub index: i64,
-}
-
-impl Position {
-    /// The point just before every transition of `revision`: resuming after it replays
-    /// `revision` and everything later.
-    pub fn before(revision: Revision) -> Self {
-        Position {
-            revision,
-            index: -1,
-        }
-    }
-
-    /// The point just after every transition of `revision`.
-    pub fn after(revision: Revision) -> Self {
-        Position {
-            revision,
-            index: i64::MAX,
-        }
-    }
-}
-
-/// Formats as the SSE event id: `revision.index`.
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.revision, self.index)
-    }
-}
-
-/// Parses an SSE event id: `revision.index`, or a bare `revision` meaning after all of it.
-impl FromStr for Position {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not an event id (REVISION.INDEX, e.g. 57.0)");
-        let text = text.trim();
-        match text.split_once('.') {
-            Some((revision, index)) => Ok(Position {
-                revision: revision.parse().map_err(|_| bad())?,
-                index: index.parse::<u32>().map(i64::from).map_err(|_| bad())?,
-            }),
-            None => text.parse().map(Position::after).map_err(|_| bad()),
-        }
-    }
-}
 
 /// One buffered transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,28 +91,23 @@ impl EventLog {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a transition, dropping the oldest entry when full.
-    pub fn push(&self, transition: &Transition) {
+    /// Appends a transition at the position the master gave it, dropping the oldest entry
+    /// when full.
+    pub fn push(&self, position: Position, transition: &Transition) {
         let mut ring = self.lock();
-        let position = match ring.last {
-            Some(last) if last.revision == transition.revision => Position {
-                revision: last.revision,
-                index: last.index + 1,
-            },
-            Some(last) if last.revision > transition.revision => {
-                // The store went backwards (restored from a backup): positions from before
-                // mean nothing now. Start over; older resume points are gone.
-                tracing::warn!(
-                    from = last.revision,
-                    to = transition.revision,
-                    "etcd revision went backwards; event history restarts"
-                );
-                ring.entries.clear();
-                ring.missing_upto = Position::after(transition.revision - 1);
-                Position::before(transition.revision).next()
-            }
-            _ => Position::before(transition.revision).next(),
-        };
+        if ring
+            .last
+            .is_some_and(|last| last.revision > position.revision)
+        {
+            // The store went backwards (restored from a backup): positions from before mean
+            // nothing now. Start over; older resume points are gone.
+            tracing::warn!(
+                to = position.revision,
+                "etcd revision went backwards; event history restarts"
+            );
+            ring.entries.clear();
+            ring.missing_upto = Position::after(position.revision - 1);
+        }
         let event = EventJson::from(transition);
         let json = serde_json::to_string(&event).expect("events always serialize");
         let entry = Arc::new(Entry {
@@ -226,20 +166,29 @@ impl EventLog {
     }
 
     /// Feeds the log from a master subscription until the master stops. The subscription's
-    /// snapshot revision must be the `start` the log was made with.
-    pub async fn follow(self: Arc<Self>, mut subscription: Subscription) {
-        while let Some(transition) = subscription.next().await {
-            self.push(&transition);
-        }
-    }
-}
-
-impl Position {
-    /// The first index of the same revision after this one.
-    fn next(self) -> Self {
-        Position {
-            revision: self.revision,
-            index: self.index + 1,
+    /// snapshot revision must be the `start` the log was made with. If the log's feed lags
+    /// (it cannot, unless the process is starved for longer than the master's subscriber
+    /// buffer lasts), what it missed is gone: resume points before now are refused.
+    pub async fn follow(
+        self: Arc<Self>,
+        master: Arc<muster_master::Master>,
+        mut subscription: Subscription,
+    ) {
+        while let Some(event) = subscription.next().await {
+            match event {
+                Event::Transition {
+                    position,
+                    transition,
+                } => self.push(position, &transition),
+                Event::Lagged { missed } => {
+                    tracing::error!(missed, "the event log fell behind the master; clients resuming from before now must re-read /v1/members");
+                    subscription = master.subscribe();
+                    let mut ring = self.lock();
+                    ring.entries.clear();
+                    ring.missing_upto = Position::after(subscription.snapshot.revision);
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -293,9 +242,27 @@ mod tests {
     #[test]
     fn replays_from_a_revision_or_after_an_event_id() {
         let log = EventLog::new(10, 0);
-        log.push(&transition("a", 5));
-        log.push(&transition("b", 5));
-        log.push(&transition("c", 6));
+        log.push(
+            Position {
+                revision: 5,
+                index: 0,
+            },
+            &transition("a", 5),
+        );
+        log.push(
+            Position {
+                revision: 5,
+                index: 1,
+            },
+            &transition("b", 5),
+        );
+        log.push(
+            Position {
+                revision: 6,
+                index: 0,
+            },
+            &transition("c", 6),
+        );
         let from = |r| log.replay(Some(Position::before(r))).unwrap();
         assert_eq!(names(&from(1)), ["a", "b", "c"]);
         assert_eq!(names(&from(6)), ["c"]);
@@ -310,9 +277,21 @@ mod tests {
     #[test]
     fn the_live_feed_continues_the_backlog_exactly() {
         let log = EventLog::new(10, 0);
-        log.push(&transition("a", 5));
+        log.push(
+            Position {
+                revision: 5,
+                index: 0,
+            },
+            &transition("a", 5),
+        );
         let mut replay = log.replay(Some(Position::before(1))).unwrap();
-        log.push(&transition("b", 6));
+        log.push(
+            Position {
+                revision: 6,
+                index: 0,
+            },
+            &transition("b", 6),
+        );
         assert_eq!(names(&replay), ["a"]);
         assert_eq!(replay.live.try_recv().unwrap().event.name, "b");
         assert!(replay.live.try_recv().is_err());
@@ -326,9 +305,27 @@ mod tests {
             log.replay(Some(Position::before(3))).unwrap_err(),
             Gone { oldest_revision: 4 }
         );
-        log.push(&transition("a", 5));
-        log.push(&transition("b", 5));
-        log.push(&transition("c", 6));
+        log.push(
+            Position {
+                revision: 5,
+                index: 0,
+            },
+            &transition("a", 5),
+        );
+        log.push(
+            Position {
+                revision: 5,
+                index: 1,
+            },
+            &transition("b", 5),
+        );
+        log.push(
+            Position {
+                revision: 6,
+                index: 0,
+            },
+            &transition("c", 6),
+        );
         // "a" (5.0) was dropped: revision 5 is incomplete.
         assert_eq!(
             log.replay(Some(Position::before(5))).unwrap_err(),

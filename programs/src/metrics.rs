@@ -37,7 +37,7 @@ pub trait Group: Send + Sync + 'static {
     fn health(&self) -> Health;
 }
 
-impl<S: muster_core::Store> Group for muster_master::Master<S> {
+impl Group for muster_master::Master {
     fn view(&self) -> View {
         muster_master::Master::view(self)
     }

@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         EtcdStore::connect(etcd.config()).await?,
         MasterConfig::new(PREFIX).reap_after(None),
     )?;
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
 
     let mut times = Vec::with_capacity(runs);
     for run in 0..runs {
@@ -108,9 +108,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn next(
     events: &mut muster_master::Subscription,
 ) -> Result<muster_core::Transition, Box<dyn std::error::Error>> {
-    match tokio::time::timeout(DEADLINE, events.next()).await {
-        Ok(Some(t)) => Ok(t),
-        Ok(None) => Err("the master stopped".into()),
+    match tokio::time::timeout(DEADLINE, events.next_transition()).await {
+        Ok(Ok(Some(t))) => Ok(t),
+        Ok(Ok(None)) => Err("the master stopped".into()),
+        Ok(Err(lagged)) => Err(lagged.into()),
         Err(_) => Err(format!("no transition within {DEADLINE:?}").into()),
     }
 }

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use muster_core::Store;
 use muster_worker::{Status, Worker};
 
 /// Waits (at most `deadline`) until the worker's status satisfies `pred`; returns it. Panics
 /// naming `what` when the deadline passes or the worker stops first.
-pub async fn status_until<S: Store>(
-    worker: &Worker<S>,
+pub async fn status_until(
+    worker: &Worker,
     what: &str,
     deadline: Duration,
     mut pred: impl FnMut(&Status) -> bool,

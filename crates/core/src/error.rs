@@ -103,8 +103,33 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the same call later may succeed (the store was unreachable or slow).
+    /// Whether the caller should keep going (retry with backoff, list again, register on a
+    /// new lease) rather than give up: the one rule the worker, the master and the programs
+    /// share.
+    ///
+    /// Retryable: the store was unreachable or slow (`Unavailable`, `Backend`), the lease is
+    /// gone (`LeaseNotFound`: register again on a new one), history was compacted
+    /// (`Compacted`: list again), a value written by someone else did not decode (`Decode`:
+    /// it may be fixed). Not retryable: the request itself is wrong and the same request can
+    /// never succeed (`InvalidName`, `InvalidPrefix`, `ValueTooLarge`, `Rejected`).
+    ///
+    /// ```
+    /// use muster_core::Error;
+    /// assert!(Error::LeaseNotFound { lease: 7 }.is_retryable());
+    /// let bad = Error::InvalidName { name: "a b".into(), reason: "contains whitespace" };
+    /// assert!(!bad.is_retryable());
+    /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Backend { .. })
+        match self {
+            Error::Unavailable { .. }
+            | Error::Backend { .. }
+            | Error::LeaseNotFound { .. }
+            | Error::Compacted { .. }
+            | Error::Decode { .. } => true,
+            Error::InvalidName { .. }
+            | Error::InvalidPrefix { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::Rejected { .. } => false,
+        }
     }
 }

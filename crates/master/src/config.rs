@@ -36,12 +36,16 @@ pub struct MasterConfig {
     /// store is ahead of everything the watch delivered, the watch is re-opened (a watch
     /// stuck on an etcd member cut off from its cluster delivers nothing and says nothing).
     pub stall_check: Duration,
+    /// How many events a subscriber may fall behind before it gets
+    /// [`Event::Lagged`](crate::Event::Lagged) instead of the events it missed. Events are
+    /// stored once for all subscribers, so this bounds the master's memory, not each one's.
+    pub subscriber_buffer: usize,
 }
 
 impl MasterConfig {
     /// Defaults: reap after 60 s, retry a reap after 1 s, request timeout 5 s, retries from
     /// 100 ms up to 5 s, 10 s of grace after a store replacement, a stall check after 10 s of
-    /// a quiet watch.
+    /// a quiet watch, subscribers may fall 16,384 events behind.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -53,6 +57,7 @@ impl MasterConfig {
             seed: std::process::id() as u64,
             store_replaced_grace: Duration::from_secs(10),
             stall_check: Duration::from_secs(10),
+            subscriber_buffer: 16_384,
         }
     }
 
@@ -77,6 +82,12 @@ impl MasterConfig {
     /// Sets how long the watch may stay quiet before the store is asked where it is.
     pub fn stall_check(mut self, quiet: Duration) -> Self {
         self.stall_check = quiet;
+        self
+    }
+
+    /// Sets how many events a subscriber may fall behind before it lags.
+    pub fn subscriber_buffer(mut self, events: usize) -> Self {
+        self.subscriber_buffer = events;
         self
     }
 

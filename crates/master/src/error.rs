@@ -8,7 +8,18 @@ pub enum Error {
     #[error(transparent)]
     Invalid(muster_core::Error),
 
-    /// The master has stopped (shut down, or its task ended).
+    /// The master's task has ended (it was shut down, or it panicked): the view will not
+    /// change any more.
     #[error("the master has stopped; start a new one")]
     Stopped,
+
+    /// A subscriber fell behind and `missed` events were dropped for it.
+    #[error(
+        "this subscriber fell {missed} events behind and missed them; subscribe again for a \
+         fresh snapshot (or raise MasterConfig::subscriber_buffer)"
+    )]
+    Lagged {
+        /// How many events were dropped for this subscriber.
+        missed: u64,
+    },
 }

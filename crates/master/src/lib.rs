@@ -4,27 +4,36 @@
 //! who is `Alive`, who is `Suspect`, and every transition in between.
 //!
 //! ```no_run
-//! # async fn example(store: impl muster_core::Store) {
-//! use muster_master::{Master, MasterConfig};
+//! # async fn example(store: impl muster_core::Store) -> Result<(), muster_master::Error> {
+//! use muster_master::{Event, Master, MasterConfig};
 //!
-//! let master = Master::start(store, MasterConfig::new("/muster/web/")).unwrap();
+//! let master = Master::start(store, MasterConfig::new("/muster/web/"))?;
 //! let mut events = master.subscribe();
 //! for member in events.snapshot.members.values() {
 //!     println!("{} is {}", member.name(), member.state);
 //! }
-//! while let Some(t) = events.next().await {
-//!     println!("{} {} at revision {}", t.member.name(), t.kind, t.revision);
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         Event::Transition { position, transition: t } => {
+//!             println!("{position}: {} {}", t.member.name(), t.kind)
+//!         }
+//!         Event::Synced { revision, members } => println!("{members} members at {revision}"),
+//!         Event::Lagged { .. } => events = master.subscribe(), // start again from a snapshot
+//!         _ => {}
+//!     }
 //! }
-//! # }
+//! # Ok(()) }
 //! ```
 //!
 //! # Layout
 //!
-//! - [`Master`]: the handle (`members`, `subscribe`, `wait_until`, `health`, `shutdown`).
-//! - [`MasterConfig`]: prefix, reaping, timeouts.
-//! - [`View`], [`Subscription`], [`Health`]: what the handle hands out.
+//! - `master`: [`Master`], the handle (`view`, `subscribe`, `wait_until`, `health`, `shutdown`).
+//! - `config`: [`MasterConfig`]: prefix, reaping, timeouts, subscriber buffer.
+//! - `shared`: what the handle hands out ([`View`], [`Subscription`] of [`Event`]s at a
+//!   [`Position`], [`Health`]) and the one lock that keeps them consistent.
 //! - `task`: the list + watch loop that feeds [`muster_core::Membership`] and performs reaps.
-//! - [`Error`]: what can go wrong.
+//! - `ops`: the operator one-shots [`list`] and [`evict`], no master needed.
+//! - `error`: [`Error`], what a master call can fail with.
 //!
 //! # How it stays exact
 //!
@@ -44,4 +53,4 @@ pub use config::MasterConfig;
 pub use error::Error;
 pub use master::Master;
 pub use ops::{evict, list, Eviction, OpsError};
-pub use shared::{Health, Subscription, View};
+pub use shared::{Event, Health, Position, Subscription, View};

@@ -1,6 +1,5 @@
 //! The [`Master`] handle.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use muster_core::{Keyspace, Member, Store};
@@ -14,34 +13,48 @@ use crate::task::Task;
 
 /// A live view of one group, kept by a background task.
 ///
-/// Dropping the handle stops the task; [`shutdown`](Master::shutdown) does so and waits.
+/// The handle does not name the store it watches: [`start`](Master::start) is generic over
+/// any [`Store`], the handle is one plain type (easy to put in an `Arc`, a struct field or
+/// an axum state). Dropping the handle stops the task; [`shutdown`](Master::shutdown) does
+/// so and waits.
 #[derive(Debug)]
-pub struct Master<S> {
+pub struct Master {
     /// View, subscribers, health.
     shared: Arc<Shared>,
     /// Tells the task to stop.
     shutdown: Option<oneshot::Sender<()>>,
     /// The list + watch loop.
     task: Option<JoinHandle<()>>,
-    /// The master is tied to its store type, though the handle does not touch the store.
-    _store: PhantomData<fn() -> S>,
 }
 
-impl<S: Store> Master<S> {
+/// Marks the master stopped when the task ends, however it ends (returns, panics, or is
+/// aborted): subscriptions end and waiters get [`Error::Stopped`].
+struct StopGuard(Arc<Shared>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl Master {
     /// Starts watching the group under `config.prefix`. Returns at once; the view fills in
     /// when the first listing arrives ([`ready`](Master::ready) waits for it). Must be called
     /// inside a tokio runtime.
-    pub fn start(store: S, config: MasterConfig) -> Result<Self, Error> {
+    pub fn start<S: Store>(store: S, config: MasterConfig) -> Result<Self, Error> {
         let keyspace = Keyspace::new(config.prefix.clone()).map_err(Error::Invalid)?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(config.subscriber_buffer));
         let (shutdown, stop) = oneshot::channel();
         let task = Task::new(store, keyspace, config, shared.clone());
-        let task = tokio::spawn(task.run(stop));
+        let guard = StopGuard(shared.clone());
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            task.run(stop).await;
+        });
         Ok(Self {
             shared,
             shutdown: Some(shutdown),
             task: Some(task),
-            _store: PhantomData,
         })
     }
 
@@ -60,7 +73,8 @@ impl<S: Store> Master<S> {
         self.shared.member(name)
     }
 
-    /// The current view plus every transition after it, with no gap between the two.
+    /// The current view plus every event after it, with no gap between the two. See
+    /// [`Subscription`].
     pub fn subscribe(&self) -> Subscription {
         self.shared.subscribe()
     }
@@ -70,49 +84,55 @@ impl<S: Store> Master<S> {
         self.shared.health()
     }
 
-    /// Waits until `pred` holds for the view and returns that view. Wrap it in
-    /// `tokio::time::timeout` to bound the wait.
+    /// Whether the master's task has ended (after which the view no longer changes).
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped()
+    }
+
+    /// Waits until `pred` holds for the view and returns that view; [`Error::Stopped`] if the
+    /// master stops first. Wrap it in `tokio::time::timeout` to bound the wait.
     ///
     /// ```no_run
-    /// # async fn example(master: muster_master::Master<impl muster_core::Store>) {
+    /// # async fn example(master: muster_master::Master) -> Result<(), muster_master::Error> {
     /// use muster_core::MemberState;
-    /// let view = master.wait_until(|v| v.state_of("api-1") == Some(MemberState::Alive)).await;
-    /// # }
+    /// let view = master.wait_until(|v| v.state_of("api-1") == Some(MemberState::Alive)).await?;
+    /// # Ok(()) }
     /// ```
-    pub async fn wait_until(&self, mut pred: impl FnMut(&View) -> bool) -> View {
-        let mut changes = self.shared.watch_changes();
-        loop {
-            changes.borrow_and_update();
-            let view = self.shared.view();
-            if pred(&view) {
-                return view;
-            }
-            if changes.changed().await.is_err() {
-                // The task is gone: the view will not change any more.
-                std::future::pending::<()>().await;
-            }
-        }
+    pub async fn wait_until(&self, mut pred: impl FnMut(&View) -> bool) -> Result<View, Error> {
+        self.wait_for(|shared| Some(shared.view()).filter(&mut pred))
+            .await
     }
 
     /// Waits until `pred` holds for the master's [`Health`] and returns it (e.g. until it
-    /// notices a hung store). Wrap it in `tokio::time::timeout` to bound the wait.
-    pub async fn wait_until_health(&self, mut pred: impl FnMut(&Health) -> bool) -> Health {
+    /// notices a hung store); [`Error::Stopped`] if the master stops first. Wrap it in
+    /// `tokio::time::timeout` to bound the wait.
+    pub async fn wait_until_health(
+        &self,
+        mut pred: impl FnMut(&Health) -> bool,
+    ) -> Result<Health, Error> {
+        self.wait_for(|shared| Some(shared.health()).filter(&mut pred))
+            .await
+    }
+
+    /// Waits until the first listing has been applied; [`Error::Stopped`] if the master
+    /// stops first.
+    pub async fn ready(&self) -> Result<View, Error> {
+        self.wait_until(|v| v.synced).await
+    }
+
+    /// Re-evaluates `check` after every change until it answers, or the master stops.
+    async fn wait_for<T>(&self, mut check: impl FnMut(&Shared) -> Option<T>) -> Result<T, Error> {
         let mut changes = self.shared.watch_changes();
         loop {
             changes.borrow_and_update();
-            let health = self.shared.health();
-            if pred(&health) {
-                return health;
+            if let Some(found) = check(&self.shared) {
+                return Ok(found);
             }
-            if changes.changed().await.is_err() {
-                std::future::pending::<()>().await;
+            if self.shared.stopped() || changes.changed().await.is_err() {
+                // Once stopped the view changes no more; check it one last time.
+                return check(&self.shared).ok_or(Error::Stopped);
             }
         }
-    }
-
-    /// Waits until the first listing has been applied.
-    pub async fn ready(&self) -> View {
-        self.wait_until(|v| v.synced).await
     }
 
     /// Stops the task and waits for it.
@@ -126,7 +146,7 @@ impl<S: Store> Master<S> {
     }
 }
 
-impl<S> Drop for Master<S> {
+impl Drop for Master {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();

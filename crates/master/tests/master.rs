@@ -33,7 +33,7 @@ fn info(name: &str) -> MemberInfo {
     MemberInfo::new(name, format!("{name}:80"))
 }
 
-async fn join(cluster: &MemCluster, name: &str, incarnation: u64) -> (Worker<MemStore>, MemStore) {
+async fn join(cluster: &MemCluster, name: &str, incarnation: u64) -> (Worker, MemStore) {
     let store = cluster.client();
     let worker = Worker::register(store.clone(), info(name), worker_config(incarnation))
         .await
@@ -41,9 +41,9 @@ async fn join(cluster: &MemCluster, name: &str, incarnation: u64) -> (Worker<Mem
     (worker, store)
 }
 
-async fn wait(master: &Master<MemStore>, what: &str, pred: impl FnMut(&View) -> bool) -> View {
+async fn wait(master: &Master, what: &str, pred: impl FnMut(&View) -> bool) -> View {
     match tokio::time::timeout(DEADLINE, master.wait_until(pred)).await {
-        Ok(view) => view,
+        Ok(view) => view.expect("the master stopped"),
         Err(_) => panic!("master never saw {what}; view: {:#?}", master.view()),
     }
 }
@@ -52,8 +52,8 @@ async fn wait(master: &Master<MemStore>, what: &str, pred: impl FnMut(&View) -> 
 async fn until(events: &mut Subscription, kind: TransitionKind, name: &str) -> Vec<Transition> {
     let mut got = Vec::new();
     loop {
-        match tokio::time::timeout(DEADLINE, events.next()).await {
-            Ok(Some(t)) => {
+        match tokio::time::timeout(DEADLINE, events.next_transition()).await {
+            Ok(Ok(Some(t))) => {
                 let done = t.kind == kind && t.member.name() == name;
                 got.push(t);
                 if done {
@@ -104,7 +104,7 @@ async fn members_present_before_the_master_starts_are_listed_and_announced() {
             (TransitionKind::Joined, "b".into())
         ]
     );
-    let view = master.ready().await;
+    let view = master.ready().await.expect("the master stopped");
     assert_eq!(
         states(&view),
         vec![
@@ -120,7 +120,7 @@ async fn the_whole_lifecycle_is_reported_with_revisions() {
     let cluster = MemCluster::new();
     let master = Master::start(cluster.client(), master_config(1)).unwrap();
     let mut events = master.subscribe();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
 
     let (a, a_store) = join(&cluster, "a", 1).await;
     let t = until(&mut events, TransitionKind::Joined, "a").await;
@@ -175,7 +175,7 @@ async fn a_dropped_watch_resumes_without_losing_or_repeating_events() {
     let master_store = cluster.client();
     let master = Master::start(master_store.clone(), master_config(1)).unwrap();
     let mut events = master.subscribe();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let (_a, _) = join(&cluster, "a", 1).await;
     until(&mut events, TransitionKind::Joined, "a").await;
 
@@ -209,7 +209,7 @@ async fn after_compaction_it_lists_again_and_explains_the_difference() {
     let master_store = cluster.client();
     let master = Master::start(master_store.clone(), master_config(1)).unwrap();
     let mut events = master.subscribe();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let (a, _) = join(&cluster, "a", 1).await;
     let (b, _) = join(&cluster, "b", 2).await;
     let (c, _) = join(&cluster, "c", 3).await;
@@ -287,7 +287,7 @@ async fn a_restarted_master_rebuilds_the_same_view() {
     master.shutdown().await;
 
     let again = Master::start(cluster.client(), master_config(1)).unwrap();
-    let after = again.ready().await;
+    let after = again.ready().await.expect("the master stopped");
     assert_eq!(states(&after), states(&before));
     assert_eq!(after.get("b").unwrap().incarnation, Incarnation(2));
 }
@@ -297,7 +297,7 @@ async fn malformed_values_are_skipped_and_counted_while_the_master_keeps_working
     let cluster = MemCluster::new();
     let master = Master::start(cluster.client(), master_config(1)).unwrap();
     let mut events = master.subscribe();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let ks = Keyspace::new(PREFIX).unwrap();
     let other = cluster.client();
     other
@@ -319,7 +319,7 @@ async fn malformed_values_are_skipped_and_counted_while_the_master_keeps_working
 async fn a_subscription_joins_its_snapshot_without_gap_or_overlap() {
     let cluster = MemCluster::new();
     let master = Master::start(cluster.client(), master_config(1)).unwrap();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let (_a, _) = join(&cluster, "a", 1).await;
     wait(&master, "a alive", |v| {
         v.state_of("a") == Some(MemberState::Alive)
@@ -386,7 +386,7 @@ async fn a_store_replaced_by_an_empty_one_is_noticed_and_the_view_rebuilt() {
     );
     assert_eq!(states(&view), truth(&cluster.client()).await);
     // Healthy workers were never reported missing: no Left, Suspect or Failed for a or b.
-    while let Some(t) = events.try_next() {
+    while let Some(t) = events.try_next_transition().expect("the subscriber lagged") {
         if t.member.name() != "c" {
             assert!(
                 !matches!(
@@ -410,7 +410,7 @@ async fn a_hung_store_makes_the_master_unhealthy_and_it_catches_up_afterwards() 
     let master_store = cluster.client();
     let master = Master::start(master_store.clone(), master_config(1)).unwrap();
     let mut events = master.subscribe();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     cluster.hang(master_store.id());
     let (_a, _) = join(&cluster, "a", 1).await;
     let health = tokio::time::timeout(
@@ -418,7 +418,8 @@ async fn a_hung_store_makes_the_master_unhealthy_and_it_catches_up_afterwards() 
         master.wait_until_health(|h| !h.watching && h.unhealthy_since.is_some()),
     )
     .await
-    .expect("the master never noticed the hung store");
+    .expect("the master never noticed the hung store")
+    .expect("the master stopped");
     assert!(
         health
             .last_error
@@ -496,7 +497,7 @@ async fn a_silently_stuck_watch_is_noticed_and_reopened() {
     let master =
         Master::start(store, master_config(1).stall_check(Duration::from_secs(5))).unwrap();
     let mut events = master.subscribe();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let (_a, _) = join(&cluster, "a", 1).await;
     let got = until(&mut events, TransitionKind::Joined, "a").await;
     assert_eq!(summary(&got), vec![(TransitionKind::Joined, "a".into())]);

@@ -41,7 +41,13 @@ pub enum Status {
     },
     /// Left the group gracefully.
     Left,
-    /// Stopped for good with an error.
+    /// A registration was refused in a way retrying the same request cannot fix (the name
+    /// was taken over by another live process with `OnDuplicate::Fail`, a value over the
+    /// store's limit, a request the store rejects), or the first registration ran out of
+    /// `register_timeout`. During [`Worker::register`](crate::Worker::register) this ends the
+    /// call with the error. Later, when the name was taken over, the worker stops for good
+    /// (its handle's calls return `Error::Stopped`); for the other causes it tries again every
+    /// `retry_max` (an operator may fix the cause) and reports `Reregistered` if that works.
     Failed {
         /// What went wrong.
         error: String,

@@ -308,7 +308,7 @@ impl<S: Store> Core<S> {
             return Err(Refused::Transient(Error::Store {
                 during: "registering",
                 source: muster_core::Error::Unavailable {
-                    backend: "store",
+                    backend: "muster",
                     message: "the liveness key changed during registration; retrying".into(),
                 },
             }));
@@ -324,7 +324,13 @@ impl<S: Store> Core<S> {
                 if self.lease.is_some() {
                     Ok(())
                 } else {
-                    Err(Refused::Transient(Error::Stopped))
+                    // The adopted lease vanished under us: register again on a new one.
+                    Err(Refused::Transient(Error::Store {
+                        during: "adopting the lease of this process's earlier registration",
+                        source: muster_core::Error::LeaseNotFound {
+                            lease: holder.lease,
+                        },
+                    }))
                 }
             }
             Ok(live) => Err(Refused::Duplicate(live.incarnation)),
@@ -483,17 +489,10 @@ impl<S: Store> Core<S> {
     }
 }
 
-/// Sorts a failed call into "retry" or "give up".
+/// Sorts a failed call into "retry" or "give up", by [`muster_core::Error::is_retryable`].
 fn classify(error: Error) -> Refused {
     match &error {
-        Error::Store {
-            source:
-                muster_core::Error::ValueTooLarge { .. }
-                | muster_core::Error::InvalidName { .. }
-                | muster_core::Error::InvalidPrefix { .. }
-                | muster_core::Error::Rejected { .. },
-            ..
-        } => Refused::Fatal(error),
+        Error::Store { source, .. } if !source.is_retryable() => Refused::Fatal(error),
         _ => Refused::Transient(error),
     }
 }

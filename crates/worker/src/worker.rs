@@ -1,6 +1,5 @@
 //! The [`Worker`] handle.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use muster_core::{validate_name, Incarnation, Keyspace, MemberInfo, Store};
@@ -17,8 +16,11 @@ use crate::task::{Command, Core};
 /// Dropping a `Worker` leaves the group gracefully in the background (the task deletes both
 /// keys and revokes the lease); [`leave`](Worker::leave) does the same and waits for it.
 /// [`abandon`](Worker::abandon) stops without leaving, as a crash would.
+///
+/// The handle does not name the store: [`register`](Worker::register) is generic over any
+/// [`Store`], the handle is one plain type.
 #[derive(Debug)]
-pub struct Worker<S> {
+pub struct Worker {
     /// The member's name (fixed for the worker's life).
     name: String,
     /// This process's incarnation.
@@ -29,17 +31,19 @@ pub struct Worker<S> {
     status: watch::Receiver<Status>,
     /// The background task, aborted by `abandon`.
     task: JoinHandle<()>,
-    /// The worker is tied to its store type, though the handle does not touch the store.
-    _store: PhantomData<fn() -> S>,
 }
 
-impl<S: Store> Worker<S> {
+impl Worker {
     /// Registers `info` under `config.prefix` and starts keeping it alive.
     ///
     /// Returns once the member is registered. Fails at once on an invalid name or prefix, and
     /// on a name held by another live process (unless [`OnDuplicate::Wait`](crate::OnDuplicate::Wait));
     /// retries an unreachable store with backoff for up to `config.register_timeout`.
-    pub async fn register(store: S, info: MemberInfo, config: WorkerConfig) -> Result<Self, Error> {
+    pub async fn register<S: Store>(
+        store: S,
+        info: MemberInfo,
+        config: WorkerConfig,
+    ) -> Result<Self, Error> {
         let keyspace = Keyspace::new(config.prefix.clone()).map_err(Error::Invalid)?;
         validate_name(&info.name).map_err(Error::Invalid)?;
         let incarnation = config.incarnation.unwrap_or_else(random_incarnation);
@@ -62,7 +66,6 @@ impl<S: Store> Worker<S> {
             commands,
             status,
             task,
-            _store: PhantomData,
         })
     }
 

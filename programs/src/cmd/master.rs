@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use muster_core::{MemberState, Transition, TransitionKind};
-use muster_etcd_backend::EtcdStore;
-use muster_master::{Master, MasterConfig, Subscription};
+use muster_master::{Event, Master, MasterConfig, Subscription};
 
 use crate::cli::{parse_duration, parse_name, parse_prefix, CommonArgs};
 use crate::connect::connect;
@@ -196,7 +195,7 @@ async fn watch(args: &MasterArgs, prefix: String) -> Result<u8, Fatal> {
     let store_metrics = StoreMetrics::new();
     let reap_after = (!args.watch.no_reap).then_some(args.watch.reap_after);
     let config = MasterConfig::new(prefix.clone()).reap_after(reap_after);
-    let master: Arc<Master<TimedStore<EtcdStore>>> = Arc::new(
+    let master = Arc::new(
         Master::start(TimedStore::new(store, store_metrics.clone()), config)
             .map_err(|e| Fatal::usage(e.to_string()))?,
     );
@@ -210,7 +209,7 @@ async fn watch(args: &MasterArgs, prefix: String) -> Result<u8, Fatal> {
             args.watch.events_buffer,
             feed.snapshot.revision,
         ));
-        tokio::spawn(events.clone().follow(feed));
+        tokio::spawn(events.clone().follow(master.clone(), feed));
         let group: Arc<dyn Group> = master.clone();
         let api = Api {
             group: group.clone(),
@@ -266,7 +265,7 @@ async fn watch(args: &MasterArgs, prefix: String) -> Result<u8, Fatal> {
 
 /// Prints the group until stdout closes or the master stops.
 async fn printer(
-    master: Arc<Master<TimedStore<EtcdStore>>>,
+    master: Arc<Master>,
     mut subscription: Subscription,
     output: Output,
     prefix: String,
@@ -286,65 +285,79 @@ async fn printer(
 }
 
 /// JSON lines: every transition since start (the first listing's `joined` lines describe
-/// the initial group), and one `synced` line after those.
-async fn print_json(
-    master: &Master<TimedStore<EtcdStore>>,
-    subscription: &mut Subscription,
-) -> std::io::Result<()> {
-    let ready = master.ready();
-    tokio::pin!(ready);
+/// the initial group), and one `synced` line after those. A reader too slow to keep up gets
+/// a `lagged` line, then the group again as `joined` / `suspect` lines and a `synced` line.
+async fn print_json(master: &Master, subscription: &mut Subscription) -> std::io::Result<()> {
     let mut synced = false;
     if subscription.snapshot.synced {
-        // The first listing beat the subscription: print what it emitted (absent to alive:
-        // joined; absent to suspect: joined, suspect), from the snapshot.
-        let snapshot = subscription.snapshot.clone();
-        for member in snapshot.members.values() {
-            let mut kinds = vec![TransitionKind::Joined];
-            if member.state == MemberState::Suspect {
-                kinds.push(TransitionKind::Suspect);
-            }
-            for kind in kinds {
-                let t = Transition {
-                    kind,
-                    member: member.clone(),
-                    revision: member.since,
-                    at: std::time::Instant::now(),
-                };
-                print_line(&serde_json::to_string(&EventJson::from(&t)).expect("serializes"))?;
-            }
-        }
-        let marker = SyncedJson {
-            kind: "synced".into(),
-            revision: snapshot.revision,
-            members: snapshot.members.len(),
-        };
-        print_line(&serde_json::to_string(&marker).expect("serializes"))?;
+        // The first listing beat the subscription: print what it emitted from the snapshot.
+        print_snapshot(&subscription.snapshot)?;
         synced = true;
     }
-    loop {
-        tokio::select! {
-            biased;
-            view = &mut ready, if !synced => {
-                // The first listing's transitions were queued before the view was marked
-                // synced: print them, then the marker.
-                while let Some(t) = subscription.try_next() {
-                    print_line(&serde_json::to_string(&EventJson::from(&t)).expect("serializes"))?;
-                }
-                let marker = SyncedJson { kind: "synced".into(), revision: view.revision, members: view.members.len() };
-                print_line(&serde_json::to_string(&marker).expect("serializes"))?;
+    while let Some(event) = subscription.next().await {
+        match event {
+            Event::Transition { transition, .. } => print_event(&transition)?,
+            Event::Synced { revision, members } if !synced => {
+                print_json_line(&SyncedJson {
+                    kind: "synced".into(),
+                    revision,
+                    members,
+                })?;
                 synced = true;
             }
-            t = subscription.next() => match t {
-                Some(t) => print_line(&serde_json::to_string(&EventJson::from(&t)).expect("serializes"))?,
-                None => return Ok(()),
-            },
+            Event::Synced { .. } => {}
+            Event::Lagged { missed } => {
+                tracing::warn!(
+                    missed,
+                    "stdout is too slow to keep up; printing the group again"
+                );
+                print_json_line(&serde_json::json!({ "kind": "lagged", "missed": missed }))?;
+                *subscription = master.subscribe();
+                print_snapshot(&subscription.snapshot)?;
+                synced = true;
+            }
+            _ => {}
         }
     }
+    Ok(())
+}
+
+/// A view as the transitions that explain it from nothing (absent to alive: `joined`;
+/// absent to suspect: `joined`, `suspect`), then the `synced` marker.
+fn print_snapshot(view: &muster_master::View) -> std::io::Result<()> {
+    for member in view.members.values() {
+        let mut kinds = vec![TransitionKind::Joined];
+        if member.state == MemberState::Suspect {
+            kinds.push(TransitionKind::Suspect);
+        }
+        for kind in kinds {
+            print_event(&Transition {
+                kind,
+                member: member.clone(),
+                revision: member.since,
+                at: std::time::Instant::now(),
+            })?;
+        }
+    }
+    print_json_line(&SyncedJson {
+        kind: "synced".into(),
+        revision: view.revision,
+        members: view.members.len(),
+    })
+}
+
+fn print_event(t: &Transition) -> std::io::Result<()> {
+    print_json_line(&EventJson::from(t))
+}
+
+fn print_json_line(value: &impl serde::Serialize) -> std::io::Result<()> {
+    print_line(&serde_json::to_string(value).expect("muster's JSON types always serialize"))
 }
 
 /// A table of the group once synced, then one line per transition.
-async fn print_table(master: &Master<TimedStore<EtcdStore>>, prefix: &str) -> std::io::Result<()> {
-    master.ready().await;
+async fn print_table(master: &Master, prefix: &str) -> std::io::Result<()> {
+    let stopped = || std::io::Error::other("the master stopped");
+    master.ready().await.map_err(|_| stopped())?;
     let mut subscription = master.subscribe();
     let view = &subscription.snapshot;
     print(&render::members_table(view, prefix))?;
@@ -352,8 +365,20 @@ async fn print_table(master: &Master<TimedStore<EtcdStore>>, prefix: &str) -> st
         "-- watching {prefix} from revision {}; changes follow (ctrl-c to stop)",
         view.revision
     ))?;
-    while let Some(t) = subscription.next().await {
-        print_line(&render::transition_line(&t))?;
+    while let Some(event) = subscription.next().await {
+        match event {
+            Event::Transition { transition, .. } => {
+                print_line(&render::transition_line(&transition))?
+            }
+            Event::Lagged { missed } => {
+                print_line(&format!(
+                    "-- this terminal fell {missed} changes behind; the group now:"
+                ))?;
+                subscription = master.subscribe();
+                print(&render::members_table(&subscription.snapshot, prefix))?;
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -372,18 +397,24 @@ fn print_line(line: &str) -> std::io::Result<()> {
 }
 
 /// Logs when the master loses or regains its watch (it keeps retrying on its own).
-async fn log_health(master: Arc<Master<TimedStore<EtcdStore>>>) {
+async fn log_health(master: Arc<Master>) {
     loop {
-        let lost = master
+        let Ok(lost) = master
             .wait_until_health(|h| h.unhealthy_since.is_some())
-            .await;
+            .await
+        else {
+            return;
+        };
         tracing::warn!(
             error = lost.last_error.as_deref().unwrap_or("unknown"),
             "lost the watch on etcd; retrying (the view may be stale meanwhile, see /healthz)"
         );
-        let back = master
+        let Ok(back) = master
             .wait_until_health(|h| h.unhealthy_since.is_none())
-            .await;
+            .await
+        else {
+            return;
+        };
         tracing::warn!(revision = back.revision, "watching etcd again");
     }
 }

@@ -373,7 +373,7 @@ async fn register(
     store: EtcdStore,
     info: MemberInfo,
     config: WorkerConfig,
-) -> Result<Worker<EtcdStore>, Fatal> {
+) -> Result<Worker, Fatal> {
     let prefix = config.prefix.clone();
     let name = info.name.clone();
     let worker = Worker::register(store, info, config).await.map_err(|e| match e {
@@ -387,7 +387,7 @@ async fn register(
     Ok(worker)
 }
 
-async fn leave(worker: Worker<EtcdStore>) -> Result<u8, Fatal> {
+async fn leave(worker: Worker) -> Result<u8, Fatal> {
     let name = worker.name().to_owned();
     worker.leave().await.map_err(|e| leave_error(&name, e))?;
     tracing::info!(member = %name, "left the group");

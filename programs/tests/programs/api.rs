@@ -11,7 +11,7 @@ use futures::StreamExt;
 use muster_core::{
     Incarnation, Member, MemberInfo, MemberState, Revision, Transition, TransitionKind,
 };
-use muster_master::{Health, View};
+use muster_master::{Health, Position, View};
 use muster_programs::events::EventLog;
 use muster_programs::http::{router, Api};
 use muster_programs::metrics::{registry, Group};
@@ -126,6 +126,11 @@ fn json(body: &str) -> Value {
 fn names(body: &str) -> Vec<String> {
     let view: ViewJson = serde_json::from_str(body).unwrap();
     view.members.into_iter().map(|m| m.name).collect()
+}
+
+/// The position the master gives the `index`-th transition of `revision`.
+fn at(revision: Revision, index: i64) -> Position {
+    Position { revision, index }
 }
 
 #[tokio::test]
@@ -311,9 +316,9 @@ fn triple(id: &str, kind: &str, name: &str) -> (String, String, String) {
 async fn events_replay_from_a_revision_and_resume_after_an_id() {
     let (fake, events, router) = setup(100, 10);
     sync(&fake);
-    events.push(&transition("d", TransitionKind::Joined, 11));
-    events.push(&transition("d", TransitionKind::Suspect, 11));
-    events.push(&transition("e", TransitionKind::Joined, 12));
+    events.push(at(11, 0), &transition("d", TransitionKind::Joined, 11));
+    events.push(at(11, 1), &transition("d", TransitionKind::Suspect, 11));
+    events.push(at(12, 0), &transition("e", TransitionKind::Joined, 12));
 
     let all = read_events(&router, "/v1/events?from_revision=11", &[], 3).await;
     assert_eq!(
@@ -341,7 +346,7 @@ async fn events_replay_from_a_revision_and_resume_after_an_id() {
     );
     // Live: what is pushed after the replay was taken follows it, with no gap.
     let stream = open(&router, "/v1/events?from_revision=12", &[]).await;
-    events.push(&transition("f", TransitionKind::Joined, 13));
+    events.push(at(13, 0), &transition("f", TransitionKind::Joined, 13));
     let live = read(stream, 2).await;
     assert_eq!(
         summary(&live),
@@ -354,7 +359,10 @@ async fn events_older_than_the_buffer_are_gone_not_skipped() {
     let (fake, events, router) = setup(2, 10);
     sync(&fake);
     for revision in 11..=13 {
-        events.push(&transition("d", TransitionKind::Updated, revision));
+        events.push(
+            at(revision, 0),
+            &transition("d", TransitionKind::Updated, revision),
+        );
     }
     for uri in ["/v1/events?from_revision=5", "/v1/events?from_revision=11"] {
         let (status, body) = get(&router, uri, &[]).await;

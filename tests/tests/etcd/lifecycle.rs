@@ -21,7 +21,7 @@ async fn every_transition_of_the_lifecycle_is_reported_with_increasing_revisions
     let group = Group::new("lifecycle");
     let master = group.master(Some(REAP)).await;
     let mut events = master.subscribe();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let mut all = Vec::new();
 
     // Join.
@@ -131,9 +131,12 @@ async fn every_transition_of_the_lifecycle_is_reported_with_increasing_revisions
         "transitions come in revision order: {revisions:?}"
     );
     assert!(
-        events.try_next().is_none(),
+        events
+            .try_next_transition()
+            .expect("the subscriber lagged")
+            .is_none(),
         "nothing else happened: {:?}",
-        events.try_next()
+        events.try_next_transition().expect("the subscriber lagged")
     );
     assert_eq!(
         states(&master.view()),
@@ -172,7 +175,7 @@ async fn members_present_before_the_master_starts_are_listed_and_announced() {
         "a record without liveness is announced as joined, then suspect"
     );
     assert_eq!(got[1].member.incarnation, b_inc);
-    let view = master.ready().await;
+    let view = master.ready().await.expect("the master stopped");
     assert_eq!(
         states(&view),
         vec![
@@ -203,7 +206,8 @@ async fn a_restarted_master_rebuilds_the_same_view_including_suspects() {
     let again = group.master(None).await;
     let after = tokio::time::timeout(DEADLINE, again.ready())
         .await
-        .expect("the restarted master lists within the deadline");
+        .expect("the restarted master lists within the deadline")
+        .expect("the master stopped");
     assert_eq!(states(&after), states(&before));
     assert_eq!(
         states(&after),
@@ -325,7 +329,7 @@ async fn malformed_values_are_skipped_and_counted_while_the_master_keeps_working
         .expect("put");
     let master = group.master(None).await;
     let mut events = master.subscribe();
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     assert_eq!(master.health().skipped, 1, "{:?}", master.health());
 
     // ... one after (seen by its watch), and a key under the prefix that is not muster's.

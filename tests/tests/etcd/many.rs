@@ -33,7 +33,7 @@ async fn workers_sharing_a_store_renew_over_its_few_streams_and_stay_alive() {
     .expect("connect");
     let streams_before = keep_alive_streams_opened(&etcd);
 
-    let workers: Vec<Worker<EtcdStore>> = futures::stream::iter(0..300)
+    let workers: Vec<Worker> = futures::stream::iter(0..300)
         .map(|i| {
             let store = shared.clone();
             async move {
@@ -52,7 +52,8 @@ async fn workers_sharing_a_store_renew_over_its_few_streams_and_stay_alive() {
         master.wait_until(|view| view.alive().count() == 300),
     )
     .await
-    .expect("all 300 alive at the master");
+    .expect("all 300 alive at the master")
+    .expect("the master stopped");
 
     // Three renewals per worker: at least two whole TTLs' worth of keep-alives.
     tokio::time::timeout(DEADLINE, async {
@@ -69,7 +70,7 @@ async fn workers_sharing_a_store_renew_over_its_few_streams_and_stay_alive() {
         "300 workers on one store with 4 streams opened {opened} keep-alive streams"
     );
     let mut suspects = Vec::new();
-    while let Some(t) = events.try_next() {
+    while let Some(t) = events.try_next_transition().expect("the subscriber lagged") {
         if t.kind == TransitionKind::Suspect {
             suspects.push(t.member.name().to_string());
         }

@@ -78,7 +78,7 @@ impl Group {
     }
 
     /// Starts a master on its own client.
-    pub async fn master(&self, reap_after: Option<Duration>) -> Master<EtcdStore> {
+    pub async fn master(&self, reap_after: Option<Duration>) -> Master {
         Master::start(self.store().await, self.master_config(reap_after))
             .unwrap_or_else(|err| panic!("start a master on {}: {err}", self.prefix))
     }
@@ -89,7 +89,7 @@ impl Group {
     }
 
     /// Registers `info` from a new client, as a new process would.
-    pub async fn join(&self, info: MemberInfo) -> Worker<EtcdStore> {
+    pub async fn join(&self, info: MemberInfo) -> Worker {
         let name = info.name.clone();
         Worker::register(self.store().await, info, self.worker_config())
             .await
@@ -115,13 +115,9 @@ pub fn info(name: &str) -> MemberInfo {
 }
 
 /// Waits (with [`DEADLINE`]) until the master's view satisfies `pred`.
-pub async fn wait<S: Store>(
-    master: &Master<S>,
-    what: &str,
-    pred: impl FnMut(&View) -> bool,
-) -> View {
+pub async fn wait(master: &Master, what: &str, pred: impl FnMut(&View) -> bool) -> View {
     match tokio::time::timeout(DEADLINE, master.wait_until(pred)).await {
-        Ok(view) => view,
+        Ok(view) => view.expect("the master stopped"),
         Err(_) => panic!(
             "the master never saw {what} within {DEADLINE:?}; view: {:#?}\nhealth: {:#?}",
             master.view(),
@@ -135,15 +131,16 @@ pub async fn wait<S: Store>(
 pub async fn until(events: &mut Subscription, kind: TransitionKind, name: &str) -> Vec<Transition> {
     let mut got = Vec::new();
     loop {
-        match tokio::time::timeout(DEADLINE, events.next()).await {
-            Ok(Some(t)) => {
+        match tokio::time::timeout(DEADLINE, events.next_transition()).await {
+            Ok(Ok(Some(t))) => {
                 let done = t.kind == kind && t.member.name() == name;
                 got.push(t);
                 if done {
                     return got;
                 }
             }
-            Ok(None) => panic!("the master stopped before {kind} for {name}; got {got:#?}"),
+            Ok(Ok(None)) => panic!("the master stopped before {kind} for {name}; got {got:#?}"),
+            Ok(Err(lagged)) => panic!("{lagged} (waiting for {kind} for {name})"),
             Err(_) => panic!(
                 "no {kind} for {name} within {DEADLINE:?}; got {:?}",
                 summary(&got)
@@ -169,7 +166,7 @@ pub fn states(view: &View) -> Vec<(String, MemberState)> {
 
 /// Waits (with [`DEADLINE`]) until the worker's status satisfies `pred`; returns it.
 pub async fn status_until(
-    worker: &Worker<EtcdStore>,
+    worker: &Worker,
     what: &str,
     pred: impl FnMut(&Status) -> bool,
 ) -> Status {
@@ -177,7 +174,7 @@ pub async fn status_until(
 }
 
 /// The lease of a registered worker, from its status.
-pub fn lease_of(worker: &Worker<EtcdStore>) -> muster_core::LeaseId {
+pub fn lease_of(worker: &Worker) -> muster_core::LeaseId {
     match &*worker.status().borrow() {
         Status::Registered { lease, .. } | Status::Reregistered { lease, .. } => *lease,
         other => panic!("worker {} is not registered: {other:?}", worker.name()),

@@ -37,7 +37,7 @@ async fn losing_the_leader_costs_no_lease_and_no_event_and_a_lost_quorum_is_repo
     let cluster = Cluster::start().await?;
     let store = connect(cluster.config()).await;
     let master = Master::start(connect(cluster.config()).await, master_config(PREFIX))?;
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let mut log = Recorder::attach(&master);
     let config = worker_config(PREFIX, TTL);
     let mut workers = Vec::new();

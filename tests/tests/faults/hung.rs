@@ -57,7 +57,7 @@ async fn a_hung_etcd_makes_clients_back_off_and_converge_when_it_thaws() -> Outc
     let store = connect(config.clone()).await;
     let master_config = master_config(PREFIX);
     let master = Master::start(connect(config.clone()).await, master_config.clone())?;
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let mut log = Recorder::attach(&master);
     let worker_config = WorkerConfig {
         keep_alive_every: Some(KEEP_ALIVE_EVERY),

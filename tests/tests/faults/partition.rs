@@ -32,7 +32,7 @@ async fn a_worker_partitioned_longer_than_its_ttl_is_suspect_then_recovered_with
     let node = etcd.nodes()[0];
     let store = connect(etcd.config()).await;
     let master = Master::start(connect(etcd.config()).await, master_config(PREFIX))?;
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let mut log = Recorder::attach(&master);
 
     let link = Proxy::start(&etcd.endpoint(node)).await?;

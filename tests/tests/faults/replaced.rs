@@ -33,7 +33,7 @@ async fn etcd_replaced_by_an_empty_one_is_noticed_and_the_view_rebuilt() -> Outc
         connect(etcd.config()).await,
         master_config(PREFIX).store_replaced_grace(GRACE),
     )?;
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let mut workers = Vec::new();
     for name in ["a", "b", "c"] {
         let own = connect(etcd.config()).await;

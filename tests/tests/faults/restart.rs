@@ -30,7 +30,7 @@ async fn etcd_restarted_with_its_data_loses_nothing_and_duplicates_nothing() -> 
     let node = etcd.nodes()[0];
     let store = connect(etcd.config()).await;
     let master = Master::start(connect(etcd.config()).await, master_config(PREFIX))?;
-    master.ready().await;
+    master.ready().await.expect("the master stopped");
     let mut log = Recorder::attach(&master);
 
     // Five workers, each on its own client as separate processes would be.

@@ -44,7 +44,7 @@ enum Slot {
     /// No process holds it.
     Empty,
     /// A live worker.
-    Running(Worker<EtcdStore>),
+    Running(Worker),
     /// Its process crashed; its liveness may still be held until the lease expires.
     Crashed,
 }
@@ -185,7 +185,7 @@ async fn churn(drivers: Vec<Driver>, store: &EtcdStore, phase: Duration) -> Vec<
 async fn churn_with_a_leader_kill_leaves_every_master_exact() -> Outcome {
     let cluster = Cluster::start().await?;
     let store = connect(cluster.config()).await;
-    let masters: Vec<Master<EtcdStore>> = vec![
+    let masters: Vec<Master> = vec![
         Master::start(
             connect(cluster.config()).await,
             master_config(PREFIX).reap_after(Some(REAP_AFTER)).seed(1),
@@ -196,7 +196,7 @@ async fn churn_with_a_leader_kill_leaves_every_master_exact() -> Outcome {
         )?,
     ];
     for master in &masters {
-        master.ready().await;
+        master.ready().await.expect("the master stopped");
     }
     let mut logs: Vec<Recorder> = masters.iter().map(Recorder::attach).collect();
     // Every worker on one shared client.

@@ -54,7 +54,7 @@ pub fn info(name: &str) -> MemberInfo {
 }
 
 /// Registers `info` on `store`.
-pub async fn join<S: Store>(store: S, info: MemberInfo, config: WorkerConfig) -> Worker<S> {
+pub async fn join<S: Store>(store: S, info: MemberInfo, config: WorkerConfig) -> Worker {
     let name = info.name.clone();
     Worker::register(store, info, config)
         .await
@@ -62,13 +62,9 @@ pub async fn join<S: Store>(store: S, info: MemberInfo, config: WorkerConfig) ->
 }
 
 /// Waits until the master's view satisfies `pred`; returns that view.
-pub async fn view_until<S: Store>(
-    master: &Master<S>,
-    what: &str,
-    pred: impl FnMut(&View) -> bool,
-) -> View {
+pub async fn view_until(master: &Master, what: &str, pred: impl FnMut(&View) -> bool) -> View {
     match tokio::time::timeout(DEADLINE, master.wait_until(pred)).await {
-        Ok(view) => view,
+        Ok(view) => view.expect("the master stopped"),
         Err(_) => panic!(
             "the master never saw {what} within {DEADLINE:?}; view: {:#?}\nhealth: {:#?}",
             master.view(),
@@ -78,13 +74,13 @@ pub async fn view_until<S: Store>(
 }
 
 /// Waits until the master's health report satisfies `pred`; returns that report.
-pub async fn health_until<S: Store>(
-    master: &Master<S>,
+pub async fn health_until(
+    master: &Master,
     what: &str,
     pred: impl FnMut(&Health) -> bool,
 ) -> Health {
     match tokio::time::timeout(DEADLINE, master.wait_until_health(pred)).await {
-        Ok(health) => health,
+        Ok(health) => health.expect("the master stopped"),
         Err(_) => panic!(
             "the master's health never showed {what} within {DEADLINE:?}: {:#?}",
             master.health()
@@ -93,8 +89,8 @@ pub async fn health_until<S: Store>(
 }
 
 /// Waits (with [`DEADLINE`]) until the worker's status satisfies `pred`; returns it.
-pub async fn status_until<S: Store>(
-    worker: &Worker<S>,
+pub async fn status_until(
+    worker: &Worker,
     what: &str,
     pred: impl FnMut(&Status) -> bool,
 ) -> Status {
@@ -102,7 +98,7 @@ pub async fn status_until<S: Store>(
 }
 
 /// The lease of a registered worker, from its status.
-pub fn lease_of<S: Store>(worker: &Worker<S>) -> muster_core::LeaseId {
+pub fn lease_of(worker: &Worker) -> muster_core::LeaseId {
     match &*worker.status().borrow() {
         Status::Registered { lease, .. } | Status::Reregistered { lease, .. } => *lease,
         other => panic!("worker {} is not registered: {other:?}", worker.name()),
@@ -119,7 +115,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts recording: the master's current view plus every transition after it.
-    pub fn attach<S: Store>(master: &Master<S>) -> Self {
+    pub fn attach(master: &Master) -> Self {
         Recorder {
             events: master.subscribe(),
             log: Vec::new(),
@@ -134,14 +130,15 @@ impl Recorder {
     ) -> Transition {
         let started = self.log.len();
         loop {
-            match tokio::time::timeout(DEADLINE, self.events.next()).await {
-                Ok(Some(t)) => {
+            match tokio::time::timeout(DEADLINE, self.events.next_transition()).await {
+                Ok(Ok(Some(t))) => {
                     self.log.push(t.clone());
                     if pred(&t) {
                         return t;
                     }
                 }
-                Ok(None) => panic!(
+                Ok(Err(lagged)) => panic!("{lagged} (waiting for {what})"),
+                Ok(Ok(None)) => panic!(
                     "the master stopped before {what}; got {:?}",
                     summary(&self.log[started..])
                 ),
@@ -163,11 +160,7 @@ impl Recorder {
 
     /// Waits until the master's view reached `revision`, then takes every transition
     /// published up to there.
-    pub async fn up_to<S: Store>(
-        &mut self,
-        master: &Master<S>,
-        revision: Revision,
-    ) -> &[Transition] {
+    pub async fn up_to(&mut self, master: &Master, revision: Revision) -> &[Transition] {
         view_until(master, &format!("revision {revision}"), |v| {
             v.revision >= revision
         })
@@ -178,7 +171,11 @@ impl Recorder {
     /// Takes every transition already published (call after the view reached a revision,
     /// to have every transition up to it).
     pub fn drain(&mut self) -> &[Transition] {
-        while let Some(t) = self.events.try_next() {
+        while let Some(t) = self
+            .events
+            .try_next_transition()
+            .expect("the subscriber lagged")
+        {
             self.log.push(t);
         }
         &self.log
@@ -365,9 +362,9 @@ pub async fn truth(
 
 /// Waits until the master's view equals a fresh listing taken at the very revision the view
 /// is at (listing again while the group still changes). Returns that revision.
-pub async fn assert_view_is_truth<S: Store>(
+pub async fn assert_view_is_truth(
     who: &str,
-    master: &Master<S>,
+    master: &Master,
     store: &EtcdStore,
     prefix: &str,
 ) -> Result<Revision, muster_core::Error> {
@@ -468,9 +465,9 @@ pub async fn until_gone(store: &EtcdStore, key: &str) -> Result<Revision, muster
 /// A worker that keeps updating its metadata (`cpus` = 1, 2, 3, ...) in the background, so
 /// that a fault always falls between writes. Updates refused during an outage are kept by
 /// the worker and written again by itself.
-pub struct Updater<S> {
+pub struct Updater {
     /// The worker, shared with the task.
-    worker: Arc<Worker<S>>,
+    worker: Arc<Worker>,
     /// Tells the task to stop.
     stop: Arc<AtomicBool>,
     /// Updates written and refused (the store was unreachable) so far.
@@ -479,9 +476,9 @@ pub struct Updater<S> {
     task: tokio::task::JoinHandle<u32>,
 }
 
-impl<S: Store> Updater<S> {
+impl Updater {
     /// Starts updating `worker` every `pace`.
-    pub fn start(worker: Worker<S>, pace: Duration) -> Self {
+    pub fn start(worker: Worker, pace: Duration) -> Self {
         let worker = Arc::new(worker);
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, counts) = watch::channel((0, 0));
@@ -531,7 +528,7 @@ impl<S: Store> Updater<S> {
     }
 
     /// Stops updating; returns the worker and the last `cpus` it was given.
-    pub async fn stop(self) -> (Worker<S>, u32) {
+    pub async fn stop(self) -> (Worker, u32) {
         self.stop.store(true, Ordering::Relaxed);
         let last = self.task.await.expect("the updater task");
         let worker = Arc::into_inner(self.worker).expect("the task is done");

@@ -114,7 +114,7 @@ pub fn info(name: &str, v: u32) -> MemberInfo {
     MemberInfo::new(name, format!("{name}.sim:80")).cpus(v)
 }
 
-type Registration = JoinHandle<Result<Worker<MemStore>, muster_worker::Error>>;
+type Registration = JoinHandle<Result<Worker, muster_worker::Error>>;
 
 /// The current process of a worker name.
 enum Process {
@@ -134,7 +134,7 @@ enum Process {
         started: Instant,
         /// When `info` was last handed to the worker (`started` if never).
         updated: Instant,
-        worker: Worker<MemStore>,
+        worker: Worker,
     },
 }
 
@@ -177,7 +177,7 @@ struct MasterSlot {
     /// The client of every life of this master.
     client: MemStore,
     /// The running master (taken out only while restarting).
-    master: Option<Master<MemStore>>,
+    master: Option<Master>,
     /// Its one subscription, opened right after start.
     subscription: Subscription,
     /// What that subscription received.
@@ -253,12 +253,7 @@ fn master_config(m: usize, life: u32) -> MasterConfig {
         .seed(1000 * (m as u64 + 1) + u64::from(life))
 }
 
-fn start_master(
-    client: &MemStore,
-    m: usize,
-    life: u32,
-    op: usize,
-) -> (Master<MemStore>, Subscription, Life) {
+fn start_master(client: &MemStore, m: usize, life: u32, op: usize) -> (Master, Subscription, Life) {
     let master =
         Master::start(client.clone(), master_config(m, life)).expect("a valid master config");
     let subscription = master.subscribe();
@@ -747,7 +742,11 @@ impl Sim {
         self.drain_history()?;
         let mut lines = Vec::new();
         for ms in &mut self.masters {
-            while let Some(t) = ms.subscription.try_next() {
+            while let Some(t) = ms
+                .subscription
+                .try_next_transition()
+                .expect("the subscriber lagged")
+            {
                 let inferred = if assertions::is_inferred(&t, &self.history) {
                     " (inferred by a relist: no leave at this revision)"
                 } else {
