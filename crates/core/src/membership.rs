@@ -28,7 +28,7 @@
 //! | present | present, record re-created | `Left`/`Failed`, then as from absent |
 //! | any | any, metadata changed | ... then `Updated` |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -275,7 +275,7 @@ struct Derived {
     /// The view: every name with a record.
     members: BTreeMap<String, Member>,
     /// When each suspect member is next due for a reap proposal.
-    reap_due: BTreeMap<String, Instant>,
+    reap_due: ReapQueue,
     /// Whether a resync is being applied (it may have missed revisions).
     resyncing: bool,
 }
@@ -290,7 +290,7 @@ impl Membership {
             derived: Derived {
                 reap_after,
                 members: BTreeMap::new(),
-                reap_due: BTreeMap::new(),
+                reap_due: ReapQueue::default(),
                 resyncing: false,
             },
             bad: BTreeMap::new(),
@@ -484,7 +484,7 @@ impl Membership {
 
     /// When the next reap proposal is due, if any member is `Suspect` and reaping is on.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.derived.reap_due.values().min().copied()
+        self.derived.reap_due.next()
     }
 
     /// Forgets every revision number seen so far, keeping the view: for when the store was
@@ -505,18 +505,18 @@ impl Membership {
     /// if the record is still there by then (the transaction failed or was lost).
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Reap> {
         let now = self.tick(now);
+        let Derived {
+            members, reap_due, ..
+        } = &mut self.derived;
         let mut reaps = Vec::new();
-        for (name, due) in self.derived.reap_due.iter_mut() {
-            if *due <= now {
-                if let Some(member) = self.derived.members.get(name) {
-                    reaps.push(Reap {
-                        name: name.clone(),
-                        record_revision: member.record_revision,
-                    });
-                }
-                *due = now + self.reap_retry;
+        reap_due.take_due(now, self.reap_retry, |name| {
+            if let Some(member) = members.get(name) {
+                reaps.push(Reap {
+                    name: name.to_owned(),
+                    record_revision: member.record_revision,
+                });
             }
-        }
+        });
         reaps
     }
 
@@ -699,15 +699,13 @@ impl Derived {
             live_created,
         });
         match (after.suspect_since, self.reap_after) {
-            (Some(since), Some(reap_after)) => match self.reap_due.get_mut(name) {
+            (Some(since), Some(reap_after)) => {
                 // A reap clock that carried over keeps its deadline (which a failed
                 // proposal may have pushed back); a new suspicion starts its own.
-                Some(_) if kept_suspicion.is_some() => {}
-                Some(due) => *due = since + reap_after,
-                None => {
-                    self.reap_due.insert(name.to_owned(), since + reap_after);
+                if kept_suspicion.is_none() || !self.reap_due.contains(name) {
+                    self.reap_due.set(name, since + reap_after);
                 }
-            },
+            }
             _ => {
                 self.reap_due.remove(name);
             }
@@ -725,6 +723,93 @@ impl Derived {
             }
         }
         forget
+    }
+}
+
+/// The reap deadlines of the suspect members, kept both by name and in deadline order, so
+/// that the next one is found without a scan and a timeout visits only the members due.
+#[derive(Debug, Clone, Default)]
+struct ReapQueue {
+    /// When each member is next due for a reap proposal.
+    by_name: BTreeMap<String, Instant>,
+    /// The same deadlines, earliest first, each with the names due then. No set is empty.
+    by_due: BTreeMap<Instant, BTreeSet<String>>,
+}
+
+impl ReapQueue {
+    /// Whether `name` has a deadline.
+    fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The earliest deadline, if any.
+    fn next(&self) -> Option<Instant> {
+        self.by_due.first_key_value().map(|(&due, _)| due)
+    }
+
+    /// Sets (or moves) `name`'s deadline to `due`.
+    fn set(&mut self, name: &str, due: Instant) {
+        match self.by_name.get_mut(name) {
+            Some(old) if *old == due => return,
+            Some(old) => {
+                let old = std::mem::replace(old, due);
+                self.unqueue(old, name);
+            }
+            None => {
+                self.by_name.insert(name.to_owned(), due);
+            }
+        }
+        self.by_due.entry(due).or_default().insert(name.to_owned());
+    }
+
+    /// Drops `name`'s deadline, if it has one.
+    fn remove(&mut self, name: &str) {
+        if let Some(due) = self.by_name.remove(name) {
+            self.unqueue(due, name);
+        }
+    }
+
+    /// Calls `f` with every name due at `now`, in name order, and moves each one's deadline
+    /// to `now + retry`. Only the names due are visited.
+    fn take_due(&mut self, now: Instant, retry: Duration, mut f: impl FnMut(&str)) {
+        let mut due = BTreeSet::new();
+        while let Some(entry) = self.by_due.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            let names = entry.remove();
+            if due.is_empty() {
+                due = names;
+            } else {
+                due.extend(names);
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        let next = now + retry;
+        for name in &due {
+            f(name);
+            if let Some(at) = self.by_name.get_mut(name.as_str()) {
+                *at = next;
+            }
+        }
+        match self.by_due.get_mut(&next) {
+            Some(names) => names.extend(due),
+            None => {
+                self.by_due.insert(next, due);
+            }
+        }
+    }
+
+    /// Takes `name` out of the set due at `due`.
+    fn unqueue(&mut self, due: Instant, name: &str) {
+        if let Some(names) = self.by_due.get_mut(&due) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_due.remove(&due);
+            }
+        }
     }
 }
 
