@@ -28,7 +28,7 @@
 //! | present | present, record re-created | `Left`/`Failed`, then as from absent |
 //! | any | any, metadata changed | ... then `Updated` |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -275,7 +275,7 @@ struct Derived {
     /// The view: every name with a record.
     members: BTreeMap<String, Member>,
     /// When each suspect member is next due for a reap proposal.
-    reap_due: BTreeMap<String, Instant>,
+    reap_due: ReapQueue,
     /// Whether a resync is being applied (it may have missed revisions).
     resyncing: bool,
 }
@@ -290,7 +290,7 @@ impl Membership {
             derived: Derived {
                 reap_after,
                 members: BTreeMap::new(),
-                reap_due: BTreeMap::new(),
+                reap_due: ReapQueue::default(),
                 resyncing: false,
             },
             bad: BTreeMap::new(),
@@ -484,7 +484,7 @@ impl Membership {
 
     /// When the next reap proposal is due, if any member is `Suspect` and reaping is on.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.derived.reap_due.values().min().copied()
+        self.derived.reap_due.next()
     }
 
     /// Forgets every revision number seen so far, keeping the view: for when the store was
@@ -505,18 +505,18 @@ impl Membership {
     /// if the record is still there by then (the transaction failed or was lost).
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Reap> {
         let now = self.tick(now);
+        let Derived {
+            members, reap_due, ..
+        } = &mut self.derived;
         let mut reaps = Vec::new();
-        for (name, due) in self.derived.reap_due.iter_mut() {
-            if *due <= now {
-                if let Some(member) = self.derived.members.get(name) {
-                    reaps.push(Reap {
-                        name: name.clone(),
-                        record_revision: member.record_revision,
-                    });
-                }
-                *due = now + self.reap_retry;
+        reap_due.take_due(now, self.reap_retry, |name| {
+            if let Some(member) = members.get(name) {
+                reaps.push(Reap {
+                    name: name.to_owned(),
+                    record_revision: member.record_revision,
+                });
             }
-        }
+        });
         reaps
     }
 
@@ -545,173 +545,65 @@ impl Derived {
         now: Instant,
         step: &mut Step,
     ) -> bool {
-        let mut emit = |kind: TransitionKind, member: Member| {
-            step.transitions.push(Transition {
-                kind,
-                member,
-                revision,
-                at: now,
-            })
-        };
         let Some(keys) = keys else {
             // Neither key (a listing without the name): no member.
-            if let Some(member) = self.members.remove(name) {
-                let (kind, member) = gone(member, revision);
-                emit(kind, member);
-                self.reap_due.remove(name);
-                step.changed.push(name.to_owned());
-            }
+            self.remove(name, revision, now, step);
             return false;
         };
-        let slot = self.members.get_mut(name);
         let forget = keys.is_empty();
         let Keys {
             record,
             liveness,
             tracked,
         } = keys;
-        let liveness = liveness.as_ref();
-        // Create revisions are unknown after `forget_revisions`: then only incarnations and
-        // metadata can tell what changed.
-        let recreated = match (&slot, &*record, &*tracked) {
-            (Some(_), Some(r), Some(t)) => t.record_created != r.create_revision,
-            _ => false,
-        };
-        if record.is_none() || recreated {
-            if let Some(member) = &slot {
-                let (kind, member) = gone(Member::clone(member), revision);
-                emit(kind, member);
-            }
-        }
         let Some(record) = record else {
-            if slot.is_some() {
-                self.members.remove(name);
+            if self.remove(name, revision, now, step) {
                 *tracked = None;
-                self.reap_due.remove(name);
-                step.changed.push(name.to_owned());
             }
             return forget;
         };
-        // The member as it was, unless its record was re-created (then it is gone, above).
-        let before = match &slot {
-            Some(member) if !recreated => Some(&**member),
-            _ => None,
+        let slot = self.members.get_mut(name);
+        // The member as it was, unless its record was re-created: then it is gone.
+        let before = match slot.as_deref() {
+            Some(member) if recreated(record, tracked.as_ref()) => {
+                let (kind, member) = gone(member.clone(), revision);
+                emit(step, kind, member, revision, now);
+                None
+            }
+            before => before,
         };
+        let liveness = liveness.as_ref();
         let state = if liveness.is_some() {
             MemberState::Alive
         } else {
             MemberState::Suspect
         };
-        let live_created = liveness.map(|l| l.create_revision);
-        let mut kinds = Kinds::default();
-        match before {
-            None => {
-                kinds.push(TransitionKind::Joined);
-                if state == MemberState::Suspect {
-                    kinds.push(TransitionKind::Suspect);
-                }
-            }
-            Some(b) => {
-                let relived = match &*tracked {
-                    Some(t) => t.live_created != live_created,
-                    None => comeback(b, liveness) == TransitionKind::Restarted,
-                };
-                match (b.state, state) {
-                    (MemberState::Alive, MemberState::Suspect) => {
-                        kinds.push(TransitionKind::Suspect)
-                    }
-                    (MemberState::Suspect, MemberState::Alive) => {
-                        kinds.push(comeback(b, liveness));
-                    }
-                    (MemberState::Suspect, MemberState::Suspect)
-                        if b.incarnation != record.incarnation =>
-                    {
-                        // A new process registered and was lost again in between.
-                        kinds.push(TransitionKind::Restarted);
-                        kinds.push(TransitionKind::Suspect);
-                    }
-                    (MemberState::Alive, MemberState::Alive) if relived => {
-                        // The liveness key was lost and created again in between.
-                        let back = comeback(b, liveness);
-                        if back == TransitionKind::Recovered {
-                            kinds.push(TransitionKind::Suspect);
-                        }
-                        kinds.push(back);
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let mut kinds = state_transitions(before, state, record, liveness, tracked.as_ref());
         let changed_state = !kinds.as_slice().is_empty();
-        if let Some(b) = before {
-            if !Arc::ptr_eq(&b.info, &record.info) {
-                if *b.info == *record.info {
-                    // Rewritten with the same metadata: keep sharing the value the view
-                    // (and any copy of it) already holds.
-                    record.info = Arc::clone(&b.info);
-                } else {
-                    kinds.push(TransitionKind::Updated);
-                }
-            }
+        if metadata_changed(before, record) {
+            kinds.push(TransitionKind::Updated);
         }
-        // Suspicion (and its reap clock) carries over from one observation to the next. In
-        // a resync, which may have missed revisions, only while the record is unchanged: a
-        // rewritten record may mean the member registered again and was lost anew.
-        let kept_suspicion = before
-            .filter(|b| b.state == MemberState::Suspect && state == MemberState::Suspect)
-            .filter(|b| !self.resyncing || b.record_revision == record.mod_revision)
-            .and_then(|b| b.suspect_since);
-        let after = Member {
-            info: Arc::clone(&record.info),
+        let kept_suspicion = kept_suspicion(before, state, record, self.resyncing);
+        let after = member_after(
+            before,
+            record,
             state,
-            incarnation: record.incarnation,
-            record_revision: record.mod_revision,
-            since: match before {
-                Some(b) if !changed_state => b.since,
-                _ => revision,
-            },
-            suspect_since: match state {
-                MemberState::Suspect => Some(kept_suspicion.unwrap_or(now)),
-                _ => None,
-            },
-        };
-        for &kind in kinds.as_slice() {
-            if kind == TransitionKind::Restarted && state == MemberState::Suspect {
-                // The first half of a Restarted-then-Suspect pair found by a resync: the new
-                // process was alive in between.
-                let mut back = after.clone();
-                back.state = MemberState::Alive;
-                back.suspect_since = None;
-                emit(kind, back);
-            } else if kind == TransitionKind::Suspect && state == MemberState::Alive {
-                // The first half of a Suspect-then-Recovered pair found by a resync: the
-                // member was suspect in between, so say so.
-                let mut lost = after.clone();
-                lost.state = MemberState::Suspect;
-                lost.suspect_since = Some(now);
-                emit(kind, lost);
-            } else {
-                emit(kind, after.clone());
-            }
-        }
+            changed_state,
+            kept_suspicion,
+            revision,
+            now,
+        );
+        emit_kinds(step, &kinds, &after, revision, now);
         *tracked = Some(Tracked {
             record_created: record.create_revision,
-            live_created,
+            live_created: liveness.map(|l| l.create_revision),
         });
-        match (after.suspect_since, self.reap_after) {
-            (Some(since), Some(reap_after)) => match self.reap_due.get_mut(name) {
-                // A reap clock that carried over keeps its deadline (which a failed
-                // proposal may have pushed back); a new suspicion starts its own.
-                Some(_) if kept_suspicion.is_some() => {}
-                Some(due) => *due = since + reap_after,
-                None => {
-                    self.reap_due.insert(name.to_owned(), since + reap_after);
-                }
-            },
-            _ => {
-                self.reap_due.remove(name);
-            }
-        }
+        self.reap_due.follow(
+            name,
+            after.suspect_since,
+            kept_suspicion.is_some(),
+            self.reap_after,
+        );
         match slot {
             Some(member) => {
                 if *member != after {
@@ -725,6 +617,274 @@ impl Derived {
             }
         }
         forget
+    }
+
+    /// Takes `name` out of the view, if it is there, because it has no record any more: emits
+    /// its `Left` (it was `Alive`) or `Failed` (it was `Suspect`), drops its reap deadline and
+    /// notes the change. Returns whether it was a member.
+    fn remove(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) -> bool {
+        let Some(member) = self.members.remove(name) else {
+            return false;
+        };
+        let (kind, member) = gone(member, revision);
+        emit(step, kind, member, revision, now);
+        self.reap_due.remove(name);
+        step.changed.push(name.to_owned());
+        true
+    }
+}
+
+/// Notes one transition, caused by `revision` and observed at `now`.
+fn emit(step: &mut Step, kind: TransitionKind, member: Member, revision: Revision, now: Instant) {
+    step.transitions.push(Transition {
+        kind,
+        member,
+        revision,
+        at: now,
+    })
+}
+
+/// Whether the record of a member was deleted and created again since it was last seen (its
+/// create revision moved). Unknown, so `false`, after `forget_revisions`: then only
+/// incarnations and metadata can tell what changed.
+fn recreated(record: &RecordKey, tracked: Option<&Tracked>) -> bool {
+    tracked.is_some_and(|t| t.record_created != record.create_revision)
+}
+
+/// Decides the state transitions from `before` (`None`: no member, or one whose record was
+/// re-created) to `state`, what the keys say now: `Joined` (then `Suspect` if it has no
+/// liveness), `Suspect`, `Recovered` or `Restarted`, or the pair that explains a loss and a
+/// comeback (or a new process and its loss) in between two observations.
+fn state_transitions(
+    before: Option<&Member>,
+    state: MemberState,
+    record: &RecordKey,
+    liveness: Option<&LivenessKey>,
+    tracked: Option<&Tracked>,
+) -> Kinds {
+    let mut kinds = Kinds::default();
+    let Some(b) = before else {
+        kinds.push(TransitionKind::Joined);
+        if state == MemberState::Suspect {
+            kinds.push(TransitionKind::Suspect);
+        }
+        return kinds;
+    };
+    let relived = match tracked {
+        Some(t) => t.live_created != liveness.map(|l| l.create_revision),
+        None => comeback(b, liveness) == TransitionKind::Restarted,
+    };
+    match (b.state, state) {
+        (MemberState::Alive, MemberState::Suspect) => kinds.push(TransitionKind::Suspect),
+        (MemberState::Suspect, MemberState::Alive) => {
+            kinds.push(comeback(b, liveness));
+        }
+        (MemberState::Suspect, MemberState::Suspect) if b.incarnation != record.incarnation => {
+            // A new process registered and was lost again in between.
+            kinds.push(TransitionKind::Restarted);
+            kinds.push(TransitionKind::Suspect);
+        }
+        (MemberState::Alive, MemberState::Alive) if relived => {
+            // The liveness key was lost and created again in between.
+            let back = comeback(b, liveness);
+            if back == TransitionKind::Recovered {
+                kinds.push(TransitionKind::Suspect);
+            }
+            kinds.push(back);
+        }
+        _ => {}
+    }
+    kinds
+}
+
+/// Decides whether the metadata changed since `before` (an `Updated`). A record rewritten with
+/// the same metadata is made to share the value the view (and any copy of it) already holds.
+fn metadata_changed(before: Option<&Member>, record: &mut RecordKey) -> bool {
+    let Some(b) = before else {
+        return false;
+    };
+    if Arc::ptr_eq(&b.info, &record.info) {
+        return false;
+    }
+    if *b.info == *record.info {
+        record.info = Arc::clone(&b.info);
+        return false;
+    }
+    true
+}
+
+/// Decides whether suspicion (and its reap clock) carries over from `before`, and if so
+/// returns when it started: the member was and still is `Suspect`, and, in a resync (which
+/// may have missed revisions), its record is unchanged, since a rewritten record may mean the
+/// member registered again and was lost anew.
+fn kept_suspicion(
+    before: Option<&Member>,
+    state: MemberState,
+    record: &RecordKey,
+    resyncing: bool,
+) -> Option<Instant> {
+    before
+        .filter(|b| b.state == MemberState::Suspect && state == MemberState::Suspect)
+        .filter(|b| !resyncing || b.record_revision == record.mod_revision)
+        .and_then(|b| b.suspect_since)
+}
+
+/// Decides the member as it is now: its state change (if any, `changed_state`) dates from
+/// `revision`, and a `Suspect` member is suspect since the suspicion it kept, or from `now`.
+fn member_after(
+    before: Option<&Member>,
+    record: &RecordKey,
+    state: MemberState,
+    changed_state: bool,
+    kept_suspicion: Option<Instant>,
+    revision: Revision,
+    now: Instant,
+) -> Member {
+    Member {
+        info: Arc::clone(&record.info),
+        state,
+        incarnation: record.incarnation,
+        record_revision: record.mod_revision,
+        since: match before {
+            Some(b) if !changed_state => b.since,
+            _ => revision,
+        },
+        suspect_since: match state {
+            MemberState::Suspect => Some(kept_suspicion.unwrap_or(now)),
+            _ => None,
+        },
+    }
+}
+
+/// Emits `kinds` with the member `after`, except for the first half of a pair that a resync
+/// found, which carries the state the member had in between: `Alive` for a `Restarted`
+/// before a `Suspect`, `Suspect` (since `now`) for a `Suspect` before a `Recovered`.
+fn emit_kinds(step: &mut Step, kinds: &Kinds, after: &Member, revision: Revision, now: Instant) {
+    for &kind in kinds.as_slice() {
+        let member = if kind == TransitionKind::Restarted && after.state == MemberState::Suspect {
+            // The new process was alive in between.
+            let mut back = after.clone();
+            back.state = MemberState::Alive;
+            back.suspect_since = None;
+            back
+        } else if kind == TransitionKind::Suspect && after.state == MemberState::Alive {
+            // The member was suspect in between, so say so.
+            let mut lost = after.clone();
+            lost.state = MemberState::Suspect;
+            lost.suspect_since = Some(now);
+            lost
+        } else {
+            after.clone()
+        };
+        emit(step, kind, member, revision, now);
+    }
+}
+
+/// The reap deadlines of the suspect members, kept both by name and in deadline order, so
+/// that the next one is found without a scan and a timeout visits only the members due.
+#[derive(Debug, Clone, Default)]
+struct ReapQueue {
+    /// When each member is next due for a reap proposal.
+    by_name: BTreeMap<String, Instant>,
+    /// The same deadlines, earliest first, each with the names due then. No set is empty.
+    by_due: BTreeMap<Instant, BTreeSet<String>>,
+}
+
+impl ReapQueue {
+    /// Whether `name` has a deadline.
+    fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The earliest deadline, if any.
+    fn next(&self) -> Option<Instant> {
+        self.by_due.first_key_value().map(|(&due, _)| due)
+    }
+
+    /// Sets (or moves) `name`'s deadline to `due`.
+    fn set(&mut self, name: &str, due: Instant) {
+        match self.by_name.get_mut(name) {
+            Some(old) if *old == due => return,
+            Some(old) => {
+                let old = std::mem::replace(old, due);
+                self.unqueue(old, name);
+            }
+            None => {
+                self.by_name.insert(name.to_owned(), due);
+            }
+        }
+        self.by_due.entry(due).or_default().insert(name.to_owned());
+    }
+
+    /// Keeps `name`'s deadline in step with its suspicion once it settled: a suspicion that
+    /// carried over (`kept`) keeps its deadline, which a failed proposal may have pushed
+    /// back; a new one is due `reap_after` from its start; a member not `Suspect`, or a
+    /// machine that never reaps, has none.
+    fn follow(
+        &mut self,
+        name: &str,
+        suspect_since: Option<Instant>,
+        kept: bool,
+        reap_after: Option<Duration>,
+    ) {
+        match (suspect_since, reap_after) {
+            (Some(since), Some(reap_after)) => {
+                if !kept || !self.contains(name) {
+                    self.set(name, since + reap_after);
+                }
+            }
+            _ => self.remove(name),
+        }
+    }
+
+    /// Drops `name`'s deadline, if it has one.
+    fn remove(&mut self, name: &str) {
+        if let Some(due) = self.by_name.remove(name) {
+            self.unqueue(due, name);
+        }
+    }
+
+    /// Calls `f` with every name due at `now`, in name order, and moves each one's deadline
+    /// to `now + retry`. Only the names due are visited.
+    fn take_due(&mut self, now: Instant, retry: Duration, mut f: impl FnMut(&str)) {
+        let mut due = BTreeSet::new();
+        while let Some(entry) = self.by_due.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            let names = entry.remove();
+            if due.is_empty() {
+                due = names;
+            } else {
+                due.extend(names);
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        let next = now + retry;
+        for name in &due {
+            f(name);
+            if let Some(at) = self.by_name.get_mut(name.as_str()) {
+                *at = next;
+            }
+        }
+        match self.by_due.get_mut(&next) {
+            Some(names) => names.extend(due),
+            None => {
+                self.by_due.insert(next, due);
+            }
+        }
+    }
+
+    /// Takes `name` out of the set due at `due`.
+    fn unqueue(&mut self, due: Instant, name: &str) {
+        if let Some(names) = self.by_due.get_mut(&due) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_due.remove(&due);
+            }
+        }
     }
 }
 
