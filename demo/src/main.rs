@@ -4,7 +4,7 @@
 //! By default it runs on the embedded in-memory backend under a simulated clock, so the
 //! minutes of the story (TTLs, an outage, a reap) pass in well under a second and the output
 //! is the same on every run. With `--etcd` the same story runs on a real etcd (a container
-//! it starts and removes, or `MUSTER_ETCD_ENDPOINTS`) in real time; each worker reaches etcd
+//! it starts and removes, or `MUSTER_ENDPOINTS`) in real time; each worker reaches etcd
 //! through its own TCP proxy, which is how "cut off from etcd" is done there. Each step says what it does, then shows the transitions the master emitted,
 //! stamped with simulated time and the store revision that caused them.
 
@@ -91,7 +91,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             drop(etcd); // removes the container
             result
         }
-        _ => bail!("usage: cargo xtask demo [--etcd [--in-process]]  (with --etcd, MUSTER_ETCD_ENDPOINTS picks an existing etcd; otherwise a container is started and removed; --in-process runs the library in this process instead of the programs)"),
+        _ => bail!("usage: cargo xtask demo [--etcd [--in-process]]  (with --etcd, MUSTER_ENDPOINTS picks an existing etcd; otherwise a container is started and removed; --in-process runs the library in this process instead of the programs)"),
     }
 }
 

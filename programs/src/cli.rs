@@ -15,11 +15,10 @@ pub const DEFAULT_PREFIX: &str = "/muster/default/";
 /// Flags both programs take: where etcd is, which group, how long to wait for etcd.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// etcd client URLs, comma-separated [default: MUSTER_ETCD_ENDPOINTS (the library's
-    /// variable) if set, else http://127.0.0.1:2379].
+    /// etcd client URLs, comma-separated [default: http://127.0.0.1:2379].
     #[arg(
         long,
-        env = "MUSTER_ENDPOINTS",
+        env = muster_etcd_backend::ENDPOINTS_VAR,
         value_delimiter = ',',
         value_name = "URLS",
         global = true
@@ -49,9 +48,9 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// The endpoints to use: `--endpoints` (or `MUSTER_ENDPOINTS`), else the library's
-    /// `MUSTER_ETCD_ENDPOINTS`, else `http://127.0.0.1:2379`; blanks and empty entries
-    /// removed.
+    /// The endpoints to use: `--endpoints` (or `MUSTER_ENDPOINTS`, the variable the library's
+    /// `EtcdConfig::from_env` reads too), else `http://127.0.0.1:2379`; blanks and empty
+    /// entries removed.
     pub fn endpoints(&self) -> Vec<String> {
         let given: Vec<String> = self
             .endpoints
@@ -61,7 +60,7 @@ impl CommonArgs {
             .map(str::to_owned)
             .collect();
         if given.is_empty() {
-            EtcdConfig::from_env().endpoints
+            EtcdConfig::default().endpoints
         } else {
             given
         }

@@ -24,3 +24,8 @@ pub mod cluster;
 pub mod etcd;
 pub mod proxy;
 pub mod wait;
+
+/// The README's Rust examples, compiled (not run) as doc tests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

@@ -2,7 +2,7 @@
 //!
 //! The demo itself lives in `demo/` (it links the etcd backend, whose build needs `protoc`,
 //! so it cannot be part of xtask: xtask must build on a machine that has nothing). This task
-//! provides `protoc`, and for `--etcd` without `MUSTER_ETCD_ENDPOINTS` an etcd image; for
+//! provides `protoc`, and for `--etcd` without `MUSTER_ENDPOINTS` an etcd image; for
 //! `--etcd` it also builds the `muster-worker` and `muster-master` programs, whose processes
 //! the story drives (`MUSTER_BIN_DIR`). Then it runs the demo.
 
@@ -26,7 +26,7 @@ pub fn run(args: &[String]) -> Result<()> {
         command.env("PROTOC", path);
     }
     let wants_container = args.iter().any(|a| a == "--etcd")
-        && std::env::var("MUSTER_ETCD_ENDPOINTS").map_or(true, |e| e.trim().is_empty());
+        && std::env::var("MUSTER_ENDPOINTS").map_or(true, |e| e.trim().is_empty());
     if wants_container {
         let image = etcd_image::ensure(&root)?;
         println!("xtask: using etcd image {} ({})", image.name, image.origin);

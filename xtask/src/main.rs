@@ -28,7 +28,7 @@ tasks:
           (env: MUSTER_ETCD_IMAGE to choose the etcd image, PROTOC to choose protoc)
   demo    one master and five workers telling the whole membership story on the
           in-memory backend; `demo --etcd` runs it on a real etcd (a container, or
-          MUSTER_ETCD_ENDPOINTS)
+          MUSTER_ENDPOINTS)
   bench   measure muster against the raw etcd floor (join propagation, failure detection,
           write cost, 10,000 workers, the core); `bench --quick` in about a minute; report
           in target/bench/report.json (`cargo xtask bench --help` for the options)

@@ -1,8 +1,9 @@
 //! `cargo xtask test`: every test of the workspace, including those against real etcd.
 //!
 //! It provides what a fresh machine lacks — `protoc` for etcd-client's build and an etcd
-//! image — then checks formatting (`cargo fmt --check`) and lints (`cargo clippy
-//! --all-targets -D warnings`), and runs `cargo test` over all targets and the doc tests.
+//! image — then checks formatting (`cargo fmt --check`), lints (`cargo clippy
+//! --all-targets -D warnings`) and that the library crates package for crates.io (`cargo
+//! package`), and runs `cargo test` over all targets and the doc tests.
 //! Without Docker it fails with instructions; it never skips the etcd tests silently.
 
 use std::process::Command;
@@ -16,6 +17,15 @@ use crate::{cmd, etcd_image, protoc, repo_root};
 /// leftovers of a crashed test process are removed at the end without touching others.
 const RUN_ID_VAR: &str = "MUSTER_TEST_RUN_ID";
 const RUN_LABEL: &str = "org.muster.test-run";
+
+/// The crates meant for crates.io, which `cargo package` must accept.
+const PUBLISHED: [&str; 5] = [
+    "muster-core",
+    "muster-mem-backend",
+    "muster-etcd-backend",
+    "muster-master",
+    "muster-worker",
+];
 
 /// Runs the task; `args` are passed on to each `cargo test` (e.g. `-- --nocapture`).
 pub fn run(args: &[String]) -> Result<()> {
@@ -79,6 +89,13 @@ pub fn run(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The library crates must stay publishable: metadata complete, packages that build on
+    // their own from what they ship.
+    let mut package = vec!["package", "--allow-dirty"];
+    for krate in PUBLISHED {
+        package.extend(["-p", krate]);
+    }
+    lint(&package)?;
 
     let result = cargo_test(&["--workspace", "--all-targets"])
         .and_then(|()| cargo_test(&["--workspace", "--doc"]));

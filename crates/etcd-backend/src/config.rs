@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-/// The environment variable [`EtcdConfig::from_env`] reads: comma-separated endpoints.
-pub const ENDPOINTS_VAR: &str = "MUSTER_ETCD_ENDPOINTS";
+/// The one environment variable that names etcd's endpoints (comma-separated), for the
+/// library ([`EtcdConfig::from_env`]) and the programs (`--endpoints`) alike.
+pub const ENDPOINTS_VAR: &str = "MUSTER_ENDPOINTS";
 
 /// Connection settings for [`EtcdStore`](crate::EtcdStore).
 ///
@@ -70,7 +71,7 @@ impl EtcdConfig {
         }
     }
 
-    /// Settings whose endpoints come from `MUSTER_ETCD_ENDPOINTS` (comma-separated), or
+    /// Settings whose endpoints come from `MUSTER_ENDPOINTS` (comma-separated), or
     /// `http://127.0.0.1:2379` when it is unset or empty.
     pub fn from_env() -> Self {
         match std::env::var(ENDPOINTS_VAR) {

@@ -279,7 +279,7 @@ mod tests {
         assert!(matches!(err, Error::Unavailable { .. }), "{text}");
         assert!(text.contains("http://127.0.0.1:2379"), "{text}");
         assert!(text.contains("muster/members/a"), "{text}");
-        assert!(text.contains("MUSTER_ETCD_ENDPOINTS"), "{text}");
+        assert!(text.contains("MUSTER_ENDPOINTS"), "{text}");
     }
 
     #[test]

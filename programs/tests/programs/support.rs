@@ -36,7 +36,6 @@ pub const TTL: &str = "2s";
 /// test's own environment cannot change what a program does.
 const PROGRAM_VARS: &[&str] = &[
     "MUSTER_ENDPOINTS",
-    "MUSTER_ETCD_ENDPOINTS",
     "MUSTER_PREFIX",
     "MUSTER_CONNECT_TIMEOUT",
     "MUSTER_NAME",
