@@ -9,6 +9,8 @@
 //!   etcd, `muster-mem-backend` in memory with a simulated clock.
 //! - [`Keyspace`], [`MemberInfo`], [`Record`], [`Liveness`]: the two keys per member and
 //!   their JSON values; [`validate_name`].
+//! - `protocol`: every transaction of the two-key protocol (register, update, leave, evict,
+//!   reap) and the one way to read a member's values back, as [`Keyspace`] methods.
 //! - [`Membership`]: the pure state machine. Observations and `now` in, [`Transition`]s out.
 //! - [`Backoff`]: capped exponential backoff with jitter, shared by master and worker.
 //! - [`Error`]: the one error type every backend maps into.
@@ -19,6 +21,7 @@ mod error;
 mod keyspace;
 mod member;
 pub mod membership;
+mod protocol;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

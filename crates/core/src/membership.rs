@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::keyspace::{KeyKind, Keyspace};
-use crate::member::{Incarnation, Liveness, MemberInfo, Record};
-use crate::store::{Condition, Event, EventKind, KeyValue, Listing, Revision, Txn, WatchBatch};
+use crate::member::{Incarnation, Liveness, MemberInfo};
+use crate::store::{Event, EventKind, KeyValue, Listing, Revision, Txn, WatchBatch};
 
 /// Where a member stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -196,11 +196,7 @@ impl Reap {
     /// The guarded transaction: delete the record only if it is unchanged and the liveness key
     /// is still absent. Of several masters trying the same reap, exactly one succeeds.
     pub fn txn(&self, keyspace: &Keyspace) -> Txn {
-        let record = keyspace.record_key(&self.name);
-        Txn::new()
-            .when(Condition::ModRevision(record.clone(), self.record_revision))
-            .when(Condition::Absent(keyspace.liveness_key(&self.name)))
-            .delete(record)
+        keyspace.reap_txn(&self.name, self.record_revision)
     }
 }
 
@@ -345,7 +341,7 @@ impl Membership {
                     None => fresh.entry(name.to_owned()).or_default(),
                 };
                 let mut found = Vec::new();
-                decode_into(keys, kind, name, kv, &mut found);
+                decode_into(&self.keyspace, keys, kind, name, kv, &mut found);
                 for skip in found {
                     // A bad write is reported once, however many listings still hold it.
                     if self.bad.get(&skip.key) != Some(&skip.revision) {
@@ -448,7 +444,15 @@ impl Membership {
                 None => self.keys.entry(first.to_owned()).or_default(),
             };
             for &(kind, name, event) in ours.iter() {
-                observe(keys, &mut self.bad, kind, name, event, &mut step.skipped);
+                observe(
+                    &self.keyspace,
+                    keys,
+                    &mut self.bad,
+                    kind,
+                    name,
+                    event,
+                    &mut step.skipped,
+                );
             }
             if self.derived.settle(first, Some(keys), revision, now, step) {
                 self.keys.remove(first);
@@ -460,7 +464,15 @@ impl Membership {
                 Some(keys) => keys,
                 None => self.keys.entry(name.to_owned()).or_default(),
             };
-            observe(keys, &mut self.bad, kind, name, event, &mut step.skipped);
+            observe(
+                &self.keyspace,
+                keys,
+                &mut self.bad,
+                kind,
+                name,
+                event,
+                &mut step.skipped,
+            );
         }
         ours.sort_unstable_by(|a, b| a.1.cmp(b.1));
         let mut last = None;
@@ -945,6 +957,7 @@ fn comeback(before: &Member, liveness: Option<&LivenessKey>) -> TransitionKind {
 /// Applies one watch event under the prefix to its name's keys (`kind`, `name`: its key,
 /// parsed), noting an undecodable value in `skipped` and `bad`.
 fn observe(
+    keyspace: &Keyspace,
     keys: &mut Keys,
     bad: &mut BTreeMap<String, Revision>,
     kind: KeyKind,
@@ -956,7 +969,7 @@ fn observe(
     match event.kind {
         EventKind::Put => {
             let before = skipped.len();
-            decode_into(keys, kind, name, &event.kv, skipped);
+            decode_into(keyspace, keys, kind, name, &event.kv, skipped);
             if let Some(skip) = skipped.get(before) {
                 bad.insert(skip.key.clone(), skip.revision);
             }
@@ -971,6 +984,7 @@ fn observe(
 /// Decodes `kv` into the right slot of `keys`; an undecodable value empties the slot and is
 /// reported as skipped.
 fn decode_into(
+    keyspace: &Keyspace,
     keys: &mut Keys,
     kind: KeyKind,
     name: &str,
@@ -986,37 +1000,38 @@ fn decode_into(
     };
     match kind {
         KeyKind::Record => {
-            keys.record = match Record::from_json(&kv.key, &kv.value) {
-                Ok(record) if record.info.name == name => Some(RecordKey {
+            keys.record = match keyspace.decode_record(name, kv) {
+                Ok(record) => Some(RecordKey {
                     info: Arc::new(record.info),
                     incarnation: record.incarnation,
                     create_revision: kv.create_revision,
                     mod_revision: kv.mod_revision,
                 }),
-                Ok(record) => {
-                    skip(format!(
-                        "the record names {:?} but its key names {name:?}",
-                        record.info.name
-                    ));
-                    None
-                }
                 Err(e) => {
-                    skip(e.to_string());
+                    skip(decode_reason(e));
                     None
                 }
             }
         }
         KeyKind::Liveness => {
-            keys.liveness = match Liveness::from_json(&kv.key, &kv.value) {
+            keys.liveness = match keyspace.decode_liveness(kv) {
                 Ok(liveness) => Some(LivenessKey {
                     liveness,
                     create_revision: kv.create_revision,
                 }),
                 Err(e) => {
-                    skip(e.to_string());
+                    skip(decode_reason(e));
                     None
                 }
             }
         }
+    }
+}
+
+/// What was wrong with an undecodable value, without repeating its key ([`Skipped`] holds it).
+fn decode_reason(error: crate::Error) -> String {
+    match error {
+        crate::Error::Decode { reason, .. } => reason,
+        other => other.to_string(),
     }
 }

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use muster_core::{
-    validate_name, Condition, Incarnation, KeyValue, Keyspace, Liveness, MemberInfo, MemberState,
-    Membership, Record, Revision, Store, TransitionKind, Txn,
+    validate_name, Incarnation, KeyValue, Keyspace, MemberInfo, MemberState, Membership, Revision,
+    Store, TransitionKind,
 };
 
 use crate::shared::View;
@@ -144,12 +144,12 @@ pub async fn evict<S: Store>(store: &S, prefix: &str, name: &str) -> Result<Evic
                 prefix: keyspace.prefix().to_owned(),
             });
         };
-        let decoded = match Record::from_json(&record.key, &record.value) {
-            Ok(decoded) if decoded.info.name == name => decoded,
-            Ok(decoded) => {
+        let decoded = match keyspace.decode_record(name, &record) {
+            Ok(decoded) => decoded,
+            Err(muster_core::Error::Decode { reason, .. }) => {
                 return Err(OpsError::Undecodable {
                     key: record_key,
-                    reason: format!("it names {:?}", decoded.info.name),
+                    reason,
                 })
             }
             Err(error) => {
@@ -161,21 +161,14 @@ pub async fn evict<S: Store>(store: &S, prefix: &str, name: &str) -> Result<Evic
         };
         let live = get(store, &live_key, "reading the member's liveness key").await?;
         let was = match &live {
-            Some(kv) if Liveness::from_json(&kv.key, &kv.value).is_ok() => MemberState::Alive,
+            Some(kv) if keyspace.decode_liveness(kv).is_ok() => MemberState::Alive,
             _ => MemberState::Suspect,
         };
-        let live_guard = match &live {
-            Some(kv) => Condition::ModRevision(live_key.clone(), kv.mod_revision),
-            None => Condition::Absent(live_key.clone()),
-        };
-        let txn = Txn::new()
-            .when(Condition::ModRevision(
-                record_key.clone(),
-                record.mod_revision,
-            ))
-            .when(live_guard)
-            .delete(record_key.clone())
-            .delete(live_key.clone());
+        let txn = keyspace.evict_txn(
+            name,
+            record.mod_revision,
+            live.as_ref().map(|kv| kv.mod_revision),
+        );
         let outcome = store.txn(txn).await.map_err(|source| OpsError::Store {
             during: "deleting the member's keys",
             source,

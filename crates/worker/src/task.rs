@@ -9,10 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use muster_core::{
-    Backoff, Condition, Incarnation, Keyspace, LeaseId, Liveness, MemberInfo, Record, Revision,
-    Store, Txn,
-};
+use muster_core::{Backoff, Incarnation, Keyspace, LeaseId, MemberInfo, Record, Revision, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -269,14 +266,7 @@ impl<S: Store> Core<S> {
             .await
             .map_err(classify)?;
         let live_key = self.keyspace.liveness_key(&self.info.name);
-        let txn = Txn::new()
-            .when(Condition::Absent(live_key.clone()))
-            .put(live_key.clone(), self.liveness().to_json(), lease.id)
-            .put(
-                self.keyspace.record_key(&self.info.name),
-                self.record().to_json(),
-                0,
-            );
+        let txn = self.keyspace.register_txn(&self.record(), lease.id);
         let outcome = self
             .call("registering", timeout, self.store.txn(txn))
             .await
@@ -313,7 +303,7 @@ impl<S: Store> Core<S> {
                 },
             }));
         };
-        match Liveness::from_json(&holder.key, &holder.value) {
+        match self.keyspace.decode_liveness(&holder) {
             Ok(live) if live.incarnation == self.incarnation => {
                 // Our own earlier registration (e.g. a transaction whose reply was lost):
                 // adopt its lease and make sure the record is current.
@@ -342,16 +332,7 @@ impl<S: Store> Core<S> {
     /// Writes the current record, guarded by "the liveness key is still on our lease".
     /// Clears `lease` if it is not.
     async fn write_record(&mut self, lease: LeaseId) -> Result<(), Error> {
-        let txn = Txn::new()
-            .when(Condition::LeaseIs(
-                self.keyspace.liveness_key(&self.info.name),
-                lease,
-            ))
-            .put(
-                self.keyspace.record_key(&self.info.name),
-                self.record().to_json(),
-                0,
-            );
+        let txn = self.keyspace.update_txn(&self.record(), lease);
         match self
             .call(
                 "writing the updated record (kept; the worker writes it again automatically)",
@@ -387,11 +368,9 @@ impl<S: Store> Core<S> {
     /// Deletes both keys (guarded by our lease) and revokes the lease. If the lease is
     /// already gone, deletes the record only if no other process holds the name.
     async fn leave(&mut self) -> Result<(), Error> {
-        let record_key = self.keyspace.record_key(&self.info.name);
-        let live_key = self.keyspace.liveness_key(&self.info.name);
         let deadline = Instant::now() + self.config.ttl;
         loop {
-            let result = self.leave_once(&record_key, &live_key).await;
+            let result = self.leave_once().await;
             match result {
                 Ok(()) => {
                     self.set_status(Status::Left);
@@ -413,13 +392,10 @@ impl<S: Store> Core<S> {
         }
     }
 
-    async fn leave_once(&mut self, record_key: &str, live_key: &str) -> Result<(), Error> {
+    async fn leave_once(&mut self) -> Result<(), Error> {
         let timeout = self.config.request_timeout;
         if let Some(lease) = self.lease {
-            let txn = Txn::new()
-                .when(Condition::LeaseIs(live_key.to_owned(), lease))
-                .delete(record_key)
-                .delete(live_key);
+            let txn = self.keyspace.leave_txn(&self.info.name, lease);
             let outcome = self.call("leaving", timeout, self.store.txn(txn)).await?;
             if outcome.succeeded {
                 self.lease = None;
@@ -430,9 +406,7 @@ impl<S: Store> Core<S> {
             }
             self.lease = None;
         }
-        let txn = Txn::new()
-            .when(Condition::Absent(live_key.to_owned()))
-            .delete(record_key);
+        let txn = self.keyspace.leave_without_lease_txn(&self.info.name);
         self.call("leaving", timeout, self.store.txn(txn)).await?;
         Ok(())
     }
@@ -461,12 +435,6 @@ impl<S: Store> Core<S> {
     fn record(&self) -> Record {
         Record {
             info: self.info.clone(),
-            incarnation: self.incarnation,
-        }
-    }
-
-    fn liveness(&self) -> Liveness {
-        Liveness {
             incarnation: self.incarnation,
         }
     }
