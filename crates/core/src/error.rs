@@ -39,7 +39,8 @@ pub enum Error {
     Compacted {
         /// The revision that was asked for.
         requested: Revision,
-        /// The store's compaction revision: everything below it is gone.
+        /// The store's compaction revision: everything below it is gone. Where the store
+        /// does not say (etcd's unary calls), `requested + 1`: that much is certainly gone.
         compacted: Revision,
     },
 

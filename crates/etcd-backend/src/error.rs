@@ -7,8 +7,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use muster_core::{Error, LeaseId};
+use muster_core::{Error, LeaseId, Revision};
 use tonic::Code;
+
+/// The message of etcd's `ErrCompacted` (mvcc): a read or compaction at a revision
+/// compaction already removed.
+const ETCD_COMPACTED: &str = "required revision has been compacted";
 
 /// The backend name in [`Error::Unavailable`] and [`Error::Backend`].
 pub(crate) const BACKEND: &str = "etcd";
@@ -28,6 +32,8 @@ pub(crate) struct Ctx {
     pub lease: LeaseId,
     /// The largest value it wrote: key and size, for [`Error::ValueTooLarge`].
     pub largest_value: Option<(String, usize)>,
+    /// The revision it read at or compacted to, `0` if none: for [`Error::Compacted`].
+    pub revision: Revision,
 }
 
 impl Ctx {
@@ -45,6 +51,11 @@ impl Ctx {
 
     pub(crate) fn lease(mut self, lease: LeaseId) -> Self {
         self.lease = lease;
+        self
+    }
+
+    pub(crate) fn revision(mut self, revision: Revision) -> Self {
+        self.revision = revision;
         self
     }
 
@@ -183,6 +194,16 @@ impl ErrorMapper {
                 limit: DEFAULT_MAX_REQUEST_BYTES,
             };
         }
+        // etcd's ErrCompacted: gRPC OutOfRange with its canonical message (OutOfRange also
+        // covers a future revision, which is a different error). A unary reply does not say
+        // the compaction revision; it is past the requested one, so everything below
+        // `requested + 1` is gone: that much is known.
+        if code == Code::OutOfRange && message.contains(ETCD_COMPACTED) {
+            return Error::Compacted {
+                requested: ctx.revision,
+                compacted: ctx.revision + 1,
+            };
+        }
         if message.contains("requested lease not found") {
             return Error::LeaseNotFound { lease: ctx.lease };
         }
@@ -258,6 +279,33 @@ mod tests {
             matches!(&err, Error::ValueTooLarge { key, size: 2_000_000, .. } if key == "k"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn compaction_is_recognised_by_etcds_code_and_message() {
+        let ctx = Ctx::new("list").revision(40);
+        let err = mapper().map_status(
+            &ctx,
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        );
+        assert!(
+            matches!(
+                err,
+                Error::Compacted {
+                    requested: 40,
+                    compacted: 41
+                }
+            ),
+            "{err}"
+        );
+        // The same code for a future revision is another error.
+        let err = mapper().map_status(
+            &ctx,
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        );
+        assert!(!matches!(err, Error::Compacted { .. }), "{err}");
     }
 
     #[test]

@@ -38,9 +38,6 @@ fn too_large_as_none<T>(
     }
 }
 
-/// What etcd says when a read or compaction asks for a revision compaction removed.
-const COMPACTED: &str = "required revision has been compacted";
-
 /// muster's [`Store`] on etcd v3.
 ///
 /// Cheap to clone: clones share the connections and the lease keep-alive streams (at most
@@ -170,8 +167,9 @@ impl EtcdStore {
             if let Some(revision) = revision {
                 options = options.with_revision(revision);
             }
+            let page_ctx = ctx.clone().revision(revision.unwrap_or(0));
             let page = self
-                .call(ctx, || {
+                .call(&page_ctx, || {
                     let mut kv = self.kv();
                     let (from, options) = (from.clone(), options.clone());
                     async move { too_large_as_none(kv.get(from, Some(options)).await) }
@@ -321,11 +319,7 @@ impl Store for EtcdStore {
         let mut attempts = 1;
         loop {
             match self.list_pages(&ctx, prefix).await {
-                Err(Error::Backend { source, .. })
-                    if attempts < 3 && source.to_string().contains(COMPACTED) =>
-                {
-                    attempts += 1;
-                }
+                Err(Error::Compacted { .. }) if attempts < 3 => attempts += 1,
                 other => return other,
             }
         }
@@ -347,7 +341,7 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        let ctx = Ctx::new("compact");
+        let ctx = Ctx::new("compact").revision(revision);
         // Physical: return once the old revisions are really gone, so that a watch from
         // them fails right away.
         let options = CompactionOptions::new().with_physical();
@@ -361,13 +355,7 @@ impl Store for EtcdStore {
         match compacted {
             Ok(_) => Ok(()),
             // Compacting again up to (or below) what is already compacted changes nothing.
-            Err(Error::Backend { source, .. })
-                if source
-                    .to_string()
-                    .contains("required revision has been compacted") =>
-            {
-                Ok(())
-            }
+            Err(Error::Compacted { .. }) => Ok(()),
             Err(err) => Err(err),
         }
     }
