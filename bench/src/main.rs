@@ -17,6 +17,8 @@
 //!   soak, raft proposals from etcd's `/metrics`, and the v2-style rewrite loop.
 //! - `core_bench` (section 5): the `Membership` state machine alone, and the whole system on
 //!   the in-memory backend under tokio's paused clock.
+//! - `probe`: the master probe, this binary run as a child process so a master's cold start
+//!   and memory are measured on their own.
 //! - `instrumented`: a thin `Store` wrapper that timestamps calls (what was sent when).
 //! - `etcd`: a container per section, its `/metrics`, its process's CPU time.
 //! - `report`: statistics, printing, the JSON report, the headline table.

@@ -7,6 +7,12 @@
 //! it starts and removes, or `MUSTER_ENDPOINTS`) in real time; each worker reaches etcd
 //! through its own TCP proxy, which is how "cut off from etcd" is done there. Each step says what it does, then shows the transitions the master emitted,
 //! stamped with simulated time and the store revision that caused them.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the story in the library, on either store (the default, and
+//!   `--etcd --in-process`).
+//! - `processes`: the story told by the real programs as processes (`--etcd`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -10,6 +10,8 @@
 //!   provided first); `--quick` for the small sizes.
 //! - `etcd-image`: only the image step of `test`, for running the etcd tests by hand.
 //! - `cmd`, `protoc`, `etcd_image`: helpers of `test`, one concern each.
+//! - `tidy`: tests that the docs match the tree (ARCHITECTURE.md's crate map, every crate's
+//!   `# Layout`), run by `cargo test` like any other.
 
 mod bench;
 mod cmd;
@@ -17,6 +19,7 @@ mod demo;
 mod etcd_image;
 mod protoc;
 mod test;
+mod tidy;
 
 use std::path::PathBuf;
 

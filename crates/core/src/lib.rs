@@ -4,16 +4,21 @@
 //!
 //! # Layout
 //!
-//! - [`Store`]: the slice of etcd v3 muster needs (leases, guarded transactions, list at a
-//!   revision, watch from a revision). Backends implement it: `muster-etcd-backend` over real
-//!   etcd, `muster-mem-backend` in memory with a simulated clock.
-//! - [`Keyspace`], [`MemberInfo`], [`Record`], [`Liveness`]: the two keys per member and
-//!   their JSON values; [`validate_name`].
+//! - `store`: [`Store`], the slice of etcd v3 muster needs (leases, guarded transactions,
+//!   list at a revision, watch from a revision), and its types. Backends implement it:
+//!   `muster-etcd-backend` over real etcd, `muster-mem-backend` in memory on a simulated
+//!   clock.
+//! - `keyspace`: [`Keyspace`], the two keys per member under a prefix.
+//! - `member`: [`MemberInfo`], [`Record`], [`Liveness`]: the keys' JSON values;
+//!   [`validate_name`].
 //! - `protocol`: every transaction of the two-key protocol (register, update, leave, evict,
 //!   reap) and the one way to read a member's values back, as [`Keyspace`] methods.
-//! - [`Membership`]: the pure state machine. Observations and `now` in, [`Transition`]s out.
-//! - [`Backoff`]: capped exponential backoff with jitter, shared by master and worker.
-//! - [`Error`]: the one error type every backend maps into.
+//! - `membership`: [`Membership`], the pure state machine. Observations and `now` in,
+//!   [`Transition`]s out.
+//! - `backoff`: [`Backoff`], capped exponential backoff with jitter, shared by master and
+//!   worker.
+//! - `error`: [`Error`], the one error type every backend maps into, and the one
+//!   retryability rule ([`Error::is_retryable`]).
 //! - `testing` (feature `testing`): the backend conformance suite.
 
 mod backoff;

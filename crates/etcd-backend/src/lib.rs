@@ -19,7 +19,9 @@
 //!
 //! - [`EtcdConfig`] (`config.rs`): endpoints and timeouts.
 //! - [`EtcdStore`] (`store.rs`): the `Store` implementation: KV, transactions, leases.
-//! - `keepers.rs`: one lease keep-alive stream per lease, cached and reopened when broken.
+//! - `keepers.rs`: the lease keep-alive streams, shared by all the store's leases (up to
+//!   [`EtcdConfig::keep_alive_streams`], the lease id picks one; answers routed back by
+//!   lease id), each reopened when broken.
 //! - `watch.rs`: etcd watch responses turned into [`WatchBatch`](muster_core::WatchBatch)es.
 //! - `error.rs`: etcd-client errors mapped to [`muster_core::Error`] with messages that
 //!   name the endpoints and the key, and say what to do. No etcd-client type is public.

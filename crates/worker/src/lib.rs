@@ -16,12 +16,13 @@
 //!
 //! # Layout
 //!
-//! - [`Worker`]: the handle (`register`, `update`, `leave`, `status`, `abandon`).
-//! - [`WorkerConfig`], [`OnDuplicate`]: TTL, keep-alive interval, timeouts, what to do when
-//!   the name is taken.
-//! - [`Status`]: what the worker is doing, on a `tokio::sync::watch` channel.
-//! - `task`: the background loop that keeps the lease alive and re-registers.
-//! - [`Error`]: what can go wrong.
+//! - `worker`: [`Worker`], the handle (`register`, `update`, `leave`, `status`, `abandon`).
+//! - `config`: [`WorkerConfig`], [`OnDuplicate`]: TTL, keep-alive interval, timeouts, what
+//!   to do when the name is taken.
+//! - `status`: [`Status`], what the worker is doing, on a `tokio::sync::watch` channel.
+//! - `task`: the background loop that keeps the lease alive and re-registers; it sends the
+//!   transactions of `muster_core`'s protocol, it builds none.
+//! - `error`: [`Error`], what can go wrong.
 //!
 //! # What it writes
 //!
