@@ -226,7 +226,11 @@ impl Subscription {
 
     /// The next event if one is already waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        StreamExt::next(self).now_or_never().flatten()
+        // Unconstrained: tokio's cooperative budget would otherwise answer "not ready" after
+        // 128 receives in one task turn, and a drain loop would stop with events waiting.
+        tokio::task::unconstrained(StreamExt::next(self))
+            .now_or_never()
+            .flatten()
     }
 
     /// The next transition, skipping `Synced` markers: `Ok(None)` once the master has

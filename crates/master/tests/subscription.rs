@@ -209,3 +209,26 @@ async fn once_the_task_has_ended_waiters_get_stopped_and_streams_end() {
     // A subscription taken after the stop ends at once.
     assert_eq!(master.subscribe().next().await, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn try_next_drains_everything_waiting_in_one_go() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), MasterConfig::new(PREFIX)).unwrap();
+    master.ready().await.expect("the master stopped");
+    let mut events = master.subscribe();
+    let mut workers = Vec::new();
+    for i in 0..300u64 {
+        workers.push(join(&cluster, &format!("w{i}"), i + 1).await);
+    }
+    master
+        .wait_until(|v| v.alive().count() == 300)
+        .await
+        .expect("the master stopped");
+    // More than tokio's cooperative budget (128) in one task turn: none may be left behind.
+    let mut joined = 0;
+    while let Some(t) = events.try_next_transition().expect("no lag") {
+        assert_eq!(t.kind, TransitionKind::Joined);
+        joined += 1;
+    }
+    assert_eq!(joined, 300);
+}
