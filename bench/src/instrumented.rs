@@ -180,7 +180,7 @@ impl<S: Store> Store for Instrumented<S> {
         result
     }
 
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Duration> {
         let sent = Instant::now();
         {
             let mut log = self.log();
@@ -199,7 +199,7 @@ impl<S: Store> Store for Instrumented<S> {
             }
         }
         let mut unfinished = Unfinished(Some(&self.log));
-        let result = self.inner.keep_alive(lease).await;
+        let result = self.inner.keep_alive(lease, within).await;
         unfinished.0 = None;
         let took = sent.elapsed();
         let mut log = self.log();

@@ -337,7 +337,6 @@ async fn story<G: Stage>(mut stage: G) -> anyhow::Result<()> {
 fn worker_config(prefix: &str, seed: u64) -> WorkerConfig {
     WorkerConfig::new(prefix)
         .ttl(TTL)
-        .request_timeout(Duration::from_millis(500))
         .incarnation(muster_core::Incarnation(0x1000 + seed))
 }
 

@@ -12,7 +12,10 @@
 //!
 //! # Layout
 //!
-//! - [`cmd`]: the two command lines (clap) and their `run`; `src/bin/` only calls them.
+//! - [`cmd`]: the two command lines (clap) and their `run(args, shutdown)`, mini-redis
+//!   style: `main` parses the arguments, installs the signal handlers and calls `run`
+//!   with them; a test (or an embedding program) calls `run` with
+//!   [`Signals::channel`](signals::Signals::channel) instead. `src/bin/` only calls `main`.
 //! - [`cli`]: flags both share (endpoints, prefix, connect timeout) and value parsers.
 //! - [`connect`](mod@connect): reaching etcd with a bounded wait.
 //! - [`child`], [`signals`]: the sidecar's command, and signal handling and forwarding.

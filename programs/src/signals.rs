@@ -3,6 +3,7 @@
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 use crate::fatal::Fatal;
 
@@ -21,16 +22,28 @@ pub const FORWARDED: &[Signal] = &[
     Signal::SIGUSR2,
 ];
 
-/// Installed handlers for a set of signals. Install them first thing, so that a signal
-/// sent right after start-up is seen rather than killing the process.
+/// Where a program's signals come from: the process's handlers (what `main` installs), or
+/// a channel (a program run in-process, by a test or an embedding program). A program's
+/// `run` takes one, mini-redis style (`run(args, shutdown)`), so how it stops is decided by
+/// its caller.
+///
+/// Install the handlers first thing, so that a signal sent right after start-up is seen
+/// rather than killing the process.
 #[derive(Debug)]
 pub struct Signals {
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
     /// One tokio stream per signal.
-    streams: Vec<(Signal, tokio::signal::unix::Signal)>,
+    Process(Vec<(Signal, tokio::signal::unix::Signal)>),
+    /// Signals sent by the caller; a closed channel never delivers again.
+    Channel(mpsc::UnboundedReceiver<Signal>),
 }
 
 impl Signals {
-    /// Installs handlers for `which`.
+    /// Installs handlers for `which` (needs a tokio runtime).
     pub fn install(which: &[Signal]) -> Result<Self, Fatal> {
         let streams = which
             .iter()
@@ -40,19 +53,49 @@ impl Signals {
                     .map_err(|e| Fatal::failure(format!("cannot handle {sig}: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Signals { streams })
+        Ok(Signals {
+            source: Source::Process(streams),
+        })
+    }
+
+    /// Signals the caller sends: send `SIGTERM` to stop the program.
+    ///
+    /// ```
+    /// use muster_programs::signals::Signals;
+    /// use nix::sys::signal::Signal;
+    ///
+    /// let (stop, signals) = Signals::channel();
+    /// stop.send(Signal::SIGTERM).unwrap();
+    /// # drop(signals);
+    /// ```
+    pub fn channel() -> (mpsc::UnboundedSender<Signal>, Self) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (
+            sender,
+            Signals {
+                source: Source::Channel(receiver),
+            },
+        )
     }
 
     /// Waits for the next of the signals.
     pub async fn recv(&mut self) -> Signal {
-        let waits = self.streams.iter_mut().map(|(sig, stream)| {
-            let sig = *sig;
-            Box::pin(async move {
-                stream.recv().await;
-                sig
-            })
-        });
-        futures::future::select_all(waits).await.0
+        match &mut self.source {
+            Source::Process(streams) => {
+                let waits = streams.iter_mut().map(|(sig, stream)| {
+                    let sig = *sig;
+                    Box::pin(async move {
+                        stream.recv().await;
+                        sig
+                    })
+                });
+                futures::future::select_all(waits).await.0
+            }
+            Source::Channel(receiver) => match receiver.recv().await {
+                Some(sig) => sig,
+                None => std::future::pending().await,
+            },
+        }
     }
 }
 

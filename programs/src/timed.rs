@@ -104,8 +104,9 @@ impl<S: Store> Store for TimedStore<S> {
         self.timed("grant", self.inner.grant(ttl)).await
     }
 
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        self.timed("keep_alive", self.inner.keep_alive(lease)).await
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Duration> {
+        self.timed("keep_alive", self.inner.keep_alive(lease, within))
+            .await
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<()> {

@@ -176,10 +176,12 @@ pub struct Step {
     pub transitions: Vec<Transition>,
     /// Values that could not be decoded (each counted once per write).
     pub skipped: Vec<Skipped>,
-    /// Names whose entry in the view changed (added, removed, or any field of [`Member`]
-    /// changed, with or without a transition), in order: what a copy of the view must
-    /// refresh to stay equal to [`Membership::view`].
-    pub changed: Vec<String>,
+    /// Every entry of the view this step changed (added, removed, or any field of
+    /// [`Member`] changed, with or without a transition), as it is after the step (`None`:
+    /// removed), in order. A copy of the view that applies these stays equal to
+    /// [`Membership::view`] without looking anything up (the master publishes its
+    /// snapshot this way). A member's metadata is shared (`Arc`), so an entry is cheap.
+    pub changed: Vec<(String, Option<Member>)>,
 }
 
 /// A reap the master should attempt: delete the record of a member that has been `Suspect`
@@ -619,13 +621,13 @@ impl Derived {
         match slot {
             Some(member) => {
                 if *member != after {
-                    *member = after;
-                    step.changed.push(name.to_owned());
+                    *member = after.clone();
+                    step.changed.push((name.to_owned(), Some(after)));
                 }
             }
             None => {
-                self.members.insert(name.to_owned(), after);
-                step.changed.push(name.to_owned());
+                self.members.insert(name.to_owned(), after.clone());
+                step.changed.push((name.to_owned(), Some(after)));
             }
         }
         forget
@@ -641,7 +643,7 @@ impl Derived {
         let (kind, member) = gone(member, revision);
         emit(step, kind, member, revision, now);
         self.reap_due.remove(name);
-        step.changed.push(name.to_owned());
+        step.changed.push((name.to_owned(), None));
         true
     }
 }

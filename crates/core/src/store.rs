@@ -225,7 +225,13 @@ pub trait Store: Send + Sync + 'static {
     async fn grant(&self, ttl: Duration) -> Result<Lease>;
 
     /// Renews a lease once; returns the TTL it now has.
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration>;
+    ///
+    /// `within` is how long the caller waits for the answer: a renewal's useful life depends
+    /// on the lease (a worker waits up to half its TTL), so unlike the other calls, which
+    /// the backend bounds with its own request timeout, the caller sets it. A renewal not
+    /// answered in time fails with [`Error::Unavailable`](crate::Error::Unavailable), in the
+    /// backend's words.
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Duration>;
 
     /// Revokes a lease, deleting its keys. Revoking a lease that is gone is not an error.
     async fn revoke(&self, lease: LeaseId) -> Result<()>;
@@ -255,8 +261,8 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     async fn grant(&self, ttl: Duration) -> Result<Lease> {
         (**self).grant(ttl).await
     }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        (**self).keep_alive(lease).await
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Duration> {
+        (**self).keep_alive(lease, within).await
     }
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
         (**self).revoke(lease).await

@@ -41,6 +41,10 @@ use crate::{
     TxnOutcome, WatchBatch, WatchStream,
 };
 
+/// How long the suite waits for a keep-alive's answer (the caller's deadline, see
+/// [`Store::keep_alive`]).
+pub const KEEP_ALIVE_WITHIN: Duration = Duration::from_secs(5);
+
 /// How the suite runs against one backend: the timings and capabilities that differ.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -498,11 +502,15 @@ pub async fn oversized_value_is_rejected<S: Store + ?Sized>(store: &S, settings:
 pub async fn gone_lease_is_not_found<S: Store + ?Sized>(store: &S, settings: &Settings) {
     let case = Case::start(store, settings, "gone_lease_is_not_found").await;
     let lease = case.grant(settings.lease_ttl).await;
-    let ttl = ok(&case, "keep_alive", store.keep_alive(lease.id).await);
+    let ttl = ok(
+        &case,
+        "keep_alive",
+        store.keep_alive(lease.id, KEEP_ALIVE_WITHIN).await,
+    );
     assert_eq!(ttl, lease.ttl, "{case}: keep_alive returns the granted TTL");
     case.revoke(lease.id).await;
     let err = store
-        .keep_alive(lease.id)
+        .keep_alive(lease.id, KEEP_ALIVE_WITHIN)
         .await
         .expect_err("keep_alive on a revoked lease");
     assert!(
@@ -525,7 +533,7 @@ pub async fn gone_lease_is_not_found<S: Store + ?Sized>(store: &S, settings: &Se
     // An id this run never granted (ids are store-chosen; this one is just unlikely).
     let never = 0x0bad_1ea5e;
     let err = store
-        .keep_alive(never)
+        .keep_alive(never, KEEP_ALIVE_WITHIN)
         .await
         .expect_err("keep_alive on a never-granted lease");
     assert!(
@@ -590,7 +598,7 @@ pub async fn revoke_deletes_the_lease_keys<S: Store + ?Sized>(store: &S, setting
     let left: Vec<String> = case.list_rel().await;
     assert_eq!(left, ["plain", "rebound"], "{case}: unleased keys survive");
     let err = store
-        .keep_alive(lease)
+        .keep_alive(lease, KEEP_ALIVE_WITHIN)
         .await
         .expect_err("keep_alive after revoke");
     assert!(matches!(err, Error::LeaseNotFound { .. }), "{case}: {err}");
@@ -633,7 +641,7 @@ pub async fn expiry_deletes_only_the_leased_keys<S: Store + ?Sized>(
         "{case}: the unleased key survives"
     );
     let err = store
-        .keep_alive(lease.id)
+        .keep_alive(lease.id, KEEP_ALIVE_WITHIN)
         .await
         .expect_err("keep_alive after expiry");
     assert!(
@@ -691,7 +699,11 @@ pub async fn keep_alive_extends_the_lease<S: Store + ?Sized>(store: &S, settings
 
     sleep_until(before_grant + lease.ttl / 2).await;
     let before_keep_alive = Instant::now();
-    let ttl = ok(&case, "keep_alive", store.keep_alive(lease.id).await);
+    let ttl = ok(
+        &case,
+        "keep_alive",
+        store.keep_alive(lease.id, KEEP_ALIVE_WITHIN).await,
+    );
     let after_keep_alive = Instant::now();
     assert_eq!(ttl, lease.ttl, "{case}: keep_alive returns the granted TTL");
 

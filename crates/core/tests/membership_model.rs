@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use muster_core::{
-    Incarnation, Listing, MemberInfo, MemberState, Membership, Op as TxnOp, Reap, Record, Revision,
-    Step, Transition, TransitionKind, Txn, WatchBatch,
+    Incarnation, Listing, Member, MemberInfo, MemberState, Membership, Op as TxnOp, Reap, Record,
+    Revision, Step, Transition, TransitionKind, Txn, WatchBatch,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -713,6 +713,9 @@ impl Machine for ReportsLeftForFailed {
 struct Harness<M> {
     reference: Reference,
     machine: M,
+    /// A copy of the machine's view kept only from each step's `changed` entries, as the
+    /// master keeps its published snapshot: (e) it must stay equal to the view.
+    copy: BTreeMap<String, Member>,
     now: Instant,
     /// What the run exercised, for the coverage test.
     seen: Coverage,
@@ -737,6 +740,7 @@ impl<M: Machine> Harness<M> {
         let mut h = Harness {
             reference: Reference::new(),
             machine: M::fresh(),
+            copy: BTreeMap::new(),
             now: Instant::now(),
             seen: Coverage::default(),
         };
@@ -794,6 +798,7 @@ impl<M: Machine> Harness<M> {
             events: commits.iter().flat_map(|c| c.events.clone()).collect(),
         };
         let step = self.machine.apply(&batch, self.now);
+        self.follow(&step);
         self.seen
             .applied
             .extend(step.transitions.iter().map(|t| t.kind));
@@ -848,6 +853,7 @@ impl<M: Machine> Harness<M> {
     fn resync(&mut self, before: &RefView, seen: Revision) -> Result<(), String> {
         let listing = self.reference.sim.listing();
         let step = self.machine.resync(&listing, self.now);
+        self.follow(&step);
         if seen > 0 {
             self.seen
                 .resynced
@@ -937,8 +943,26 @@ impl<M: Machine> Harness<M> {
         Ok(())
     }
 
-    /// (a) the machine's view is the reference's; (d) a fresh machine agrees.
+    /// Applies a step's `changed` entries to the copy of the view.
+    fn follow(&mut self, step: &Step) {
+        for (name, entry) in &step.changed {
+            match entry {
+                Some(member) => self.copy.insert(name.clone(), member.clone()),
+                None => self.copy.remove(name),
+            };
+        }
+    }
+
+    /// (a) the machine's view is the reference's; (d) a fresh machine agrees; (e) a copy
+    /// kept from the steps' `changed` entries is the view.
     fn check_views(&mut self) -> Result<(), String> {
+        if &self.copy != self.machine.inner().view() {
+            return Err(format!(
+                "a copy following `Step::changed` is {:#?}\nbut the view is {:#?}",
+                self.copy,
+                self.machine.inner().view()
+            ));
+        }
         let want = summarize_ref(&self.reference.view());
         let got = summarize(self.machine.inner())?;
         if got != want {

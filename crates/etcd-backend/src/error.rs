@@ -231,6 +231,31 @@ impl ErrorMapper {
 }
 
 /// The innermost source of `err`, if it has any.
+/// What went wrong in `err`, without muster's context (endpoints, call, advice): for a
+/// message that [`ErrorMapper::unavailable`] wraps once, e.g. when one broken keep-alive
+/// stream fails the renewals of many leases.
+pub(crate) fn cause(err: &etcd_client::Error) -> String {
+    use etcd_client::Error as E;
+    match err {
+        E::GRpcStatus(status) => {
+            let mut detail = format!("{} ({:?})", status.message(), status.code());
+            if let Some(root) = root_cause(status) {
+                let root = root.to_string();
+                if !detail.contains(&root) {
+                    detail = format!("{detail}: {root}");
+                }
+            }
+            detail
+        }
+        E::LeaseKeepAliveError(message) | E::WatchError(message) => {
+            format!("stream broken: {message}")
+        }
+        E::TransportError(err) => chain(err),
+        E::IoError(err) => chain(err),
+        other => chain(other),
+    }
+}
+
 fn root_cause<'e>(
     err: &'e (dyn std::error::Error + 'static),
 ) -> Option<&'e (dyn std::error::Error + 'static)> {

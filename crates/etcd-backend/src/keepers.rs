@@ -14,7 +14,8 @@
 //!
 //! A background task per stream (its *driver*, spawned on first use, ending when the store's
 //! last clone is dropped) owns it. [`Store::keep_alive`] sends it a request with a one-shot
-//! reply channel and waits, with the call timeout, for the answer routed back by lease id.
+//! reply channel and waits, as long as its caller said (`within`), for the answer routed
+//! back by lease id.
 //! Answers for one lease come back in the order of its requests, so each goes to the
 //! oldest waiter of that lease; a caller that gave up (its timeout or its task cancelled)
 //! simply does not take its answer, and later calls are not confused by it.
@@ -36,7 +37,7 @@ use etcd_client::{LeaseClient, LeaseKeepAliveStream, LeaseKeeper};
 use muster_core::{Error, LeaseId, Result};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{Ctx, ErrorMapper};
+use crate::error::{cause, Ctx, ErrorMapper};
 
 /// The store's side of its keep-alive streams: handles on their driver tasks.
 pub(crate) struct Keepers {
@@ -47,6 +48,7 @@ pub(crate) struct Keepers {
     /// Everything the driver needs to open streams and word errors.
     client: LeaseClient,
     errors: ErrorMapper,
+    /// How long a stream may take to open.
     timeout: Duration,
 }
 
@@ -59,7 +61,7 @@ struct Request {
 
 impl Keepers {
     /// Keepers opening up to `streams` streams through `client`, waiting at most `timeout`
-    /// for a stream to open or a renewal to be answered.
+    /// for a stream to open.
     pub(crate) fn new(
         client: LeaseClient,
         errors: ErrorMapper,
@@ -74,19 +76,20 @@ impl Keepers {
         }
     }
 
-    /// Renews `lease` once; returns the TTL etcd reports.
-    pub(crate) async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+    /// Renews `lease` once, waiting at most `within` for etcd's answer; returns the TTL etcd
+    /// reports.
+    pub(crate) async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Duration> {
         let ctx = Ctx::new("keep-alive").lease(lease);
         let (reply, answer) = oneshot::channel();
         self.send(Request { lease, reply });
-        match tokio::time::timeout(self.timeout, answer).await {
+        match tokio::time::timeout(within, answer).await {
             Ok(Ok(Ok(ttl))) => Ok(Duration::from_secs(ttl.unsigned_abs())),
             Ok(Ok(Err(err))) => Err(err),
             Ok(Err(_)) => Err(self.errors.unavailable(
                 &ctx,
                 "the keep-alive task stopped (is the runtime shutting down?)",
             )),
-            Err(_) => Err(self.errors.timeout(&ctx, self.timeout)),
+            Err(_) => Err(self.errors.timeout(&ctx, within)),
         }
     }
 
@@ -183,11 +186,7 @@ impl Driver {
                 answer = next_answer(&mut self.answers) => match answer {
                     Ok(Some((lease, ttl))) => self.answer(lease, ttl),
                     Ok(None) => self.broke("etcd closed the keep-alive stream"),
-                    Err(err) => {
-                        let ctx = Ctx::new("keep-alive");
-                        let detail = self.errors.map(&ctx, err).to_string();
-                        self.broke(&detail);
-                    }
+                    Err(err) => self.broke(&cause(&err)),
                 },
             }
         }
@@ -199,10 +198,20 @@ impl Driver {
         let lease = self.unsent[0].lease;
         let ctx = Ctx::new("keep-alive").lease(lease);
         let mut client = self.client.clone();
+        // The mapped error for this lease, and the bare cause for the others' messages.
         let opened = match tokio::time::timeout(self.timeout, client.keep_alive(lease)).await {
             Ok(Ok((keeper, answers))) => Ok((keeper, answers)),
-            Ok(Err(err)) => Err(self.errors.map(&ctx, err)),
-            Err(_) => Err(self.errors.timeout(&ctx, self.timeout)),
+            Ok(Err(err)) => {
+                let detail = cause(&err);
+                Err((self.errors.map(&ctx, err), detail))
+            }
+            Err(_) => Err((
+                self.errors.timeout(&ctx, self.timeout),
+                format!(
+                    "the keep-alive stream did not open within {:?}",
+                    self.timeout
+                ),
+            )),
         };
         match opened {
             Ok((sender, answers)) => {
@@ -210,7 +219,7 @@ impl Driver {
                 self.answers = Some(answers);
             }
             // Only this lease is gone: the others may open the stream.
-            Err(Error::LeaseNotFound { .. }) => {
+            Err((Error::LeaseNotFound { .. }, _)) => {
                 let (gone, others) = self
                     .unsent
                     .drain(..)
@@ -222,8 +231,7 @@ impl Driver {
             }
             // etcd is unreachable: every request waiting to be sent fails alike, rather than
             // each waiting in turn for its own attempt to time out.
-            Err(err) => {
-                let detail = err.to_string();
+            Err((err, detail)) => {
                 for request in self.unsent.drain(..) {
                     let ctx = Ctx::new("keep-alive").lease(request.lease);
                     let err = if request.lease == lease {

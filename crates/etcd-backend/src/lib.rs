@@ -11,7 +11,7 @@
 //!
 //! let store = EtcdStore::connect(EtcdConfig::new(["http://127.0.0.1:2379"])).await?;
 //! let lease = store.grant(Duration::from_secs(10)).await?;
-//! store.keep_alive(lease.id).await?;
+//! store.keep_alive(lease.id, Duration::from_secs(5)).await?; // wait up to 5 s for the answer
 //! # Ok(()) }
 //! ```
 //!

@@ -103,7 +103,8 @@ impl EtcdStore {
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|err| errors.map(&ctx, err))?;
-        // Keep-alives wait as long as any other call: connecting, then the request.
+        // A keep-alive stream may take as long to open as any other call: connecting, then
+        // the request. (How long a renewal waits for its answer is the caller's `within`.)
         let keepers = Keepers::new(
             client.lease_client(),
             errors.clone(),
@@ -235,8 +236,8 @@ impl Store for EtcdStore {
         })
     }
 
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        self.keepers.keep_alive(lease).await
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Duration> {
+        self.keepers.keep_alive(lease, within).await
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<()> {

@@ -1,4 +1,8 @@
-//! How a master behaves: prefix, reaping, timeouts.
+//! How a master behaves: prefix, reaping, retries, stall checks, subscriber buffers.
+//!
+//! How long one store call may take is the store's to say (its request timeout), not the
+//! master's: the store's own error, worded by the backend, is what reaches
+//! [`Health::last_error`](crate::Health::last_error).
 
 use std::time::Duration;
 
@@ -18,8 +22,6 @@ pub struct MasterConfig {
     pub reap_after: Option<Duration>,
     /// How soon to propose a reap again when the last attempt did not show up.
     pub reap_retry: Duration,
-    /// The longest one store call (list, watch, reap) may take.
-    pub request_timeout: Duration,
     /// The first retry delay after a failure (doubles, with jitter, up to `retry_max`).
     pub retry_initial: Duration,
     /// The longest retry delay.
@@ -43,15 +45,13 @@ pub struct MasterConfig {
 }
 
 impl MasterConfig {
-    /// Defaults: reap after 60 s, retry a reap after 1 s, request timeout 5 s, retries from
-    /// 100 ms up to 5 s, 10 s of grace after a store replacement, a stall check after 10 s of
+    /// Defaults: reap after 60 s, retry a reap after 1 s, retries from 100 ms up to 5 s, 10 s of grace after a store replacement, a stall check after 10 s of
     /// a quiet watch, subscribers may fall 16,384 events behind.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
             reap_after: Some(Duration::from_secs(60)),
             reap_retry: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(5),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             seed: std::process::id() as u64,
@@ -64,12 +64,6 @@ impl MasterConfig {
     /// Sets the reap delay (`None`: never reap).
     pub fn reap_after(mut self, reap_after: Option<Duration>) -> Self {
         self.reap_after = reap_after;
-        self
-    }
-
-    /// Sets the request timeout.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
         self
     }
 

@@ -369,17 +369,11 @@ impl Shared {
         self.changed.subscribe()
     }
 
-    /// Publishes one step: refreshes the members it changed from the machine's view, sends
-    /// its transitions to the subscribers, and records the machine's revision, all under
-    /// one lock. The refreshed members share their metadata with the machine's; a name
-    /// already in the view keeps its entry.
-    pub(crate) fn publish(
-        &self,
-        step: Step,
-        machine: &BTreeMap<String, Member>,
-        revision: Revision,
-        resync: bool,
-    ) {
+    /// Publishes one step: applies the entries it changed to the view (as the step carries
+    /// them: nothing is looked up again), sends its transitions to the subscribers, and
+    /// records the machine's revision, all under one lock. The entries share their metadata
+    /// with the machine's.
+    pub(crate) fn publish(&self, step: Step, revision: Revision, resync: bool) {
         let mut inner = self.lock();
         let Inner {
             view,
@@ -392,13 +386,12 @@ impl Shared {
             tracing::warn!(key = %skip.key, revision = skip.revision, reason = %skip.reason, "skipping undecodable value");
         }
         health.skipped += step.skipped.len() as u64;
-        for name in step.changed {
-            match (machine.get(&name), view.members.get_mut(&name)) {
-                (Some(member), Some(slot)) => slot.clone_from(member),
-                (Some(member), None) => {
-                    view.members.insert(name, member.clone());
+        for (name, entry) in step.changed {
+            match entry {
+                Some(member) => {
+                    view.members.insert(name, member);
                 }
-                (None, _) => {
+                None => {
                     view.members.remove(&name);
                 }
             }

@@ -3,9 +3,7 @@
 //! All decisions are made by [`Membership`]; this loop only moves observations in and
 //! reaps out, and retries with [`Backoff`] when the store fails.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use muster_core::{
@@ -91,10 +89,10 @@ impl<S: Store> Task<S> {
     async fn list(&mut self, stop: &mut oneshot::Receiver<()>) -> bool {
         loop {
             let prefix = self.keyspace.prefix().to_owned();
-            let listed = match self.call(self.store.status()).await {
+            let listed = match self.store.status().await {
                 Ok(status) => {
                     self.cluster_id = Some(status.cluster_id);
-                    self.call(self.store.list(&prefix)).await
+                    self.store.list(&prefix).await
                 }
                 Err(error) => Err(error),
             };
@@ -122,14 +120,14 @@ impl<S: Store> Task<S> {
         let prefix = self.keyspace.prefix().to_owned();
         // Is this still the store the view came from? A store restored empty has a new
         // cluster id, and its revisions start again: watching from ours would wait forever.
-        let mut seen = match self.call(self.store.status()).await {
+        let mut seen = match self.store.status().await {
             Ok(status) if self.replaced(&status) => {
                 return self.store_replaced(status.revision, stop).await;
             }
             Ok(status) => status.revision,
             Err(error) => return self.broken(error, from),
         };
-        let mut stream: WatchStream = match self.call(self.store.watch(&prefix, from)).await {
+        let mut stream: WatchStream = match self.store.watch(&prefix, from).await {
             Ok(stream) => stream,
             Err(error) => return self.broken(error, from),
         };
@@ -161,7 +159,7 @@ impl<S: Store> Task<S> {
                 _ = tokio::time::sleep_until(check_at) => {
                     // The watch has been quiet for a while. Quiet is normal; stalled is not:
                     // ask the store where it is.
-                    match self.call(self.store.status()).await {
+                    match self.store.status().await {
                         Err(error) => {
                             self.shared.failing(
                                 &format!("the watch is quiet and the store does not answer: {error}"),
@@ -199,7 +197,7 @@ impl<S: Store> Task<S> {
     /// exactly one win; the `Failed` transition comes from the watch like any other.
     async fn reap(&mut self) {
         for reap in self.machine.handle_timeout(now()) {
-            match self.call(self.store.txn(reap.txn(&self.keyspace))).await {
+            match self.store.txn(reap.txn(&self.keyspace)).await {
                 Ok(outcome) if outcome.succeeded => {
                     tracing::info!(name = %reap.name, revision = outcome.revision, "reaped suspect member");
                     self.shared.reaped();
@@ -254,8 +252,7 @@ impl<S: Store> Task<S> {
         for t in &step.transitions {
             tracing::debug!(name = %t.member.name(), kind = %t.kind, revision = t.revision, "transition");
         }
-        self.shared
-            .publish(step, self.machine.view(), self.machine.revision(), resync);
+        self.shared.publish(step, self.machine.revision(), resync);
     }
 
     /// Sleeps the next backoff delay (reaping meanwhile if due). `false` on stop.
@@ -272,20 +269,6 @@ impl<S: Store> Task<S> {
                     self.reap().await;
                 }
             }
-        }
-    }
-
-    async fn call<T>(
-        &self,
-        call: impl Future<Output = muster_core::Result<T>>,
-    ) -> muster_core::Result<T> {
-        let timeout: Duration = self.config.request_timeout;
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable {
-                backend: "store",
-                message: format!("no answer within {timeout:?}"),
-            }),
         }
     }
 }

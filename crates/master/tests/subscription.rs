@@ -143,9 +143,9 @@ impl Store for Panicking {
         self.check();
         self.inner.grant(ttl).await
     }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Duration> {
         self.check();
-        self.inner.keep_alive(lease).await
+        self.inner.keep_alive(lease, within).await
     }
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
         self.check();

@@ -134,7 +134,10 @@ async fn expiry_task(shared: Weak<Shared>, wake: Arc<Notify>) {
 ///   `Unavailable` item, without partitioning it.
 /// - [`fail_next`](Self::fail_next): the next `n` calls fail with `Unavailable`.
 /// - [`hang`](Self::hang) / [`unhang`](Self::unhang): calls do not complete, and watch
-///   streams deliver nothing, until unhung (a hung server: use timeouts to detect it).
+///   streams deliver nothing, until unhung (a hung server). A call fails with
+///   `Error::Unavailable` after the client's
+///   [request timeout](crate::MemStore::with_request_timeout), a keep-alive after the
+///   caller's deadline, as etcd's calls do; a stalled watch stream just stalls.
 /// - [`wipe`](Self::wipe) (cluster-wide): etcd replaced by an empty one.
 ///
 /// Compaction is the [`Store::compact`](muster_core::Store::compact) call, or
@@ -259,7 +262,8 @@ impl MemCluster {
 
     /// Hangs `client`: its calls do not complete, and its watch streams deliver nothing,
     /// until [`unhang`](Self::unhang) (or a [`partition`](Self::partition), which fails
-    /// them). Dropping a held call (e.g. by a timeout) is fine.
+    /// them). A held call fails with `Error::Unavailable` once the client's request timeout
+    /// (a keep-alive: its caller's deadline) has passed; dropping a held call is fine.
     pub fn hang(&self, client: ClientId) {
         tracing::debug!(%client, "mem store: hang");
         self.shared

@@ -48,4 +48,4 @@ mod store;
 
 pub use cluster::{MemCluster, MemClusterBuilder};
 pub use faults::ClientId;
-pub use store::MemStore;
+pub use store::{MemStore, DEFAULT_REQUEST_TIMEOUT};

@@ -46,7 +46,14 @@ pub struct MemStore {
     shared: Arc<Shared>,
     /// Who this client is, for fault injection.
     id: ClientId,
+    /// How long a call may wait on a hung client before it fails (keep-alives take the
+    /// caller's deadline instead).
+    request_timeout: Duration,
 }
+
+/// How long a call of a [`MemStore`] waits, while its client is hung, before failing: 5 s,
+/// etcd-client's default request timeout. Change it with [`MemStore::with_request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for MemStore {
     fn default() -> Self {
@@ -62,7 +69,40 @@ impl MemStore {
 
     /// A client handle; see [`MemCluster::client`].
     pub(crate) fn from_parts(shared: Arc<Shared>, id: ClientId) -> Self {
-        Self { shared, id }
+        Self {
+            shared,
+            id,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// This client with another request timeout: how long a call waits while the client is
+    /// [hung](MemCluster::hang) before it fails with `Error::Unavailable`, as an etcd client's
+    /// request timeout bounds a call to a server that does not answer. Keep-alives wait as
+    /// long as their caller says instead ([`Store::keep_alive`]'s `within`). Watch streams
+    /// are not bounded: a hung client's stream just stalls, as etcd's does.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use std::time::Duration;
+    /// use muster_core::Store;
+    /// use muster_mem_backend::MemCluster;
+    ///
+    /// let cluster = MemCluster::new();
+    /// let client = cluster.client().with_request_timeout(Duration::from_millis(200));
+    /// cluster.hang(client.id());
+    /// let err = client.get("k").await.unwrap_err();
+    /// assert!(err.to_string().contains("no answer within 200ms"), "{err}");
+    /// # }
+    /// ```
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a call waits while this client is hung.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// This client's id, to inject faults with [`MemCluster`]'s methods.
@@ -77,9 +117,16 @@ impl MemStore {
         }
     }
 
-    /// Waits until this client's faults let a call through, or fails it.
+    /// Waits until this client's faults let a call through, or fails it: at once when
+    /// partitioned or failing, after the request timeout when hung.
     async fn gate(&self) -> Result<(), MemError> {
+        self.gate_within(self.request_timeout).await
+    }
+
+    /// [`gate`](Self::gate) with the caller's deadline.
+    async fn gate_within(&self, within: Duration) -> Result<(), MemError> {
         self.shared.ensure_expiry_task();
+        let deadline = Instant::now() + within;
         loop {
             // Created before checking, so a change between the check and the wait wakes it.
             let changed = self.shared.faults_changed.notified();
@@ -88,7 +135,12 @@ impl MemStore {
                 Gate::Fail(message) => return Err(MemError::Unavailable(message)),
                 Gate::Wait => {}
             }
-            changed.await;
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(MemError::Unavailable(format!(
+                    "no answer within {within:?} ({} is hung: injected fault); is the store reachable?",
+                    self.id
+                )));
+            }
         }
     }
 }
@@ -102,8 +154,8 @@ impl Store for MemStore {
         Ok(lease)
     }
 
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        self.gate().await?;
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Duration> {
+        self.gate_within(within).await?;
         let ttl = self.shared.lock_now().keep_alive(lease, Instant::now())?;
         self.shared.deadlines_changed();
         Ok(ttl)

@@ -20,6 +20,9 @@ async fn silent_for(stream: &mut WatchStream, d: Duration) -> bool {
     timeout(d, stream.next()).await.is_err()
 }
 
+/// How long keep-alives here wait for an answer.
+const WITHIN: Duration = Duration::from_secs(5);
+
 fn put(key: &str, value: &str) -> Txn {
     Txn::new().put(key, value.as_bytes().to_vec(), 0)
 }
@@ -80,7 +83,7 @@ async fn partitioned_clients_lease_expires_after_its_ttl() {
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.partition(worker.id());
-    assert!(is_unavailable(&worker.keep_alive(lease.id).await));
+    assert!(is_unavailable(&worker.keep_alive(lease.id, WITHIN).await));
 
     tokio::time::sleep_until(granted + Duration::from_millis(9_999)).await;
     assert!(
@@ -105,7 +108,7 @@ async fn partitioned_clients_lease_expires_after_its_ttl() {
     assert_eq!(cluster.leases(), 0);
 
     cluster.heal(worker.id());
-    let err = worker.keep_alive(lease.id).await.unwrap_err();
+    let err = worker.keep_alive(lease.id, WITHIN).await.unwrap_err();
     assert!(
         matches!(err, Error::LeaseNotFound { lease: l } if l == lease.id),
         "{err}"
@@ -154,7 +157,11 @@ async fn fail_next_fails_exactly_n_calls() {
 #[tokio::test(start_paused = true)]
 async fn hang_holds_calls_and_deliveries_until_unhang() {
     let cluster = MemCluster::new();
-    let (a, b) = (cluster.client(), cluster.client());
+    // A request timeout longer than the hang, to see calls held, not failed.
+    let a = cluster
+        .client()
+        .with_request_timeout(Duration::from_secs(600));
+    let b = cluster.client();
     let mut watch = a.watch("/p/", 0).await.unwrap();
 
     cluster.hang(a.id());
@@ -195,6 +202,46 @@ async fn hang_holds_calls_and_deliveries_until_unhang() {
         keys,
         ["/p/from-b", "/p/from-a"],
         "held events arrive, in order"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_call_fails_after_the_request_timeout_and_a_keep_alive_after_its_own_deadline() {
+    let cluster = MemCluster::new();
+    let a = cluster
+        .client()
+        .with_request_timeout(Duration::from_secs(2));
+    let lease = a.grant(Duration::from_secs(60)).await.unwrap();
+    cluster.hang(a.id());
+
+    let started = Instant::now();
+    let err = a.get("/k").await.unwrap_err();
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "the request timeout"
+    );
+    assert!(
+        matches!(&err, Error::Unavailable { backend: "mem", message }
+            if message.contains("no answer within 2s") && message.contains(&format!("{} is hung", a.id()))),
+        "{err}"
+    );
+
+    let started = Instant::now();
+    let err = a
+        .keep_alive(lease.id, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(30),
+        "the caller's deadline"
+    );
+    assert!(err.to_string().contains("no answer within 30s"), "{err}");
+    assert_eq!(a.request_timeout(), Duration::from_secs(2));
+    assert_eq!(
+        cluster.client().request_timeout(),
+        muster_mem_backend::DEFAULT_REQUEST_TIMEOUT
     );
 }
 
@@ -243,9 +290,14 @@ async fn script() -> Vec<String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         log.push(format!(
             "w1 keep_alive {:?}",
-            w1.keep_alive(l1.id).await.map_err(|e| e.to_string())
+            w1.keep_alive(l1.id, WITHIN)
+                .await
+                .map_err(|e| e.to_string())
         ));
-        log.push(format!("w2 keep_alive {:?}", w2.keep_alive(l2.id).await));
+        log.push(format!(
+            "w2 keep_alive {:?}",
+            w2.keep_alive(l2.id, WITHIN).await
+        ));
     }
     cluster.heal(w1.id());
     w2.revoke(l2.id).await.unwrap();

@@ -115,7 +115,7 @@ async fn odd_inputs_are_errors_not_panics() {
     assert!(err.to_string().contains("too large lease TTL"), "{err}");
     for lease in [0, -1, i64::MIN, i64::MAX] {
         assert!(matches!(
-            store.keep_alive(lease).await,
+            store.keep_alive(lease, Duration::from_secs(5)).await,
             Err(Error::LeaseNotFound { .. })
         ));
         store

@@ -1,4 +1,5 @@
-//! How a worker behaves: TTL, keep-alive cadence, timeouts, duplicate-name policy.
+//! How a worker behaves: TTL, keep-alive cadence, renewal and registration deadlines,
+//! duplicate-name policy.
 
 use std::time::Duration;
 
@@ -30,9 +31,6 @@ pub struct WorkerConfig {
     pub ttl: Duration,
     /// How often to renew the lease; `None` means TTL/3.
     pub keep_alive_every: Option<Duration>,
-    /// The longest one store call may take before it counts as failed. A lease renewal may
-    /// take longer, up to half the TTL (see [`renew_timeout`](Self::renew_timeout)).
-    pub request_timeout: Duration,
     /// The first retry delay after a failure (doubles, with jitter, up to TTL/3).
     pub retry_initial: Duration,
     /// How long `register` keeps retrying an unreachable store before giving up.
@@ -44,14 +42,17 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Defaults: TTL 10 s, keep-alive every TTL/3, request timeout 3 s, register timeout
-    /// 30 s, fail on duplicate names, a fresh incarnation.
+    /// Defaults: TTL 10 s, keep-alive every TTL/3, register timeout 30 s, fail on duplicate
+    /// names, a fresh incarnation.
+    ///
+    /// How long one store call may take is the store's to say (etcd: `EtcdConfig`'s
+    /// `connect_timeout` + `request_timeout`; memory: `MemStore::with_request_timeout`),
+    /// except a renewal, whose deadline the worker passes ([`renew_timeout`](Self::renew_timeout)).
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
             ttl: Duration::from_secs(10),
             keep_alive_every: None,
-            request_timeout: Duration::from_secs(3),
             retry_initial: Duration::from_millis(100),
             register_timeout: Duration::from_secs(30),
             on_duplicate: OnDuplicate::Fail,
@@ -62,12 +63,6 @@ impl WorkerConfig {
     /// Sets the TTL.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
-        self
-    }
-
-    /// Sets the request timeout.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
         self
     }
 
@@ -95,7 +90,9 @@ impl WorkerConfig {
     }
 
     /// The longest a lease renewal may take before it counts as failed (the worker reports
-    /// `Reconnecting` and retries): `request_timeout`, or half the TTL if that is longer.
+    /// `Reconnecting` and retries): half the TTL, for every TTL. The worker passes it to
+    /// [`Store::keep_alive`](muster_core::Store::keep_alive), so the store waits exactly that
+    /// long (no other timeout cuts it short).
     ///
     /// A renewal that answers late but well before the lease runs out is not a failure: etcd
     /// queues renewals behind a burst of writes (thousands of workers registering at once),
@@ -107,11 +104,11 @@ impl WorkerConfig {
     /// # use std::time::Duration;
     /// let config = muster_worker::WorkerConfig::new("/muster/web/");
     /// assert_eq!(config.renew_timeout(), Duration::from_secs(5)); // TTL 10 s
-    /// let short = config.ttl(Duration::from_secs(2));
-    /// assert_eq!(short.renew_timeout(), Duration::from_secs(3)); // request_timeout
+    /// let long = config.ttl(Duration::from_secs(60));
+    /// assert_eq!(long.renew_timeout(), Duration::from_secs(30));
     /// ```
     pub fn renew_timeout(&self) -> Duration {
-        self.request_timeout.max(self.ttl / 2)
+        self.ttl / 2
     }
 
     /// The longest retry delay: retries stay frequent enough to renew within one TTL.

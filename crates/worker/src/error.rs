@@ -1,7 +1,5 @@
 //! The worker's error type.
 
-use std::time::Duration;
-
 use muster_core::Incarnation;
 
 /// Everything a [`Worker`](crate::Worker) call can fail with.
@@ -38,15 +36,6 @@ pub enum Error {
         /// The store's error.
         #[source]
         source: muster_core::Error,
-    },
-
-    /// The store did not answer in time.
-    #[error("{during}: no answer from the store within {after:?}; is it reachable?")]
-    Timeout {
-        /// What the worker was doing.
-        during: &'static str,
-        /// How long it waited.
-        after: Duration,
     },
 
     /// The worker's background task has stopped (it left, failed, or was abandoned).

@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use muster_core::{Backoff, Incarnation, Keyspace, LeaseId, MemberInfo, Record, Revision, Store};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -187,9 +186,9 @@ impl<S: Store> Core<S> {
                 return self.reregister().await;
             }
         }
-        let timeout = self.config.renew_timeout();
+        let within = self.config.renew_timeout();
         match self
-            .call("renewing the lease", timeout, self.store.keep_alive(lease))
+            .call("renewing the lease", self.store.keep_alive(lease, within))
             .await
         {
             Ok(_) => {
@@ -256,19 +255,14 @@ impl<S: Store> Core<S> {
     /// One registration attempt: grant a lease, then create the liveness key (only if
     /// absent) and write the record in one transaction.
     async fn try_register(&mut self) -> Result<(), Refused> {
-        let timeout = self.config.request_timeout;
         let lease = self
-            .call(
-                "granting a lease",
-                timeout,
-                self.store.grant(self.config.ttl),
-            )
+            .call("granting a lease", self.store.grant(self.config.ttl))
             .await
             .map_err(classify)?;
         let live_key = self.keyspace.liveness_key(&self.info.name);
         let txn = self.keyspace.register_txn(&self.record(), lease.id);
         let outcome = self
-            .call("registering", timeout, self.store.txn(txn))
+            .call("registering", self.store.txn(txn))
             .await
             .map_err(classify)?;
         if outcome.succeeded {
@@ -279,18 +273,10 @@ impl<S: Store> Core<S> {
         }
         // Someone holds the liveness key. Give our lease back, then see who.
         let _ = self
-            .call(
-                "revoking an unused lease",
-                timeout,
-                self.store.revoke(lease.id),
-            )
+            .call("revoking an unused lease", self.store.revoke(lease.id))
             .await;
         let holder = self
-            .call(
-                "reading the liveness key",
-                timeout,
-                self.store.get(&live_key),
-            )
+            .call("reading the liveness key", self.store.get(&live_key))
             .await
             .map_err(classify)?;
         let Some(holder) = holder else {
@@ -336,7 +322,6 @@ impl<S: Store> Core<S> {
         match self
             .call(
                 "writing the updated record (kept; the worker writes it again automatically)",
-                self.config.request_timeout,
                 self.store.txn(txn),
             )
             .await
@@ -393,21 +378,20 @@ impl<S: Store> Core<S> {
     }
 
     async fn leave_once(&mut self) -> Result<(), Error> {
-        let timeout = self.config.request_timeout;
         if let Some(lease) = self.lease {
             let txn = self.keyspace.leave_txn(&self.info.name, lease);
-            let outcome = self.call("leaving", timeout, self.store.txn(txn)).await?;
+            let outcome = self.call("leaving", self.store.txn(txn)).await?;
             if outcome.succeeded {
                 self.lease = None;
                 let _ = self
-                    .call("revoking the lease", timeout, self.store.revoke(lease))
+                    .call("revoking the lease", self.store.revoke(lease))
                     .await;
                 return Ok(());
             }
             self.lease = None;
         }
         let txn = self.keyspace.leave_without_lease_txn(&self.info.name);
-        self.call("leaving", timeout, self.store.txn(txn)).await?;
+        self.call("leaving", self.store.txn(txn)).await?;
         Ok(())
     }
 
@@ -439,21 +423,14 @@ impl<S: Store> Core<S> {
         }
     }
 
-    /// Runs one store call with a timeout, naming what it was for in any error.
+    /// Runs one store call, naming what it was for in any error. The store bounds how long
+    /// it takes (its request timeout; a renewal: the deadline passed to it).
     async fn call<T>(
         &self,
         during: &'static str,
-        timeout: Duration,
         call: impl Future<Output = muster_core::Result<T>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err(Error::Store { during, source }),
-            Err(_) => Err(Error::Timeout {
-                during,
-                after: timeout,
-            }),
-        }
+        call.await.map_err(|source| Error::Store { during, source })
     }
 }
 

@@ -128,18 +128,35 @@ enum Output {
     Json,
 }
 
-/// Parses the command line, runs, and returns the exit status.
+/// Parses the command line, installs the stop signals' handlers and runs; returns the exit
+/// status.
 pub fn main() -> ExitCode {
     let args = MasterArgs::parse();
     crate::logging::init();
-    super::block_on(NAME, run(args))
+    super::block_on(NAME, async {
+        let signals = Signals::install(signals::STOP)?;
+        run(args, signals).await
+    })
 }
 
-/// Runs the master (or a one-shot) and returns the exit status.
-pub async fn run(args: MasterArgs) -> Result<u8, Fatal> {
+/// Runs the master (or a one-shot) until it ends or `shutdown` delivers SIGINT/SIGTERM;
+/// returns the exit status (a one-shot interrupted by signal N: 128+N).
+pub async fn run(args: MasterArgs, mut shutdown: Signals) -> Result<u8, Fatal> {
     let prefix = parse_prefix(&args.common.prefix).map_err(Fatal::usage)?;
     match &args.command {
-        None => watch(&args, prefix).await,
+        None => watch(&args, prefix, shutdown).await,
+        Some(_) => tokio::select! {
+            result = one_shot(&args, &prefix) => result,
+            sig = shutdown.recv() => Ok(128 + sig as u8),
+        },
+    }
+}
+
+/// `list` or `evict`.
+async fn one_shot(args: &MasterArgs, prefix: &str) -> Result<u8, Fatal> {
+    let prefix = prefix.to_owned();
+    match &args.command {
+        None => Ok(0),
         Some(MasterCommand::List { json }) => {
             let store = connect(&args.common).await?;
             let view = muster_master::list(&store, &prefix)
@@ -174,7 +191,7 @@ pub async fn run(args: MasterArgs) -> Result<u8, Fatal> {
 }
 
 /// Watches until SIGINT/SIGTERM: prints, and serves HTTP if asked.
-async fn watch(args: &MasterArgs, prefix: String) -> Result<u8, Fatal> {
+async fn watch(args: &MasterArgs, prefix: String, mut signals: Signals) -> Result<u8, Fatal> {
     let output = if args.watch.json {
         Output::Json
     } else if args.watch.table || std::io::stdout().is_terminal() {
@@ -187,7 +204,6 @@ async fn watch(args: &MasterArgs, prefix: String) -> Result<u8, Fatal> {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
-    let mut signals = Signals::install(signals::STOP)?;
     let store = tokio::select! {
         store = connect(&args.common) => store?,
         _ = signals.recv() => return Ok(0),

@@ -187,17 +187,29 @@ impl WorkerArgs {
 }
 
 /// Parses the command line, runs, and returns the exit status.
+///
+/// Standalone, the worker stops on SIGINT/SIGTERM; as a sidecar it also forwards SIGHUP,
+/// SIGQUIT, SIGUSR1 and SIGUSR2 to its command.
 pub fn main() -> ExitCode {
     let args = WorkerArgs::parse();
     crate::logging::init();
-    super::block_on(NAME, run(args))
+    super::block_on(NAME, async {
+        let which = if args.command.is_empty() {
+            signals::STOP
+        } else {
+            signals::FORWARDED
+        };
+        let signals = Signals::install(which)?;
+        run(args, signals).await
+    })
 }
 
 /// The program's name in messages.
 const NAME: &str = "muster-worker";
 
-/// Runs the worker (standalone or sidecar) and returns the exit status.
-pub async fn run(args: WorkerArgs) -> Result<u8, Fatal> {
+/// Runs the worker (standalone or sidecar) until it leaves; `signals` stop it (and, as a
+/// sidecar, go to its command). Returns the exit status.
+pub async fn run(args: WorkerArgs, signals: Signals) -> Result<u8, Fatal> {
     let info = args.member_info()?;
     let prefix = parse_prefix(&args.common.prefix).map_err(Fatal::usage)?;
     if args.wait_ready && info.addr.is_empty() {
@@ -210,9 +222,9 @@ pub async fn run(args: WorkerArgs) -> Result<u8, Fatal> {
     }
     let config = args.config(prefix.clone());
     if args.command.is_empty() {
-        standalone(&args, info, config).await
+        standalone(&args, info, config, signals).await
     } else {
-        sidecar(&args, info, config).await
+        sidecar(&args, info, config, signals).await
     }
 }
 
@@ -221,8 +233,8 @@ async fn standalone(
     args: &WorkerArgs,
     info: MemberInfo,
     config: WorkerConfig,
+    mut signals: Signals,
 ) -> Result<u8, Fatal> {
-    let mut signals = Signals::install(signals::STOP)?;
     let store = tokio::select! {
         store = connect(&args.common) => store?,
         _ = signals.recv() => return Ok(0),
@@ -276,8 +288,12 @@ async fn standalone(
 }
 
 /// Runs the command, registers while it runs, forwards signals, leaves when it exits.
-async fn sidecar(args: &WorkerArgs, info: MemberInfo, config: WorkerConfig) -> Result<u8, Fatal> {
-    let mut signals = Signals::install(signals::FORWARDED)?;
+async fn sidecar(
+    args: &WorkerArgs,
+    info: MemberInfo,
+    config: WorkerConfig,
+    mut signals: Signals,
+) -> Result<u8, Fatal> {
     let store = tokio::select! {
         store = connect(&args.common) => store?,
         sig = signals.recv() => return Ok(killed_by(sig)),

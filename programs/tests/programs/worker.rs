@@ -140,3 +140,33 @@ async fn sigkill_turns_the_member_suspect() {
     assert_eq!(suspect.state, "suspect");
     assert_eq!(suspect.name, "api-2");
 }
+
+/// `run(args, shutdown)` in-process, mini-redis style: the caller's signals stop it, and it
+/// leaves on SIGTERM exactly as the program does.
+#[tokio::test]
+async fn run_in_process_registers_and_leaves_on_the_shutdown_it_is_given() {
+    use clap::Parser;
+    use muster_programs::cmd::worker::{run, WorkerArgs};
+    use muster_programs::signals::Signals;
+
+    let group = Group::new("run-in-process");
+    let mut argv = vec!["muster-worker".to_owned()];
+    argv.extend(worker_flags(&group, "inproc-1"));
+    argv.extend(args(&["--addr", "10.0.0.9:80"]));
+    let parsed = WorkerArgs::try_parse_from(&argv).unwrap_or_else(|e| panic!("{e}"));
+    let (shutdown, signals) = Signals::channel();
+    let running = tokio::spawn(run(parsed, signals));
+
+    let view = group.wait_state("inproc-1", MemberState::Alive).await;
+    assert_eq!(view.get("inproc-1").unwrap().info.addr, "10.0.0.9:80");
+    shutdown
+        .send(Signal::SIGTERM)
+        .expect("the worker is running");
+    let code = tokio::time::timeout(crate::support::DEADLINE, running)
+        .await
+        .expect("the worker stops after SIGTERM")
+        .expect("the worker task did not panic")
+        .unwrap_or_else(|fatal| panic!("{fatal}"));
+    assert_eq!(code, 0);
+    group.wait_gone("inproc-1").await;
+}

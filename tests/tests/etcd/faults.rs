@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use muster_core::testing::KEEP_ALIVE_WITHIN;
 use muster_core::{Error, Store, Txn, WatchStream};
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
 use muster_tests::etcd::Etcd;
@@ -76,7 +77,7 @@ async fn killed_etcd_breaks_streams_and_restarted_etcd_serves_again() {
     let prefix = "/faults/restart/";
     let lease = store.grant(Duration::from_secs(60)).await.expect("grant");
     store
-        .keep_alive(lease.id)
+        .keep_alive(lease.id, KEEP_ALIVE_WITHIN)
         .await
         .expect("keep-alive before the kill");
     let listing = store.list(prefix).await.expect("list");
@@ -95,14 +96,17 @@ async fn killed_etcd_breaks_streams_and_restarted_etcd_serves_again() {
         .await
         .expect_err("etcd is down");
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
-    let err = store.keep_alive(lease.id).await.expect_err("etcd is down");
+    let err = store
+        .keep_alive(lease.id, KEEP_ALIVE_WITHIN)
+        .await
+        .expect_err("etcd is down");
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
 
     etcd.restart().unwrap_or_else(|err| panic!("{err}"));
     // The client reconnects on its own; the first calls may still see the old connection.
     let deadline = Instant::now() + Duration::from_secs(15);
     let ttl = loop {
-        match store.keep_alive(lease.id).await {
+        match store.keep_alive(lease.id, KEEP_ALIVE_WITHIN).await {
             Ok(ttl) => break ttl,
             Err(err) if Instant::now() < deadline => {
                 assert!(matches!(err, Error::Unavailable { .. }), "{err}");
@@ -148,7 +152,7 @@ async fn hung_etcd_fails_watches_and_keep_alives_instead_of_hanging() {
     let prefix = "/faults/hang/";
     let lease = store.grant(Duration::from_secs(60)).await.expect("grant");
     store
-        .keep_alive(lease.id)
+        .keep_alive(lease.id, KEEP_ALIVE_WITHIN)
         .await
         .expect("keep-alive before the hang");
     let listing = store.list(prefix).await.expect("list");
@@ -164,11 +168,20 @@ async fn hung_etcd_fails_watches_and_keep_alives_instead_of_hanging() {
         other => panic!("a hung etcd must end the watch (with Unavailable), got {other:?}"),
     }
     let watch_failed_after = started.elapsed();
-    let err = timeout(Duration::from_secs(15), store.keep_alive(lease.id))
-        .await
-        .expect("keep-alive on a hung etcd must fail, not hang")
-        .expect_err("etcd is hung");
+    let err = timeout(
+        Duration::from_secs(15),
+        store.keep_alive(lease.id, KEEP_ALIVE_WITHIN),
+    )
+    .await
+    .expect("keep-alive on a hung etcd must fail, not hang")
+    .expect_err("etcd is hung");
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    // Said once: a broken stream's cause is not wrapped in muster's context twice.
+    assert_eq!(
+        err.to_string().matches("cannot reach etcd").count(),
+        1,
+        "{err}"
+    );
     let err = timeout(Duration::from_secs(15), store.get("/faults/hang/x"))
         .await
         .expect("a get on a hung etcd must fail, not hang")

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use muster_core::testing::KEEP_ALIVE_WITHIN;
 use muster_core::{Error, Store, Txn};
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
 use muster_tests::etcd::Etcd;
@@ -101,7 +102,7 @@ async fn the_leases_of_a_store_share_its_keep_alive_streams() {
     for round in 0..2 {
         let renewals = leases.iter().map(|&lease| {
             let store = store.clone();
-            async move { (lease, store.keep_alive(lease).await) }
+            async move { (lease, store.keep_alive(lease, KEEP_ALIVE_WITHIN).await) }
         });
         for (lease, renewed) in futures::future::join_all(renewals).await {
             let ttl = renewed.unwrap_or_else(|err| panic!("round {round}, lease {lease:x}: {err}"));
@@ -118,7 +119,7 @@ async fn the_leases_of_a_store_share_its_keep_alive_streams() {
     store.revoke(gone).await.expect("revoke");
     let renewals = leases.iter().map(|&lease| {
         let store = store.clone();
-        async move { (lease, store.keep_alive(lease).await) }
+        async move { (lease, store.keep_alive(lease, KEEP_ALIVE_WITHIN).await) }
     });
     for (lease, renewed) in futures::future::join_all(renewals).await {
         if lease == gone {
@@ -147,7 +148,7 @@ async fn the_leases_of_a_store_share_its_keep_alive_streams() {
     let live: Vec<_> = leases.iter().copied().filter(|&l| l != gone).collect();
     let renewals = live.iter().map(|&lease| {
         let store = eight.clone();
-        async move { store.keep_alive(lease).await }
+        async move { store.keep_alive(lease, KEEP_ALIVE_WITHIN).await }
     });
     for renewed in futures::future::join_all(renewals).await {
         renewed.expect("a live lease");
@@ -171,17 +172,53 @@ async fn an_abandoned_keep_alive_leaves_no_stale_answer() {
         .await
         .expect("grant")
         .id;
-    store.keep_alive(lease).await.expect("first keep-alive");
+    store
+        .keep_alive(lease, KEEP_ALIVE_WITHIN)
+        .await
+        .expect("first keep-alive");
 
     etcd.pause().unwrap_or_else(|err| panic!("{err}"));
-    let abandoned = tokio::time::timeout(Duration::from_millis(300), store.keep_alive(lease)).await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.keep_alive(lease, KEEP_ALIVE_WITHIN),
+    )
+    .await;
     etcd.unpause().unwrap_or_else(|err| panic!("{err}"));
     assert!(abandoned.is_err(), "etcd was frozen: {abandoned:?}");
 
     store.revoke(lease).await.expect("revoke");
-    let after = store.keep_alive(lease).await;
+    let after = store.keep_alive(lease, KEEP_ALIVE_WITHIN).await;
     assert!(
         matches!(after, Err(Error::LeaseNotFound { .. })),
         "a revoked lease must be reported gone, not renewed by a stale answer: {after:?}"
     );
+}
+
+/// A renewal waits as long as its caller says (`within`), not the store's request timeout:
+/// on a frozen etcd it fails after 300 ms, saying so.
+#[tokio::test]
+async fn a_keep_alive_waits_as_long_as_its_caller_says() {
+    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
+    let store = EtcdStore::connect(etcd.config()).await.expect("connect");
+    let lease = store
+        .grant(Duration::from_secs(30))
+        .await
+        .expect("grant")
+        .id;
+    store
+        .keep_alive(lease, KEEP_ALIVE_WITHIN)
+        .await
+        .expect("first keep-alive");
+
+    etcd.pause().unwrap_or_else(|err| panic!("{err}"));
+    let late = store.keep_alive(lease, Duration::from_millis(300)).await;
+    etcd.unpause().unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        matches!(&late, Err(Error::Unavailable { message, .. }) if message.contains("within 300ms")),
+        "etcd was frozen: {late:?}"
+    );
+    store
+        .keep_alive(lease, KEEP_ALIVE_WITHIN)
+        .await
+        .expect("renewed once etcd answers again");
 }

@@ -72,9 +72,7 @@ impl Group {
 
     /// Master settings: this prefix, reaping after `reap_after`.
     pub fn master_config(&self, reap_after: Option<Duration>) -> MasterConfig {
-        MasterConfig::new(self.prefix.as_str())
-            .reap_after(reap_after)
-            .request_timeout(Duration::from_secs(5))
+        MasterConfig::new(self.prefix.as_str()).reap_after(reap_after)
     }
 
     /// Starts a master on its own client.

@@ -38,9 +38,7 @@ pub async fn connect(config: EtcdConfig) -> EtcdStore {
 
 /// Master settings for `prefix`: no reaping unless asked, short retries.
 pub fn master_config(prefix: &str) -> MasterConfig {
-    MasterConfig::new(prefix)
-        .reap_after(None)
-        .request_timeout(Duration::from_secs(5))
+    MasterConfig::new(prefix).reap_after(None)
 }
 
 /// Worker settings for `prefix` with lease TTL `ttl`.

@@ -43,9 +43,9 @@ pub const REAP_AFTER: Duration = Duration::from_secs(30);
 /// of its last keep-alive), then one retry (at most TTL/3 apart while waiting for a name)
 /// and the registration itself; with a blip of failed calls, three more retries.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
-/// A worker's store calls time out after this.
+/// A worker's store client fails a hung call after this (its renewals: after TTL/2).
 const WORKER_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
-/// A master's store calls time out after this.
+/// A master's store client fails a hung call after this.
 const MASTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Settling looks at the system this often.
 const SETTLE_STEP: Duration = Duration::from_millis(20);
@@ -249,7 +249,6 @@ struct Sim {
 fn master_config(m: usize, life: u32) -> MasterConfig {
     MasterConfig::new(PREFIX)
         .reap_after(Some(REAP_AFTER))
-        .request_timeout(MASTER_REQUEST_TIMEOUT)
         .seed(1000 * (m as u64 + 1) + u64::from(life))
 }
 
@@ -269,7 +268,9 @@ impl Sim {
         let slots = (0..schedule.workers)
             .map(|w| Slot {
                 name: worker_name(w),
-                client: cluster.client(),
+                client: cluster
+                    .client()
+                    .with_request_timeout(WORKER_REQUEST_TIMEOUT),
                 process: Process::Idle,
                 leaving: Vec::new(),
                 partitioned: false,
@@ -282,7 +283,9 @@ impl Sim {
             .collect();
         let masters = (0..schedule.masters)
             .map(|m| {
-                let client = cluster.client();
+                let client = cluster
+                    .client()
+                    .with_request_timeout(MASTER_REQUEST_TIMEOUT);
                 let (master, subscription, life) = start_master(&client, m, 0, 0);
                 MasterSlot {
                     client,
@@ -479,7 +482,6 @@ impl Sim {
         let info = info(&slot.name, 0);
         let config = WorkerConfig::new(PREFIX)
             .ttl(TTL)
-            .request_timeout(WORKER_REQUEST_TIMEOUT)
             .register_timeout(Duration::from_secs(3600))
             .on_duplicate(OnDuplicate::Wait)
             .incarnation(incarnation);
