@@ -1,8 +1,7 @@
 //! Behaviours of `keyspace` (with the protocol's transactions, `protocol`), `member` and
-//! `membership` that no other test pinned down, found
-//! by mutation testing (`crates/core/MUTANTS.md`): each test here fails if the code it names
-//! is changed in a way the rest of the suite let through. Grouped by the function they hold
-//! to its word.
+//! `membership` that no other test pinned down, written for mutation testing
+//! (`crates/core/MUTANTS.md`): each test here fails if the code it names is changed in a way
+//! the rest of the suite let through. Grouped by the function they hold to its word.
 
 mod common;
 
