@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use muster_core::{Error, Store, Txn, WatchStream};
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
-use muster_tests::etcd::Etcd;
+use muster_testkit::etcd::Etcd;
 use tokio::time::timeout;
 
 fn start(env: &[(&str, &str)]) -> Etcd {
