@@ -276,10 +276,7 @@ fn index(kind: TransitionKind) -> usize {
 
 fn simulation(args: &Args, report: &mut Report) -> Result<()> {
     let n = args.sim;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()?;
+    let runtime = muster_testkit::clock::paused_runtime()?;
     let wall = Instant::now();
     let (simulated, counts, expected) = runtime.block_on(simulate(n))?;
     let wall = wall.elapsed();

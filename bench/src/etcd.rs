@@ -2,12 +2,11 @@
 //! leases or history), its Prometheus `/metrics` (served on the client port), and the CPU
 //! time its process has used.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use muster_etcd_backend::EtcdConfig;
-use muster_tests::etcd::{Etcd, Metrics};
+use muster_testkit::etcd::{Etcd, Metrics};
 
 /// A running etcd container.
 pub struct Node {
@@ -23,12 +22,9 @@ impl Node {
         let etcd = tokio::task::spawn_blocking(Etcd::start)
             .await?
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let pid = Command::new("docker")
-            .args(["inspect", "--format", "{{.State.Pid}}", etcd.id()])
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-            .filter(|pid| *pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let pid = etcd
+            .pid()
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         Ok(Node { etcd, pid })
     }
 

@@ -152,7 +152,7 @@ impl Report {
         meta.insert("cpu".into(), json!(cpu_model()));
         meta.insert(
             "etcd_image".into(),
-            json!(muster_tests::etcd::image().to_string()),
+            json!(muster_testkit::etcd::image().to_string()),
         );
         meta.insert(
             "sizes".into(),

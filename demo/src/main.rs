@@ -22,8 +22,8 @@ use muster_core::{MemberInfo, MemberState, Store, Transition, TransitionKind};
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
 use muster_master::{Master, MasterConfig, Subscription};
 use muster_mem_backend::{MemCluster, MemStore};
-use muster_tests::etcd::Etcd;
-use muster_tests::proxy::Proxy;
+use muster_testkit::etcd::Etcd;
+use muster_testkit::proxy::Proxy;
 use muster_worker::{Worker, WorkerConfig};
 use tokio::time::Instant;
 
@@ -47,11 +47,8 @@ fn main() -> std::process::ExitCode {
 fn run(args: &[String]) -> anyhow::Result<()> {
     match args {
         [] => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .context("building the demo's runtime")?;
+            let runtime =
+                muster_testkit::clock::paused_runtime().context("building the demo's runtime")?;
             let stage = MemStage {
                 cluster: MemCluster::new(),
                 clients: BTreeMap::new(),
@@ -65,7 +62,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             let (etcd, endpoints) = match std::env::var(muster_etcd_backend::ENDPOINTS_VAR) {
                 Ok(list) if !list.trim().is_empty() => (None, EtcdConfig::from_env().endpoints),
                 _ => {
-                    println!("starting etcd in a container (image {}) ...", muster_tests::etcd::image());
+                    println!("starting etcd in a container (image {}) ...", muster_testkit::etcd::image());
                     let etcd = Etcd::start().map_err(|e| anyhow::anyhow!("{e}"))?;
                     let endpoint = etcd.endpoint();
                     (Some(etcd), vec![endpoint])

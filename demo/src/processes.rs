@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use muster_core::TransitionKind;
-use muster_tests::proxy::Proxy;
+use muster_testkit::proxy::Proxy;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use muster_core::{MemberState, TransitionKind};
 use muster_etcd_backend::EtcdStore;
 use muster_master::{Master, MasterConfig};
-use muster_tests::etcd::Etcd;
+use muster_testkit::etcd::Etcd;
 
 const PREFIX: &str = "/measure/sigkill/";
 const DEADLINE: Duration = Duration::from_secs(30);

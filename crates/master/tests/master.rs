@@ -8,6 +8,7 @@ use muster_core::{
 };
 use muster_master::{Master, MasterConfig, Subscription, View};
 use muster_mem_backend::{MemCluster, MemStore};
+use muster_testkit::wait::{states, summary};
 use muster_worker::{Worker, WorkerConfig};
 
 const PREFIX: &str = "/g/";
@@ -40,33 +41,12 @@ async fn join(cluster: &MemCluster, name: &str, incarnation: u64) -> (Worker, Me
 }
 
 async fn wait(master: &Master, what: &str, pred: impl FnMut(&View) -> bool) -> View {
-    match tokio::time::timeout(DEADLINE, master.wait_until(pred)).await {
-        Ok(view) => view.expect("the master stopped"),
-        Err(_) => panic!("master never saw {what}; view: {:#?}", master.view()),
-    }
+    muster_testkit::wait::view_until(master, DEADLINE, what, pred).await
 }
 
 /// Receives transitions until `kind` for `name`, returning all received (with a deadline).
 async fn until(events: &mut Subscription, kind: TransitionKind, name: &str) -> Vec<Transition> {
-    let mut got = Vec::new();
-    loop {
-        match tokio::time::timeout(DEADLINE, events.next_transition()).await {
-            Ok(Ok(Some(t))) => {
-                let done = t.kind == kind && t.member.name() == name;
-                got.push(t);
-                if done {
-                    return got;
-                }
-            }
-            _ => panic!("no {kind} for {name}; got {:?}", summary(&got)),
-        }
-    }
-}
-
-fn summary(ts: &[Transition]) -> Vec<(TransitionKind, String)> {
-    ts.iter()
-        .map(|t| (t.kind, t.member.name().to_owned()))
-        .collect()
+    muster_testkit::wait::transitions_until(events, DEADLINE, kind, name).await
 }
 
 /// The view a fresh listing of the store implies, by name and state.
@@ -76,13 +56,6 @@ async fn truth(store: &MemStore) -> Vec<(String, MemberState)> {
     machine.resync(&listing, std::time::Instant::now());
     machine
         .members()
-        .map(|m| (m.name().to_owned(), m.state))
-        .collect()
-}
-
-fn states(view: &View) -> Vec<(String, MemberState)> {
-    view.members
-        .values()
         .map(|m| (m.name().to_owned(), m.state))
         .collect()
 }

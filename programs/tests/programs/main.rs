@@ -1,5 +1,5 @@
 //! The programs as an operator runs them: `muster-worker` and `muster-master` as real
-//! processes against real etcd in Docker (the `muster-tests` harness), plus the HTTP API on
+//! processes against real etcd in Docker (the test kit, `muster-testkit`), plus the HTTP API on
 //! a fake group. One binary, one module per area.
 //!
 //! Run with `MUSTER_ETCD_IMAGE=... cargo test -p muster-programs` (or `cargo xtask test`).

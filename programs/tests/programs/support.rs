@@ -7,13 +7,14 @@
 
 use std::future::Future;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use muster_core::MemberState;
 use muster_etcd_backend::EtcdStore;
 use muster_master::View;
-use muster_tests::etcd::Etcd;
+use muster_testkit::etcd::Etcd;
+pub use muster_testkit::wait::states;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -55,18 +56,6 @@ const PROGRAM_VARS: &[&str] = &[
     "RUST_LOG",
 ];
 
-/// The etcd the tests running right now share: started by the first, removed with the last.
-pub fn shared_etcd() -> Arc<Etcd> {
-    static SHARED: Mutex<Weak<Etcd>> = Mutex::new(Weak::new());
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(etcd) = shared.upgrade() {
-        return etcd;
-    }
-    let etcd = Arc::new(Etcd::start().unwrap_or_else(|err| panic!("{err}")));
-    *shared = Arc::downgrade(&etcd);
-    etcd
-}
-
 /// One group under its own prefix on the shared etcd.
 pub struct Group {
     /// Kept so that the container lives as long as the group.
@@ -79,7 +68,7 @@ impl Group {
     /// A group for the test named `test`.
     pub fn new(test: &str) -> Self {
         Group {
-            etcd: shared_etcd(),
+            etcd: muster_testkit::etcd::shared(),
             prefix: format!("/programs/{test}/"),
         }
     }
@@ -101,9 +90,7 @@ impl Group {
 
     /// A client of its own, as a separate process would have.
     pub async fn store(&self) -> EtcdStore {
-        EtcdStore::connect(self.etcd.config())
-            .await
-            .unwrap_or_else(|err| panic!("connect to {}: {err}", self.endpoint()))
+        self.etcd.store().await
     }
 
     /// The truth: the view a master starting now would rebuild, from a fresh listing.
@@ -149,14 +136,6 @@ impl Group {
         self.wait_truth(&format!("{name} gone"), |v| v.get(name).is_none())
             .await
     }
-}
-
-/// A view's members as `(name, state)`.
-pub fn states(view: &View) -> Vec<(String, MemberState)> {
-    view.members
-        .values()
-        .map(|m| (m.name().to_owned(), m.state))
-        .collect()
 }
 
 /// A running program whose output lines are collected as they come. Killed if the test
@@ -368,10 +347,7 @@ pub async fn deadline<T>(
     context: impl FnOnce() -> String,
     wait: impl Future<Output = T>,
 ) -> T {
-    match tokio::time::timeout(DEADLINE, wait).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what} within {DEADLINE:?}\n{}", context()),
-    }
+    muster_testkit::wait::within(DEADLINE, what, context, wait).await
 }
 
 /// `args` as owned strings.
@@ -388,8 +364,5 @@ pub fn worker_flags(group: &Group, name: &str) -> Vec<String> {
 
 /// A port on 127.0.0.1 that nothing listens on (it was free a moment ago).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    muster_testkit::docker::free_port().expect("a free port")
 }

@@ -2,7 +2,7 @@
 
 use muster_core::testing::{run_all, Settings};
 use muster_etcd_backend::EtcdStore;
-use muster_tests::etcd::Etcd;
+use muster_testkit::etcd::Etcd;
 
 #[tokio::test]
 async fn etcd_store_passes_the_conformance_suite() {

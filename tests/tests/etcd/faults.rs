@@ -8,7 +8,7 @@ use futures::StreamExt;
 use muster_core::testing::KEEP_ALIVE_WITHIN;
 use muster_core::{Error, Store, Txn, WatchStream};
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
-use muster_tests::etcd::Etcd;
+use muster_testkit::etcd::Etcd;
 use tokio::time::timeout;
 
 fn start(env: &[(&str, &str)]) -> Etcd {

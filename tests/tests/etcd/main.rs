@@ -1,7 +1,7 @@
 //! Integration tests against real etcd in Docker: one binary, one module per area.
 //!
 //! Tests that stop, pause or compact etcd, or need exact revisions (`conformance`, `faults`,
-//! `store`), start their own container ([`muster_tests::etcd::Etcd`]). The master and worker
+//! `store`), start their own container ([`muster_testkit::etcd::Etcd`]). The master and worker
 //! tests (`lifecycle`, `process`) share one container (`support`), each under a prefix of its
 //! own. Real time throughout: never tokio's paused clock here.
 

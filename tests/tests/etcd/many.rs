@@ -7,7 +7,7 @@ use futures::StreamExt;
 use muster_core::TransitionKind;
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
 use muster_master::{Master, MasterConfig};
-use muster_tests::etcd::Etcd;
+use muster_testkit::etcd::Etcd;
 use muster_worker::{Worker, WorkerConfig};
 
 use crate::support::{info, keep_alive_streams_opened, lease_renewals, DEADLINE, TTL};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use muster_core::testing::KEEP_ALIVE_WITHIN;
 use muster_core::{Error, Store, Txn};
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
-use muster_tests::etcd::Etcd;
+use muster_testkit::etcd::Etcd;
 
 use crate::support::keep_alive_streams_opened;
 

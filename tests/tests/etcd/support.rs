@@ -5,7 +5,7 @@
 //! view, its transitions, a worker's status) and has a deadline; nothing sleeps in place of
 //! synchronisation.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use muster_core::{
@@ -13,8 +13,11 @@ use muster_core::{
 };
 use muster_etcd_backend::EtcdStore;
 use muster_master::{Master, MasterConfig, Subscription, View};
-use muster_tests::etcd::Etcd;
+use muster_testkit::etcd::Etcd;
 use muster_worker::{Status, Worker, WorkerConfig};
+
+pub use muster_testkit::info;
+pub use muster_testkit::wait::{lease_of, states, summary};
 
 /// The lease TTL of every worker here: etcd's minimum, so expiry costs as little as possible.
 pub const TTL: Duration = Duration::from_secs(2);
@@ -23,23 +26,6 @@ pub const TTL: Duration = Duration::from_secs(2);
 /// (an expiry takes at most TTL plus etcd's 500 ms expiry tick), so that a slow, shared
 /// machine does not make the tests flaky.
 pub const DEADLINE: Duration = Duration::from_secs(20);
-
-/// The etcd the tests running right now share; started by the first, removed with the last.
-///
-/// Tests share it through distinct prefixes. Nothing is left behind: when no test holds it
-/// the container is removed, and a later test starts a new one. (A `static` holding the
-/// container itself would never be dropped, so the container would outlive the run.)
-pub fn shared_etcd() -> Arc<Etcd> {
-    static SHARED: Mutex<Weak<Etcd>> = Mutex::new(Weak::new());
-    // A test that panicked while starting etcd poisons nothing worth keeping.
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(etcd) = shared.upgrade() {
-        return etcd;
-    }
-    let etcd = Arc::new(Etcd::start().unwrap_or_else(|err| panic!("{err}")));
-    *shared = Arc::downgrade(&etcd);
-    etcd
-}
 
 /// One group under its own prefix on the shared etcd.
 pub struct Group {
@@ -53,16 +39,14 @@ impl Group {
     /// A group for the test named `test`.
     pub fn new(test: &str) -> Self {
         Group {
-            etcd: shared_etcd(),
+            etcd: muster_testkit::etcd::shared(),
             prefix: format!("/it/{test}/"),
         }
     }
 
     /// A new client (its own connections), as a separate process would have.
     pub async fn store(&self) -> EtcdStore {
-        EtcdStore::connect(self.etcd.config())
-            .await
-            .unwrap_or_else(|err| panic!("connect to {}: {err}", self.etcd.endpoint()))
+        self.etcd.store().await
     }
 
     /// The key layout of this group.
@@ -107,59 +91,15 @@ impl Group {
     }
 }
 
-/// A member's name and address for tests.
-pub fn info(name: &str) -> MemberInfo {
-    MemberInfo::new(name, format!("{name}.test:80"))
-}
-
 /// Waits (with [`DEADLINE`]) until the master's view satisfies `pred`.
 pub async fn wait(master: &Master, what: &str, pred: impl FnMut(&View) -> bool) -> View {
-    match tokio::time::timeout(DEADLINE, master.wait_until(pred)).await {
-        Ok(view) => view.expect("the master stopped"),
-        Err(_) => panic!(
-            "the master never saw {what} within {DEADLINE:?}; view: {:#?}\nhealth: {:#?}",
-            master.view(),
-            master.health()
-        ),
-    }
+    muster_testkit::wait::view_until(master, DEADLINE, what, pred).await
 }
 
 /// Receives transitions until `kind` for `name` and returns every one received on the way,
 /// that one last. Each transition must come within [`DEADLINE`].
 pub async fn until(events: &mut Subscription, kind: TransitionKind, name: &str) -> Vec<Transition> {
-    let mut got = Vec::new();
-    loop {
-        match tokio::time::timeout(DEADLINE, events.next_transition()).await {
-            Ok(Ok(Some(t))) => {
-                let done = t.kind == kind && t.member.name() == name;
-                got.push(t);
-                if done {
-                    return got;
-                }
-            }
-            Ok(Ok(None)) => panic!("the master stopped before {kind} for {name}; got {got:#?}"),
-            Ok(Err(lagged)) => panic!("{lagged} (waiting for {kind} for {name})"),
-            Err(_) => panic!(
-                "no {kind} for {name} within {DEADLINE:?}; got {:?}",
-                summary(&got)
-            ),
-        }
-    }
-}
-
-/// Transitions as `(kind, name)`, for readable assertions.
-pub fn summary(ts: &[Transition]) -> Vec<(TransitionKind, String)> {
-    ts.iter()
-        .map(|t| (t.kind, t.member.name().to_owned()))
-        .collect()
-}
-
-/// A view's members as `(name, state)`.
-pub fn states(view: &View) -> Vec<(String, MemberState)> {
-    view.members
-        .values()
-        .map(|m| (m.name().to_owned(), m.state))
-        .collect()
+    muster_testkit::wait::transitions_until(events, DEADLINE, kind, name).await
 }
 
 /// Waits (with [`DEADLINE`]) until the worker's status satisfies `pred`; returns it.
@@ -168,15 +108,7 @@ pub async fn status_until(
     what: &str,
     pred: impl FnMut(&Status) -> bool,
 ) -> Status {
-    muster_tests::wait::status_until(worker, what, DEADLINE, pred).await
-}
-
-/// The lease of a registered worker, from its status.
-pub fn lease_of(worker: &Worker) -> muster_core::LeaseId {
-    match &*worker.status().borrow() {
-        Status::Registered { lease, .. } | Status::Reregistered { lease, .. } => *lease,
-        other => panic!("worker {} is not registered: {other:?}", worker.name()),
-    }
+    muster_testkit::wait::status_until(worker, what, DEADLINE, pred).await
 }
 
 /// Checks one member's transitions: exactly `expected` (kind and the incarnation each one

@@ -16,7 +16,7 @@ use futures::future::join_all;
 use muster_core::{Store, TransitionKind};
 use muster_etcd_backend::EtcdStore;
 use muster_master::Master;
-use muster_tests::cluster::Cluster;
+use muster_testkit::cluster::Cluster;
 use muster_worker::Status;
 
 use crate::support::{
@@ -148,7 +148,7 @@ async fn losing_the_leader_costs_no_lease_and_no_event_and_a_lost_quorum_is_repo
     let restarted_at = Instant::now();
     let restarted = async {
         cluster.restart(second).await?;
-        Ok::<_, muster_tests::etcd::HarnessError>(restarted_at.elapsed())
+        Ok::<_, muster_testkit::Error>(restarted_at.elapsed())
     };
     let master_back = async {
         health_until(&master, "watching again", |h| h.watching).await;

@@ -14,7 +14,7 @@ use futures::future::join_all;
 use muster_core::TransitionKind;
 use muster_etcd_backend::EtcdConfig;
 use muster_master::Master;
-use muster_tests::cluster::Cluster;
+use muster_testkit::cluster::Cluster;
 use muster_worker::{Status, WorkerConfig};
 
 use crate::support::{

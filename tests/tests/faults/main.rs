@@ -15,7 +15,7 @@
 //! `support`: connecting, waits with deadlines, the transition recorder, etcd's history
 //! replayed through a fresh state machine, a master's view compared with a fresh listing.
 //!
-//! Each scenario starts its own etcd ([`muster_tests::cluster::Cluster`]), so scenarios run
+//! Each scenario starts its own etcd ([`muster_testkit::cluster::Cluster`]), so scenarios run
 //! in parallel without sharing state. Real time throughout, never tokio's paused clock; each
 //! prints what it measured (`[faults] ...` lines, shown with `--nocapture`). The whole binary
 //! takes about a minute on two cores (the soak, ~35 s, is the longest).

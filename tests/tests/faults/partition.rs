@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use muster_core::{MemberState, TransitionKind};
 use muster_etcd_backend::EtcdConfig;
 use muster_master::Master;
-use muster_tests::cluster::Cluster;
-use muster_tests::proxy::Proxy;
+use muster_testkit::cluster::Cluster;
+use muster_testkit::proxy::Proxy;
 use muster_worker::Status;
 
 use crate::support::{

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use muster_core::{MemberState, TransitionKind};
 use muster_master::Master;
-use muster_tests::cluster::Cluster;
+use muster_testkit::cluster::Cluster;
 use muster_worker::Status;
 
 use crate::support::{
@@ -54,7 +54,7 @@ async fn etcd_replaced_by_an_empty_one_is_noticed_and_the_view_rebuilt() -> Outc
     let replaced_at = Instant::now();
     let replaced = async {
         etcd.replace_with_empty().await?;
-        Ok::<_, muster_tests::etcd::HarnessError>(replaced_at.elapsed())
+        Ok::<_, muster_testkit::Error>(replaced_at.elapsed())
     };
     let noticed = async {
         health_until(&master, "the store replacement", |h| {

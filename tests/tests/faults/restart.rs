@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use muster_core::TransitionKind;
 use muster_master::Master;
-use muster_tests::cluster::Cluster;
+use muster_testkit::cluster::Cluster;
 use muster_worker::Status;
 
 use crate::support::{
@@ -70,7 +70,7 @@ async fn etcd_restarted_with_its_data_loses_nothing_and_duplicates_nothing() -> 
     let back_at = Instant::now();
     let restarted = async {
         etcd.restart(node).await?;
-        Ok::<_, muster_tests::etcd::HarnessError>(back_at.elapsed())
+        Ok::<_, muster_testkit::Error>(back_at.elapsed())
     };
     let master_back = async {
         health_until(&master, "watching again", |h| {

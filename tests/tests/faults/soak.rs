@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use muster_core::TransitionKind;
 use muster_etcd_backend::EtcdStore;
 use muster_master::Master;
-use muster_tests::cluster::Cluster;
+use muster_testkit::cluster::Cluster;
 use muster_worker::{Error as WorkerError, Worker, WorkerConfig};
 
 use crate::support::{
@@ -225,7 +225,7 @@ async fn churn_with_a_leader_kill_leaves_every_master_exact() -> Outcome {
                 let elected = killed_at.elapsed();
                 tokio::time::sleep(KILLED_FOR.saturating_sub(killed_at.elapsed())).await;
                 cluster.restart(leader).await?;
-                Ok::<_, muster_tests::etcd::HarnessError>(elected)
+                Ok::<_, muster_testkit::Error>(elected)
             };
             let (drivers, elected) = tokio::join!(churn(drivers, &workers, length), fault);
             election = elected?;

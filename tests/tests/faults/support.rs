@@ -16,9 +16,13 @@ use muster_core::{
     Incarnation, Keyspace, MemberInfo, MemberState, Membership, Revision, Store, Transition,
     TransitionKind, Txn,
 };
-use muster_etcd_backend::{EtcdConfig, EtcdStore};
+use muster_etcd_backend::EtcdStore;
 use muster_master::{Health, Master, MasterConfig, Subscription, View};
 use muster_worker::{Status, Worker, WorkerConfig};
+
+pub use muster_testkit::etcd::connect;
+pub use muster_testkit::info;
+pub use muster_testkit::wait::{lease_of, summary};
 use tokio::sync::watch;
 
 /// What a scenario returns: harness and store failures end it through `?`.
@@ -27,14 +31,6 @@ pub type Outcome = Result<(), Box<dyn std::error::Error>>;
 /// How long any single wait may take before the scenario fails: far above anything
 /// expected, so that a slow, shared machine does not make the tests flaky.
 pub const DEADLINE: Duration = Duration::from_secs(45);
-
-/// A new client (its own connections), as a separate process would have.
-pub async fn connect(config: EtcdConfig) -> EtcdStore {
-    let endpoints = config.endpoints.join(", ");
-    EtcdStore::connect(config)
-        .await
-        .unwrap_or_else(|err| panic!("connect to {endpoints}: {err}"))
-}
 
 /// Master settings for `prefix`: no reaping unless asked, short retries.
 pub fn master_config(prefix: &str) -> MasterConfig {
@@ -46,11 +42,6 @@ pub fn worker_config(prefix: &str, ttl: Duration) -> WorkerConfig {
     WorkerConfig::new(prefix).ttl(ttl)
 }
 
-/// A member's name and address for tests.
-pub fn info(name: &str) -> MemberInfo {
-    MemberInfo::new(name, format!("{name}.test:80"))
-}
-
 /// Registers `info` on `store`.
 pub async fn join<S: Store>(store: S, info: MemberInfo, config: WorkerConfig) -> Worker {
     let name = info.name.clone();
@@ -59,31 +50,18 @@ pub async fn join<S: Store>(store: S, info: MemberInfo, config: WorkerConfig) ->
         .unwrap_or_else(|err| panic!("register {name}: {err}"))
 }
 
-/// Waits until the master's view satisfies `pred`; returns that view.
+/// Waits (with [`DEADLINE`]) until the master's view satisfies `pred`; returns that view.
 pub async fn view_until(master: &Master, what: &str, pred: impl FnMut(&View) -> bool) -> View {
-    match tokio::time::timeout(DEADLINE, master.wait_until(pred)).await {
-        Ok(view) => view.expect("the master stopped"),
-        Err(_) => panic!(
-            "the master never saw {what} within {DEADLINE:?}; view: {:#?}\nhealth: {:#?}",
-            master.view(),
-            master.health()
-        ),
-    }
+    muster_testkit::wait::view_until(master, DEADLINE, what, pred).await
 }
 
-/// Waits until the master's health report satisfies `pred`; returns that report.
+/// Waits (with [`DEADLINE`]) until the master's health report satisfies `pred`.
 pub async fn health_until(
     master: &Master,
     what: &str,
     pred: impl FnMut(&Health) -> bool,
 ) -> Health {
-    match tokio::time::timeout(DEADLINE, master.wait_until_health(pred)).await {
-        Ok(health) => health.expect("the master stopped"),
-        Err(_) => panic!(
-            "the master's health never showed {what} within {DEADLINE:?}: {:#?}",
-            master.health()
-        ),
-    }
+    muster_testkit::wait::health_until(master, DEADLINE, what, pred).await
 }
 
 /// Waits (with [`DEADLINE`]) until the worker's status satisfies `pred`; returns it.
@@ -92,15 +70,7 @@ pub async fn status_until(
     what: &str,
     pred: impl FnMut(&Status) -> bool,
 ) -> Status {
-    muster_tests::wait::status_until(worker, what, DEADLINE, pred).await
-}
-
-/// The lease of a registered worker, from its status.
-pub fn lease_of(worker: &Worker) -> muster_core::LeaseId {
-    match &*worker.status().borrow() {
-        Status::Registered { lease, .. } | Status::Reregistered { lease, .. } => *lease,
-        other => panic!("worker {} is not registered: {other:?}", worker.name()),
-    }
+    muster_testkit::wait::status_until(worker, what, DEADLINE, pred).await
 }
 
 /// Every transition a master emitted since it was attached, kept in order.
@@ -178,13 +148,6 @@ impl Recorder {
         }
         &self.log
     }
-}
-
-/// Transitions as `(kind, name)`, for readable messages.
-pub fn summary(ts: &[Transition]) -> Vec<(TransitionKind, String)> {
-    ts.iter()
-        .map(|t| (t.kind, t.member.name().to_owned()))
-        .collect()
 }
 
 /// What a transition says, without the master-local parts (observation time, suspicion

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
-//! let proxy = muster_tests::proxy::Proxy::start("127.0.0.1:2379").await?;
+//! let proxy = muster_testkit::proxy::Proxy::start("127.0.0.1:2379").await?;
 //! let endpoint = proxy.endpoint(); // give this to one client
 //! proxy.cut();  // every connection through it is closed, new ones are refused
 //! proxy.heal(); // connections go through again

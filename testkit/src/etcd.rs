@@ -1,0 +1,288 @@
+//! A real etcd in a Docker container, one per test (or one shared by the tests running at
+//! the same time: [`shared`]), removed when dropped.
+//!
+//! The image comes from `MUSTER_ETCD_IMAGE` (default: the official
+//! `gcr.io/etcd-development/etcd:v3.5.17`); `cargo xtask test` sets it, pulling the official
+//! image or building `muster-etcd:local` from Debian's etcd where no registry is reachable.
+//! etcd is configured through `ETCD_*` environment variables, not arguments, so the same
+//! code runs images whose entrypoint is etcd (ours) and images whose command is etcd (the
+//! official one).
+//!
+//! The container is started with testcontainers and is ready when etcd logs "ready to serve
+//! client requests" (see [`docker`](crate::docker)). It listens on a fixed host port on
+//! 127.0.0.1 chosen when it starts, so it keeps its endpoint across [`Etcd::stop`] /
+//! [`Etcd::restart`]. The methods block the calling thread until Docker is done, as a
+//! command would.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use muster_etcd_backend::{EtcdConfig, EtcdStore};
+
+use crate::docker::{self, block_on, free_port, port_taken, EtcdContainer, Spec};
+use crate::error::{Error, Result};
+
+pub use crate::docker::image;
+
+/// A running single-node etcd in a container. Dropping it removes the container.
+#[derive(Debug)]
+pub struct Etcd {
+    /// The container.
+    container: EtcdContainer,
+    /// The host port mapped to etcd's client port 2379.
+    port: u16,
+}
+
+impl Etcd {
+    /// Starts etcd from the image in `MUSTER_ETCD_IMAGE` and waits until it serves clients.
+    ///
+    /// Blocks for a second or two. Fails with instructions when Docker does not answer or
+    /// the image is missing.
+    pub fn start() -> Result<Etcd> {
+        Etcd::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra etcd settings as `ETCD_*` environment
+    /// variables, e.g. `("ETCD_GRPC_KEEPALIVE_MIN_TIME", "1s")`.
+    pub fn start_with(env: &[(&str, &str)]) -> Result<Etcd> {
+        let extra: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        block_on(async move {
+            let image = docker::image();
+            let settings = [
+                ("ETCD_NAME", "muster-test"),
+                ("ETCD_DATA_DIR", "/tmp/muster-etcd"),
+                ("ETCD_LISTEN_CLIENT_URLS", "http://0.0.0.0:2379"),
+                ("ETCD_ADVERTISE_CLIENT_URLS", "http://127.0.0.1:2379"),
+                ("ETCD_LISTEN_PEER_URLS", "http://127.0.0.1:2380"),
+                ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://127.0.0.1:2380"),
+                ("ETCD_INITIAL_CLUSTER", "muster-test=http://127.0.0.1:2380"),
+            ];
+            let env = settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(extra)
+                .collect();
+            let spec = Spec {
+                image,
+                name: docker::unique_name("etcd"),
+                kind: "etcd",
+                network: None,
+                hostname: None,
+                env,
+                hint: "",
+            };
+            // A free port can be taken by someone else before Docker binds it: try a few.
+            let mut attempts = 0;
+            loop {
+                let port = free_port()?;
+                match EtcdContainer::start(spec.clone(), port).await {
+                    Ok(container) => return Ok(Etcd { container, port }),
+                    Err(err) if port_taken(&err) && attempts < 4 => attempts += 1,
+                    Err(err) => return Err(err),
+                }
+            }
+        })
+    }
+
+    /// etcd's client URL on this host, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The container id.
+    pub fn id(&self) -> &str {
+        self.container.id()
+    }
+
+    /// The image the container runs.
+    pub fn image(&self) -> &str {
+        self.container.image()
+    }
+
+    /// etcd's process id on this host (as the engine reports it), for its CPU time; `None`
+    /// when the engine does not say (Docker on another machine, a stopped container).
+    pub fn pid(&self) -> Option<u32> {
+        block_on(self.container.pid())
+    }
+
+    /// Store settings for this etcd, with timeouts short enough for tests.
+    pub fn config(&self) -> EtcdConfig {
+        test_config(vec![self.endpoint()])
+    }
+
+    /// A new client of this etcd (its own connections), as a separate process would have.
+    /// Panics when it cannot connect.
+    pub async fn store(&self) -> EtcdStore {
+        connect(self.config()).await
+    }
+
+    /// Stops etcd (SIGTERM, then SIGKILL after 10 s). Its data survives for [`restart`](Self::restart).
+    pub fn stop(&self) -> Result<()> {
+        block_on(self.container.stop())
+    }
+
+    /// Kills etcd at once (SIGKILL), like a crash. Its data survives for [`restart`](Self::restart).
+    pub fn kill(&self) -> Result<()> {
+        block_on(self.container.kill())
+    }
+
+    /// Starts a stopped or killed etcd again on the same port and waits until it serves.
+    pub fn restart(&self) -> Result<()> {
+        block_on(self.container.restart())
+    }
+
+    /// Freezes etcd (SIGSTOP on every process): it keeps its connections but answers nothing,
+    /// like a hung server.
+    pub fn pause(&self) -> Result<()> {
+        block_on(self.container.pause())
+    }
+
+    /// Thaws a paused etcd.
+    pub fn unpause(&self) -> Result<()> {
+        block_on(self.container.unpause())
+    }
+
+    /// One scrape of etcd's Prometheus `/metrics` (served on the client port). Blocks for
+    /// one local HTTP request.
+    pub fn metrics(&self) -> Result<Metrics> {
+        Metrics::scrape(&self.endpoint())
+    }
+
+    /// etcd's log so far (stdout and stderr; etcd logs to stderr).
+    pub fn logs(&self) -> Result<String> {
+        block_on(self.container.logs())
+    }
+}
+
+/// The etcd the tests running right now share; started by the first, removed with the last.
+/// Panics with the kit's instructions when it cannot be started.
+///
+/// Tests share it through distinct prefixes. Nothing is left behind: when no test holds it
+/// the container is removed, and a later test starts a new one. (A `static` holding the
+/// container itself would never be dropped, so the container would outlive the run.)
+pub fn shared() -> Arc<Etcd> {
+    static SHARED: Mutex<Weak<Etcd>> = Mutex::new(Weak::new());
+    // A test that panicked while starting etcd poisons nothing worth keeping.
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(etcd) = shared.upgrade() {
+        return etcd;
+    }
+    let etcd = Arc::new(Etcd::start().unwrap_or_else(|err| panic!("{err}")));
+    *shared = Arc::downgrade(&etcd);
+    etcd
+}
+
+/// Store settings for `endpoints` with timeouts short enough for tests.
+pub(crate) fn test_config(endpoints: Vec<String>) -> EtcdConfig {
+    EtcdConfig {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+        ..EtcdConfig::new(endpoints)
+    }
+}
+
+/// A new client (its own connections), as a separate process would have. Panics naming the
+/// endpoints when it cannot connect.
+pub async fn connect(config: EtcdConfig) -> EtcdStore {
+    let endpoints = config.endpoints.join(", ");
+    EtcdStore::connect(config)
+        .await
+        .unwrap_or_else(|err| panic!("connect to {endpoints}: {err}"))
+}
+
+/// One scrape of etcd's `/metrics`: every sample, by its name with labels as etcd wrote
+/// them (Prometheus sorts labels by name).
+///
+/// ```no_run
+/// # let etcd = muster_testkit::etcd::Etcd::start().unwrap();
+/// let metrics = etcd.metrics().unwrap();
+/// let writes = metrics.get("etcd_server_proposals_committed_total");
+/// let streams = metrics.sum("grpc_server_started_total", &[("grpc_method", "LeaseKeepAlive")]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    samples: std::collections::BTreeMap<String, f64>,
+}
+
+impl Metrics {
+    /// Reads `{endpoint}/metrics` over plain HTTP/1.0 (no client library needed).
+    pub fn scrape(endpoint: &str) -> Result<Metrics> {
+        use std::io::{Read, Write};
+        let fail = |what: String| Error::Etcd {
+            what: format!("etcd's /metrics at {endpoint}"),
+            message: what,
+        };
+        let host = endpoint
+            .strip_prefix("http://")
+            .ok_or_else(|| fail("not an http:// endpoint".into()))?;
+        let mut stream =
+            std::net::TcpStream::connect(host).map_err(|e| fail(format!("connect: {e}")))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| fail(e.to_string()))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n"
+        )
+        .map_err(|e| fail(format!("request: {e}")))?;
+        let mut body = String::new();
+        stream
+            .read_to_string(&mut body)
+            .map_err(|e| fail(format!("response: {e}")))?;
+        let status = body.lines().next().unwrap_or("");
+        if !status.starts_with("HTTP/1.") || !status.contains(" 200") {
+            return Err(fail(format!("answered {status:?}")));
+        }
+        let mut metrics = Metrics::default();
+        for line in body.lines().filter(|line| !line.starts_with('#')) {
+            // `name{labels} value`: the value follows the last space (label values may hold
+            // spaces).
+            if let Some((sample, value)) = line.rsplit_once(' ') {
+                if let Ok(value) = value.parse() {
+                    metrics.samples.insert(sample.to_string(), value);
+                }
+            }
+        }
+        Ok(metrics)
+    }
+
+    /// An unlabelled sample's value; `0` if etcd does not report it.
+    pub fn get(&self, name: &str) -> f64 {
+        self.samples.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// Whether an unlabelled sample is reported at all.
+    pub fn has(&self, name: &str) -> bool {
+        self.samples.contains_key(name)
+    }
+
+    /// The sum of the samples of metric `name` whose labels include every `(label, value)`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(sample, _)| {
+                let (metric, rest) = sample.split_once('{').unwrap_or((sample, ""));
+                metric == name
+                    && labels
+                        .iter()
+                        .all(|(label, value)| rest.contains(&format!("{label}=\"{value}\"")))
+            })
+            .map(|(_, value)| value)
+            .sum()
+    }
+
+    /// The label `label` of the first sample of metric `name`, e.g. the `server_version` of
+    /// `etcd_server_version`.
+    pub fn label(&self, name: &str, label: &str) -> Option<String> {
+        let prefix = format!("{name}{{");
+        let needle = format!("{label}=\"");
+        self.samples.keys().find_map(|sample| {
+            let rest = sample.strip_prefix(&prefix)?;
+            let value = &rest[rest.find(&needle)? + needle.len()..];
+            value.split('"').next().map(str::to_string)
+        })
+    }
+}
