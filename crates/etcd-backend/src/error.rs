@@ -150,32 +150,20 @@ impl ErrorMapper {
     /// Maps an etcd-client error.
     pub(crate) fn map(&self, ctx: &Ctx, err: etcd_client::Error) -> Error {
         use etcd_client::Error as E;
-        match err {
-            E::GRpcStatus(status) => {
-                // tonic keeps the transport failure ("connection refused") in the source.
-                let mut detail = status.message().to_string();
-                if let Some(root) = root_cause(&status) {
-                    let root = root.to_string();
-                    if !detail.contains(&root) {
-                        detail = format!("{detail}: {root}");
-                    }
-                }
-                self.map_status(ctx, status.code(), &detail)
-            }
+        match &err {
+            E::GRpcStatus(status) => self.map_status(ctx, status.code(), &status_detail(status)),
             E::LeaseKeepAliveError(message) if message.contains("lease not found") => {
                 Error::LeaseNotFound { lease: ctx.lease }
             }
-            // The request half of a stream is gone: the stream broke.
-            E::LeaseKeepAliveError(message) | E::WatchError(message) => {
-                self.unavailable(ctx, format!("stream broken: {message}"))
+            // A broken stream (its request half is gone) or connection: unreachable.
+            E::LeaseKeepAliveError(_) | E::WatchError(_) | E::TransportError(_) | E::IoError(_) => {
+                self.unavailable(ctx, cause(&err))
             }
-            E::TransportError(err) => self.unavailable(ctx, chain(&err)),
-            E::IoError(err) => self.unavailable(ctx, chain(&err)),
             E::InvalidUri(err) => self.rejected(
                 ctx,
                 format!("invalid endpoint URL: {err}; endpoints look like http://127.0.0.1:2379"),
             ),
-            other => self.other(ctx, chain(&other)),
+            other => self.other(ctx, chain(other)),
         }
     }
 
@@ -230,23 +218,13 @@ impl ErrorMapper {
     }
 }
 
-/// The innermost source of `err`, if it has any.
 /// What went wrong in `err`, without muster's context (endpoints, call, advice): for a
 /// message that [`ErrorMapper::unavailable`] wraps once, e.g. when one broken keep-alive
 /// stream fails the renewals of many leases.
 pub(crate) fn cause(err: &etcd_client::Error) -> String {
     use etcd_client::Error as E;
     match err {
-        E::GRpcStatus(status) => {
-            let mut detail = format!("{} ({:?})", status.message(), status.code());
-            if let Some(root) = root_cause(status) {
-                let root = root.to_string();
-                if !detail.contains(&root) {
-                    detail = format!("{detail}: {root}");
-                }
-            }
-            detail
-        }
+        E::GRpcStatus(status) => format!("{} ({:?})", status_detail(status), status.code()),
         E::LeaseKeepAliveError(message) | E::WatchError(message) => {
             format!("stream broken: {message}")
         }
@@ -256,6 +234,20 @@ pub(crate) fn cause(err: &etcd_client::Error) -> String {
     }
 }
 
+/// A gRPC status's message, with the transport failure tonic keeps in its source
+/// ("connection refused") when the message does not already say it.
+fn status_detail(status: &tonic::Status) -> String {
+    let mut detail = status.message().to_string();
+    if let Some(root) = root_cause(status) {
+        let root = root.to_string();
+        if !detail.contains(&root) {
+            detail = format!("{detail}: {root}");
+        }
+    }
+    detail
+}
+
+/// The innermost source of `err`, if it has any.
 fn root_cause<'e>(
     err: &'e (dyn std::error::Error + 'static),
 ) -> Option<&'e (dyn std::error::Error + 'static)> {

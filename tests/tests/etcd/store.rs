@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use muster_core::testing::KEEP_ALIVE_WITHIN;
-use muster_core::{Error, Store, Txn};
+use muster_core::{Error, LeaseId, Store, Txn};
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
 use muster_testkit::etcd::Etcd;
 
@@ -160,11 +160,8 @@ async fn the_leases_of_a_store_share_its_keep_alive_streams() {
     );
 }
 
-/// A keep-alive the caller gave up on (its timeout fired while etcd was frozen) leaves no
-/// stale answer behind: once the lease is revoked, the next keep-alive says it is gone
-/// instead of reading the old answer of the abandoned call.
-#[tokio::test]
-async fn an_abandoned_keep_alive_leaves_no_stale_answer() {
+/// An etcd of its own (the tests pause it), a store, and a 30 s lease renewed once.
+async fn renewed_lease() -> (Etcd, EtcdStore, LeaseId) {
     let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
     let store = EtcdStore::connect(etcd.config()).await.expect("connect");
     let lease = store
@@ -176,6 +173,15 @@ async fn an_abandoned_keep_alive_leaves_no_stale_answer() {
         .keep_alive(lease, KEEP_ALIVE_WITHIN)
         .await
         .expect("first keep-alive");
+    (etcd, store, lease)
+}
+
+/// A keep-alive the caller gave up on (its timeout fired while etcd was frozen) leaves no
+/// stale answer behind: once the lease is revoked, the next keep-alive says it is gone
+/// instead of reading the old answer of the abandoned call.
+#[tokio::test]
+async fn an_abandoned_keep_alive_leaves_no_stale_answer() {
+    let (etcd, store, lease) = renewed_lease().await;
 
     etcd.pause().unwrap_or_else(|err| panic!("{err}"));
     let abandoned = tokio::time::timeout(
@@ -198,17 +204,7 @@ async fn an_abandoned_keep_alive_leaves_no_stale_answer() {
 /// on a frozen etcd it fails after 300 ms, saying so.
 #[tokio::test]
 async fn a_keep_alive_waits_as_long_as_its_caller_says() {
-    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
-    let store = EtcdStore::connect(etcd.config()).await.expect("connect");
-    let lease = store
-        .grant(Duration::from_secs(30))
-        .await
-        .expect("grant")
-        .id;
-    store
-        .keep_alive(lease, KEEP_ALIVE_WITHIN)
-        .await
-        .expect("first keep-alive");
+    let (etcd, store, lease) = renewed_lease().await;
 
     etcd.pause().unwrap_or_else(|err| panic!("{err}"));
     let late = store.keep_alive(lease, Duration::from_millis(300)).await;
