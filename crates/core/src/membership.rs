@@ -23,10 +23,17 @@
 //! | `Suspect` | `Alive`, same incarnation | `Recovered` |
 //! | `Suspect` or `Alive` | `Alive`, new incarnation | `Restarted` |
 //! | `Alive` | `Alive`, liveness re-created, same incarnation | `Suspect`, `Recovered` |
-//! | `Alive` | absent | `Left` |
-//! | `Suspect` | absent | `Failed` |
-//! | present | present, record re-created | `Left`/`Failed`, then as from absent |
+//! | `Alive` | `Alive`, record rewritten by a new incarnation | `Restarted` |
+//! | `Alive` | absent, seen on the watch | `Left` |
+//! | `Suspect` | absent, seen on the watch | `Failed` |
+//! | present | absent, found by a resync | `Removed` |
+//! | present | present, record re-created | `Left`/`Failed` (`Removed` in a resync), then as from absent |
 //! | any | any, metadata changed | ... then `Updated` |
+//!
+//! `Left` and `Failed` are facts the watch observed: the record was deleted while the member
+//! was alive (a leave, an eviction), or after it was suspect (a reap). A [`resync`](Membership::resync)
+//! only sees that a record is gone, not why (it may have left, crashed and been reaped, or the
+//! store may have been replaced by an empty one), so it says `Removed`: gone, cause unknown.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -48,6 +55,9 @@ pub enum MemberState {
     Left,
     /// Removed after being `Suspect` (reaped, or evicted while suspect).
     Failed,
+    /// Removed, and the master cannot know why: a resync (after compaction, or against a
+    /// store that was replaced) found its record gone without seeing the delete.
+    Removed,
 }
 
 impl MemberState {
@@ -64,6 +74,7 @@ impl fmt::Display for MemberState {
             MemberState::Suspect => "suspect",
             MemberState::Left => "left",
             MemberState::Failed => "failed",
+            MemberState::Removed => "removed",
         })
     }
 }
@@ -85,11 +96,14 @@ pub enum TransitionKind {
     Left,
     /// It was removed after being `Suspect` too long.
     Failed,
+    /// It is gone and the master cannot know why: a resync found its record missing (it
+    /// left, or failed and was reaped, or the store was replaced) without seeing the delete.
+    Removed,
 }
 
 impl TransitionKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [TransitionKind; 7] = [
+    pub const ALL: [TransitionKind; 8] = [
         TransitionKind::Joined,
         TransitionKind::Updated,
         TransitionKind::Suspect,
@@ -97,6 +111,7 @@ impl TransitionKind {
         TransitionKind::Restarted,
         TransitionKind::Left,
         TransitionKind::Failed,
+        TransitionKind::Removed,
     ];
 }
 
@@ -110,6 +125,7 @@ impl fmt::Display for TransitionKind {
             TransitionKind::Restarted => "restarted",
             TransitionKind::Left => "left",
             TransitionKind::Failed => "failed",
+            TransitionKind::Removed => "removed",
         })
     }
 }
@@ -150,7 +166,8 @@ impl Member {
 pub struct Transition {
     /// What happened.
     pub kind: TransitionKind,
-    /// The member after the transition (for `Left`/`Failed`: as last known, with that state).
+    /// The member after the transition (for `Left`/`Failed`/`Removed`: as last known, with
+    /// that state).
     pub member: Member,
     /// The store revision that caused it.
     pub revision: Revision,
@@ -580,7 +597,7 @@ impl Derived {
         // The member as it was, unless its record was re-created: then it is gone.
         let before = match slot.as_deref() {
             Some(member) if recreated(record, tracked.as_ref()) => {
-                let (kind, member) = gone(member.clone(), revision);
+                let (kind, member) = gone(member.clone(), revision, self.resyncing);
                 emit(step, kind, member, revision, now);
                 None
             }
@@ -634,13 +651,13 @@ impl Derived {
     }
 
     /// Takes `name` out of the view, if it is there, because it has no record any more: emits
-    /// its `Left` (it was `Alive`) or `Failed` (it was `Suspect`), drops its reap deadline and
+    /// its `Left` (it was `Alive`), `Failed` (it was `Suspect`) or, in a resync, `Removed`, drops its reap deadline and
     /// notes the change. Returns whether it was a member.
     fn remove(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) -> bool {
         let Some(member) = self.members.remove(name) else {
             return false;
         };
-        let (kind, member) = gone(member, revision);
+        let (kind, member) = gone(member, revision, self.resyncing);
         emit(step, kind, member, revision, now);
         self.reap_due.remove(name);
         step.changed.push((name.to_owned(), None));
@@ -697,6 +714,11 @@ fn state_transitions(
             // A new process registered and was lost again in between.
             kinds.push(TransitionKind::Restarted);
             kinds.push(TransitionKind::Suspect);
+        }
+        (MemberState::Alive, MemberState::Alive) if b.incarnation != record.incarnation => {
+            // A new process replaced both keys (the liveness key was overwritten, not
+            // re-created): the record names another process.
+            kinds.push(TransitionKind::Restarted);
         }
         (MemberState::Alive, MemberState::Alive) if relived => {
             // The liveness key was lost and created again in between.
@@ -903,16 +925,16 @@ impl ReapQueue {
 }
 
 /// The transition of a member whose record is gone (deleted, or re-created since), and the
-/// member as it leaves: `Left` if it was in the group, `Failed` if it was `Suspect`.
-fn gone(mut member: Member, revision: Revision) -> (TransitionKind, Member) {
-    let kind = match member.state {
-        MemberState::Alive => TransitionKind::Left,
-        _ => TransitionKind::Failed,
+/// member as it leaves: `Left` if it was in the group, `Failed` if it was `Suspect`, both
+/// when the delete was observed; `Removed` when a resync (`resyncing`) found it gone and
+/// cannot know why.
+fn gone(mut member: Member, revision: Revision, resyncing: bool) -> (TransitionKind, Member) {
+    let (kind, state) = match member.state {
+        _ if resyncing => (TransitionKind::Removed, MemberState::Removed),
+        MemberState::Alive => (TransitionKind::Left, MemberState::Left),
+        _ => (TransitionKind::Failed, MemberState::Failed),
     };
-    member.state = match kind {
-        TransitionKind::Left => MemberState::Left,
-        _ => MemberState::Failed,
-    };
+    member.state = state;
     member.since = revision;
     member.suspect_since = None;
     (kind, member)

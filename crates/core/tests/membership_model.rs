@@ -65,6 +65,9 @@ enum WriteOp {
     },
     /// A new process registers with a fresh incarnation (same guard).
     Restart { name: &'static str, info: u32 },
+    /// A new process replaces both keys in one txn, unguarded: the liveness key is
+    /// overwritten (same create revision), only the incarnation may change.
+    Replace { name: &'static str, info: u32 },
     /// The worker rewrites its record, guarded by "my liveness key is still there".
     Update { name: &'static str, info: u32 },
     /// The lease expires: the liveness key alone is deleted.
@@ -109,6 +112,7 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
             WriteOp::Register { name, incarnation, info }
         }),
         2 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Restart { name, info }),
+        1 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Replace { name, info }),
         3 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Update { name, info }),
         3 => name().prop_map(|name| WriteOp::LoseLease { name }),
         2 => name().prop_map(|name| WriteOp::Leave { name }),
@@ -275,6 +279,14 @@ impl Reference {
                     Self::live(name, incarnation),
                 ]
             }
+            WriteOp::Replace { name, info } => {
+                self.next_incarnation += 1;
+                let incarnation = self.next_incarnation;
+                vec![
+                    Self::record(name, info, incarnation),
+                    Self::live(name, incarnation),
+                ]
+            }
             WriteOp::Update { name, info } => match self.meaning.get(&lkey(name)) {
                 Some(Meaning::Live(incarnation)) => vec![Self::record(name, info, incarnation.0)],
                 _ => vec![],
@@ -398,9 +410,15 @@ impl Reference {
 // The invariant checker
 // ---------------------------------------------------------------------------------------------
 
-/// The transitions the contract prescribes for one member between two observations.
-fn expected_kinds(before: Option<&RefMember>, after: Option<&RefMember>) -> Vec<TransitionKind> {
+/// The transitions the contract prescribes for one member between two observations
+/// (`resync`: the second one is a listing, which cannot tell why a record is gone).
+fn expected_kinds(
+    before: Option<&RefMember>,
+    after: Option<&RefMember>,
+    resync: bool,
+) -> Vec<TransitionKind> {
     let gone = |b: &RefMember| match b.state() {
+        _ if resync => Removed,
         MemberState::Alive => Left,
         _ => Failed,
     };
@@ -430,6 +448,13 @@ fn expected_kinds(before: Option<&RefMember>, after: Option<&RefMember>) -> Vec<
                 (None, Some((incarnation, _))) => vec![comeback(incarnation)],
                 // A new process registered and was lost again between observations.
                 (None, None) if a.incarnation != b.incarnation => vec![Restarted, Suspect],
+                // Both keys replaced in one txn by a new process (the liveness key kept).
+                (Some(_), Some(_))
+                    if a.incarnation != b.incarnation
+                        && b.live.map(|l| l.1) == a.live.map(|l| l.1) =>
+                {
+                    vec![Restarted]
+                }
                 (Some((_, was)), Some((incarnation, now))) if was != now => {
                     match comeback(incarnation) {
                         Recovered => vec![Suspect, Recovered],
@@ -453,6 +478,7 @@ fn check_kind(
     before: Option<&RefMember>,
     after: Option<&RefMember>,
     earlier: &[TransitionKind],
+    resync: bool,
 ) -> Result<(), String> {
     let recreated =
         matches!((before, after), (Some(b), Some(a)) if b.record_created != a.record_created);
@@ -472,6 +498,11 @@ fn check_kind(
         && live_before.is_none()
         && live_after.is_none()
         && before.map(|b| b.incarnation) != after.map(|a| a.incarnation);
+    // Alive before and after on the same liveness key, but the record names a new process.
+    let replaced = same
+        && live_before.is_some()
+        && !live_changed
+        && before.map(|b| b.incarnation) != after.map(|a| a.incarnation);
     let ok = match kind {
         Joined => fresh,
         Updated => same && before.map(|b| &b.info) != after.map(|a| &a.info),
@@ -484,10 +515,17 @@ fn check_kind(
         }
         Recovered => live_back && back_incarnation == before.map(|b| b.incarnation),
         Restarted => {
-            (live_back && back_incarnation != before.map(|b| b.incarnation)) || restarted_unseen
+            (live_back && back_incarnation != before.map(|b| b.incarnation))
+                || restarted_unseen
+                || replaced
         }
-        Left => before.is_some_and(|b| b.live.is_some()) && (after.is_none() || recreated),
-        Failed => before.is_some_and(|b| b.live.is_none()) && (after.is_none() || recreated),
+        Left => {
+            !resync && before.is_some_and(|b| b.live.is_some()) && (after.is_none() || recreated)
+        }
+        Failed => {
+            !resync && before.is_some_and(|b| b.live.is_none()) && (after.is_none() || recreated)
+        }
+        Removed => resync && before.is_some() && (after.is_none() || recreated),
     };
     if ok {
         Ok(())
@@ -499,13 +537,14 @@ fn check_kind(
 }
 
 /// Checks the transitions one observation produced at `revision` against the reference's
-/// views before and after it.
+/// views before and after it (`resync`: the observation was a listing).
 fn check_transitions(
     before: &RefView,
     after: &RefView,
     revision: Revision,
     now: Instant,
     transitions: &[Transition],
+    resync: bool,
 ) -> Result<(), String> {
     // Per member, in order; a member's transitions must be contiguous.
     let mut groups: Vec<(String, Vec<&Transition>)> = Vec::new();
@@ -553,12 +592,12 @@ fn check_transitions(
             .unwrap_or_default();
         let got: Vec<TransitionKind> = ts.iter().map(|t| t.kind).collect();
         for (i, t) in ts.iter().enumerate() {
-            check_kind(t.kind, b, a, &got[..i])
+            check_kind(t.kind, b, a, &got[..i], resync)
                 .map_err(|e| format!("revision {revision}, {name}: {e}"))?;
             check_member(t, b, a, i + 1 == ts.len())
                 .map_err(|e| format!("revision {revision}, {name}: {e}"))?;
         }
-        let want = expected_kinds(b, a);
+        let want = expected_kinds(b, a, resync);
         if got != want {
             return Err(format!(
                 "revision {revision}, {name}: emitted {got:?}, the contract says {want:?} \
@@ -581,6 +620,7 @@ fn check_member(
     let (want, state) = match t.kind {
         Left => (before, Some(MemberState::Left)),
         Failed => (before, Some(MemberState::Failed)),
+        Removed => (before, Some(MemberState::Removed)),
         _ => (after, last.then(|| after.map(|a| a.state())).flatten()),
     };
     let Some(want) = want else {
@@ -592,7 +632,7 @@ fn check_member(
     if m.info != want.info || m.incarnation != want.incarnation {
         return Err(format!("{:?} carries {m:?}, expected {want:?}", t.kind));
     }
-    if !matches!(t.kind, Left | Failed) && m.record_revision != want.record_modified {
+    if !matches!(t.kind, Left | Failed | Removed) && m.record_revision != want.record_modified {
         return Err(format!(
             "{:?} carries record revision {}",
             t.kind, m.record_revision
@@ -823,7 +863,7 @@ impl<M: Machine> Harness<M> {
                 .filter(|t| t.revision == c.revision)
                 .cloned()
                 .collect();
-            check_transitions(&c.before, &c.after, c.revision, self.now, &ts)?;
+            check_transitions(&c.before, &c.after, c.revision, self.now, &ts, false)?;
         }
         let skipped: Vec<(String, Revision)> = step
             .skipped
@@ -865,6 +905,7 @@ impl<M: Machine> Harness<M> {
             listing.revision,
             self.now,
             &step.transitions,
+            true,
         )?;
         // Every bad value is reported with its key; at least those written since `seen`.
         let skipped: BTreeSet<(String, Revision)> = step
@@ -984,6 +1025,7 @@ impl<M: Machine> Harness<M> {
             listing.revision,
             self.now,
             &step.transitions,
+            true,
         )
         .map_err(|e| format!("fresh machine: {e}"))?;
         let fresh_view = summarize(fresh.inner())?;
@@ -1075,16 +1117,23 @@ fn tour() -> Vec<Action> {
             W::Evict { name: "a" },
             W::Update { name: "a", info: 2 }, // Joined (record re-created)
         ]),
-        A::MasterRestart,                     // Joined a, c
-        A::Write(W::LoseLease { name: "c" }), // Suspect
-        A::Write(W::Reap { name: "c" }),      // Failed
+        A::MasterRestart,                            // Joined a, c
+        A::Write(W::LoseLease { name: "c" }),        // Suspect
+        A::Write(W::Reap { name: "c" }),             // Failed
+        A::Write(W::Replace { name: "a", info: 2 }), // Restarted (liveness key kept)
+        A::Gap(vec![W::Leave { name: "a" }]),        // Removed: the listing cannot say why
     ]
 }
 
 #[test]
 fn the_tour_passes() {
     let seen = Harness::<Membership>::run(&tour()).unwrap();
-    assert_eq!(seen.applied, TransitionKind::ALL.into_iter().collect());
+    let watched: BTreeSet<_> = TransitionKind::ALL
+        .into_iter()
+        .filter(|&k| k != Removed)
+        .collect();
+    assert_eq!(seen.applied, watched);
+    assert!(seen.resynced.contains(&Removed), "{seen:?}");
     assert_eq!(seen.reaps, 1);
 }
 
@@ -1102,8 +1151,16 @@ fn the_generator_covers_every_transition() {
         total.skipped += seen.skipped;
     }
     let all: BTreeSet<_> = TransitionKind::ALL.into_iter().collect();
-    assert_eq!(total.applied, all, "{total:?}");
-    assert_eq!(total.resynced, all, "{total:?}");
+    // A watch sees every delete, so it never says `Removed`; a listing never sees one, so
+    // it never says `Left` or `Failed`.
+    let watched: BTreeSet<_> = all.iter().copied().filter(|&k| k != Removed).collect();
+    let listed: BTreeSet<_> = all
+        .iter()
+        .copied()
+        .filter(|&k| k != Left && k != Failed)
+        .collect();
+    assert_eq!(total.applied, watched, "{total:?}");
+    assert_eq!(total.resynced, listed, "{total:?}");
     assert!(total.reaps > 10, "{total:?}");
     assert!(total.skipped > 10, "{total:?}");
     eprintln!("{total:?}");
@@ -1148,6 +1205,7 @@ fn the_checker_rejects_failed_reported_as_left() {
         reap.revision,
         now,
         &step.transitions,
+        false,
     )
     .unwrap();
 
@@ -1159,6 +1217,7 @@ fn the_checker_rejects_failed_reported_as_left() {
         reap.revision,
         now,
         &broken.transitions,
+        false,
     )
     .unwrap_err();
     assert!(err.contains("Left cannot be explained"), "{err}");

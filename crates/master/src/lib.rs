@@ -17,7 +17,7 @@
 //!         Event::Transition { position, transition: t } => {
 //!             println!("{position}: {} {}", t.member.name(), t.kind)
 //!         }
-//!         Event::Synced { revision, members } => println!("{members} members at {revision}"),
+//!         Event::Synced { revision, members, .. } => println!("{members} members at {revision}"),
 //!         Event::Lagged { .. } => events = master.subscribe(), // start again from a snapshot
 //!         _ => {}
 //!     }
@@ -53,4 +53,4 @@ pub use config::MasterConfig;
 pub use error::Error;
 pub use master::Master;
 pub use ops::{evict, list, Eviction, OpsError};
-pub use shared::{Event, Health, Position, Subscription, View};
+pub use shared::{Epoch, Event, Health, Position, Subscription, View};

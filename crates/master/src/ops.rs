@@ -97,9 +97,14 @@ impl Eviction {
 /// revision, decoded by [`Membership::resync`]. Undecodable values are skipped (and logged),
 /// exactly as a master skips them.
 ///
-/// The view is marked `synced`; its `revision` is the listing's.
+/// The view is marked `synced`; its `revision` is the listing's, its `epoch` the store's
+/// cluster id (the epoch of a master that never saw the store replaced).
 pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<View, OpsError> {
     let keyspace = Keyspace::new(prefix).map_err(OpsError::Invalid)?;
+    let status = store.status().await.map_err(|source| OpsError::Store {
+        during: "asking the store for its identity",
+        source,
+    })?;
     let listing = store
         .list(keyspace.prefix())
         .await
@@ -113,6 +118,7 @@ pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<View, OpsError> {
         tracing::warn!(key = %skip.key, revision = skip.revision, reason = %skip.reason, "skipping undecodable value");
     }
     Ok(View {
+        epoch: crate::Epoch(status.cluster_id),
         revision: listing.revision,
         synced: true,
         members: machine.view().clone(),
