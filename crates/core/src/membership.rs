@@ -371,45 +371,33 @@ impl Membership {
         let mut bad = BTreeMap::new();
         let mut bad_keys = BTreeMap::new();
         for kv in &listing.kvs {
-            let (kind, name) = match self.keyspace.classify(&kv.key) {
-                KeyClass::Valid { kind, name } => (kind, name),
-                KeyClass::Bad(reason) => {
-                    // Reported once per write, however many listings still hold it.
-                    if self.bad_keys.get(&kv.key) != Some(&kv.mod_revision) {
-                        step.bad_keys.push(bad_key(kv, reason));
+            let class = self.keyspace.classify(&kv.key);
+            if let KeyClass::Bad(reason) = class {
+                // Reported once per write, however many listings still hold it.
+                if self.bad_keys.get(&kv.key) != Some(&kv.mod_revision) {
+                    step.bad_keys.push(bad_key(kv, reason));
+                }
+                bad_keys.insert(kv.key.clone(), kv.mod_revision);
+            }
+            if let KeyClass::Valid { kind, name } = class {
+                let keys = match fresh.get_mut(name) {
+                    Some(keys) => keys,
+                    None => fresh.entry(name.to_owned()).or_default(),
+                };
+                let mut found = Vec::new();
+                decode_into(&self.keyspace, keys, kind, name, kv, &mut found);
+                for skip in found {
+                    // A bad write is reported once, however many listings still hold it.
+                    if self.bad.get(&skip.key) != Some(&skip.revision) {
+                        step.skipped.push(skip.clone());
                     }
-                    bad_keys.insert(kv.key.clone(), kv.mod_revision);
-                    continue;
+                    bad.insert(skip.key, skip.revision);
                 }
-                KeyClass::Outside => continue,
-            };
-            let keys = match fresh.get_mut(name) {
-                Some(keys) => keys,
-                None => fresh.entry(name.to_owned()).or_default(),
-            };
-            let mut found = Vec::new();
-            decode_into(&self.keyspace, keys, kind, name, kv, &mut found);
-            for skip in found {
-                // A bad write is reported once, however many listings still hold it.
-                if self.bad.get(&skip.key) != Some(&skip.revision) {
-                    step.skipped.push(skip.clone());
-                }
-                bad.insert(skip.key, skip.revision);
             }
         }
         self.bad = bad;
         self.bad_keys = bad_keys;
-        let mut orphans = BTreeMap::new();
-        for (name, keys) in &fresh {
-            if let Some(revision) = orphan(keys) {
-                if self.orphans.get(name) != Some(&revision) {
-                    let key = self.keyspace.liveness_key(name);
-                    step.bad_keys.push(liveness_without_record(key, revision));
-                }
-                orphans.insert(name.clone(), revision);
-            }
-        }
-        self.orphans = orphans;
+        self.orphans = listed_orphans(&self.keyspace, &self.orphans, &fresh, &mut step);
         // Every name known before or now, sorted, each once. The old names are moved, not
         // copied, and what the machine remembers about a name's keys carries over.
         let old = std::mem::replace(&mut self.keys, fresh);
@@ -1157,6 +1145,27 @@ fn observe_orphan(
             }
         }
     }
+}
+
+/// The names of a listing (`fresh`) whose liveness key has no record, with its revision;
+/// reports each that is not among those already reported (`orphans`).
+fn listed_orphans(
+    keyspace: &Keyspace,
+    orphans: &BTreeMap<String, Revision>,
+    fresh: &BTreeMap<String, Keys>,
+    step: &mut Step,
+) -> BTreeMap<String, Revision> {
+    let mut listed = BTreeMap::new();
+    for (name, keys) in fresh {
+        if let Some(revision) = orphan(keys) {
+            if orphans.get(name) != Some(&revision) {
+                let key = keyspace.liveness_key(name);
+                step.bad_keys.push(liveness_without_record(key, revision));
+            }
+            listed.insert(name.clone(), revision);
+        }
+    }
+    listed
 }
 
 /// The revision of `keys`' liveness key if it has no record (none, or an undecodable one).
