@@ -11,7 +11,10 @@
 //! - (b) every transition is consistent with the reference's before/after for its member and
 //!   revision, and the sequence per member is exactly the contract's;
 //! - (c) replaying the same batch emits nothing and changes nothing;
-//! - (d) a fresh machine resynced from the listing at the same revision has the same view.
+//! - (d) a fresh machine resynced from the listing at the same revision has the same view;
+//! - (f) every bad key (a key under the prefix that is no member key, or a liveness key
+//!   without a record) is reported once per write, with its reason, by the step that first
+//!   observes it: a watch batch, a resync after a gap, or a fresh machine's listing.
 //!
 //! Failures are persisted to `crates/core/proptest-regressions/membership_model.txt` and
 //! replayed first on the next run.
@@ -23,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use muster_core::{
-    Incarnation, Listing, Member, MemberInfo, MemberState, Membership, Op as TxnOp, Reap, Record,
-    Revision, Step, Transition, TransitionKind, Txn, WatchBatch,
+    BadKeyReason, Incarnation, Listing, Member, MemberInfo, MemberState, Membership, Op as TxnOp,
+    Reap, Record, Revision, Step, Transition, TransitionKind, Txn, WatchBatch,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -88,6 +91,11 @@ enum WriteOp {
     },
     /// Something writes a key under the prefix that is not a member key.
     Foreign { kind: u8 },
+    /// Something writes a liveness key by hand (no lease, no record), if it is absent.
+    HandLive {
+        name: &'static str,
+        incarnation: u64,
+    },
 }
 
 /// One step of a test case.
@@ -121,7 +129,8 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
         2 => name().prop_map(|name| WriteOp::Reap { name }),
         1 => (name(), any::<bool>(), 0..4u8)
             .prop_map(|(name, liveness, kind)| WriteOp::Garbage { name, liveness, kind }),
-        1 => (0..4u8).prop_map(|kind| WriteOp::Foreign { kind }),
+        1 => (0..8u8).prop_map(|kind| WriteOp::Foreign { kind }),
+        1 => (name(), 1..=3u64).prop_map(|(name, incarnation)| WriteOp::HandLive { name, incarnation }),
     ]
 }
 
@@ -149,6 +158,8 @@ enum Meaning {
     Record(Record),
     Live(Incarnation),
     Garbage,
+    /// A key under the prefix that is no member key, and why.
+    BadKey(BadKeyReason),
     Foreign,
 }
 
@@ -183,7 +194,12 @@ struct Commit {
     events: Vec<muster_core::Event>,
     /// The undecodable member values written, `(key, revision)`, in event order.
     bad: Vec<(String, Revision)>,
+    /// The bad keys this revision made (there after it, not before it), sorted.
+    bad_keys: Vec<BadKeyReport>,
 }
+
+/// A bad key as the machine must report it: `(key, revision, reason)`.
+type BadKeyReport = (String, Revision, BadKeyReason);
 
 /// The reference keyspace: raw keys (for guards, events and listings) plus the meaning of
 /// every stored value.
@@ -332,13 +348,30 @@ impl Reference {
                 vec![(Write::Put(key, value), Meaning::Garbage)]
             }
             WriteOp::Foreign { kind } => {
-                let key = match kind {
-                    0 => format!("{PREFIX}config"),
-                    1 => format!("{PREFIX}members/x/y"),
-                    2 => format!("{PREFIX}alive/"),
-                    _ => format!("{PREFIX}membersx"),
+                use BadKeyReason::*;
+                let (key, reason) = match kind {
+                    0 => (format!("{PREFIX}config"), UnknownKind),
+                    1 => (format!("{PREFIX}members/x/y"), InvalidName),
+                    2 => (format!("{PREFIX}alive/"), EmptyName),
+                    3 => (format!("{PREFIX}membersx"), UnknownKind),
+                    4 => (format!("{PREFIX}members/a b"), InvalidName),
+                    5 => (format!("{PREFIX}alive/a\u{7}"), InvalidName),
+                    6 => (format!("{PREFIX}members/"), EmptyName),
+                    _ => (
+                        format!(
+                            "{PREFIX}alive/{}",
+                            "a".repeat(muster_core::MAX_NAME_LEN + 1)
+                        ),
+                        NameTooLong,
+                    ),
                 };
-                vec![(Write::Put(key, b"{}".to_vec()), Meaning::Foreign)]
+                vec![(Write::Put(key, b"{}".to_vec()), Meaning::BadKey(reason))]
+            }
+            WriteOp::HandLive { name, incarnation } => {
+                if present(&lkey(name)) {
+                    return vec![];
+                }
+                vec![Self::live(name, incarnation)]
             }
         }
     }
@@ -346,6 +379,7 @@ impl Reference {
     /// Commits `writes` as one transaction.
     fn commit_writes(&mut self, writes: Vec<(Write, Meaning)>) -> Option<Commit> {
         let before = self.view();
+        let bad_before = self.bad_keys();
         let raw: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
         let events = self.sim.commit(&raw);
         if events.is_empty() {
@@ -365,13 +399,36 @@ impl Reference {
                 }
             }
         }
+        let bad_keys = self.bad_keys().difference(&bad_before).cloned().collect();
         Some(Commit {
             revision: self.sim.revision,
             before,
             after: self.view(),
             events,
             bad,
+            bad_keys,
         })
+    }
+
+    /// Every bad key in the keyspace now: the keys under the prefix that are no member key,
+    /// and the decodable liveness keys whose name has no decodable record.
+    fn bad_keys(&self) -> BTreeSet<BadKeyReport> {
+        let mut bad = BTreeSet::new();
+        for (key, kv) in &self.sim.kvs {
+            if let Some(Meaning::BadKey(reason)) = self.meaning.get(key) {
+                bad.insert((key.clone(), kv.mod_revision, *reason));
+            }
+        }
+        for name in NAMES {
+            let (rk, lk) = (rkey(name), lkey(name));
+            let recorded = matches!(self.meaning.get(&rk), Some(Meaning::Record(_)));
+            if let (Some(kv), Some(Meaning::Live(_))) = (self.sim.get(&lk), self.meaning.get(&lk)) {
+                if !recorded || self.sim.get(&rk).is_none() {
+                    bad.insert((lk, kv.mod_revision, BadKeyReason::LivenessWithoutRecord));
+                }
+            }
+        }
+        bad
     }
 
     fn commit(&mut self, op: &WriteOp) -> Option<Commit> {
@@ -682,6 +739,14 @@ fn summarize_ref(view: &RefView) -> Summary {
         .collect()
 }
 
+/// A step's bad-key reports as `(key, revision, reason)`, in the step's order.
+fn reports(step: &Step) -> Vec<BadKeyReport> {
+    step.bad_keys
+        .iter()
+        .map(|b| (b.key.clone(), b.revision, b.reason))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The system under test
 // ---------------------------------------------------------------------------------------------
@@ -746,6 +811,32 @@ impl Machine for ReportsLeftForFailed {
     }
 }
 
+/// A broken machine: ignores bad keys silently again (the behaviour before they were
+/// reported), on the watch and in listings.
+struct DropsBadKeys(Membership);
+
+impl Machine for DropsBadKeys {
+    fn fresh() -> Self {
+        Self(Membership::fresh())
+    }
+    fn apply(&mut self, batch: &WatchBatch, now: Instant) -> Step {
+        let mut step = self.0.apply(batch, now);
+        step.bad_keys.clear();
+        step
+    }
+    fn resync(&mut self, listing: &Listing, now: Instant) -> Step {
+        let mut step = self.0.resync(listing, now);
+        step.bad_keys.clear();
+        step
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Vec<Reap> {
+        self.0.handle_timeout(now)
+    }
+    fn inner(&self) -> &Membership {
+        &self.0
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The harness
 // ---------------------------------------------------------------------------------------------
@@ -772,6 +863,8 @@ struct Coverage {
     reaps: usize,
     /// Values skipped.
     skipped: usize,
+    /// The reasons of the bad keys reported by `apply`.
+    bad_keys: BTreeSet<BadKeyReason>,
 }
 
 impl<M: Machine> Harness<M> {
@@ -785,7 +878,7 @@ impl<M: Machine> Harness<M> {
             seen: Coverage::default(),
         };
         // A master lists before it watches.
-        h.resync(&RefView::new(), 0)
+        h.resync(&RefView::new(), 0, &BTreeSet::new())
             .and_then(|()| h.check_views())
             .map_err(|e| format!("initial listing: {e}"))?;
         for (i, action) in actions.iter().enumerate() {
@@ -811,15 +904,16 @@ impl<M: Machine> Harness<M> {
             }
             Action::Gap(ops) => {
                 let before = self.reference.view();
+                let known = self.reference.bad_keys();
                 let seen = self.machine.inner().revision();
                 for op in ops {
                     self.reference.commit(op);
                 }
-                self.resync(&before, seen)
+                self.resync(&before, seen, &known)
             }
             Action::MasterRestart => {
                 self.machine = M::fresh();
-                self.resync(&RefView::new(), 0)
+                self.resync(&RefView::new(), 0, &BTreeSet::new())
             }
             Action::Tick { millis } => {
                 self.now += Duration::from_millis(*millis);
@@ -876,6 +970,19 @@ impl<M: Machine> Harness<M> {
                 "skipped {skipped:?}, but the bad writes were {bad:?}"
             ));
         }
+        // (f) Each bad key the batch made, once, with its reason.
+        let mut reported = reports(&step);
+        reported.sort();
+        let mut made: Vec<BadKeyReport> = commits.iter().flat_map(|c| c.bad_keys.clone()).collect();
+        made.sort();
+        if reported != made {
+            return Err(format!(
+                "reported bad keys {reported:?}, but the batch made {made:?}"
+            ));
+        }
+        self.seen
+            .bad_keys
+            .extend(step.bad_keys.iter().map(|b| b.reason));
 
         // (c) A resumed watch repeating the batch changes nothing.
         let view = self.machine.inner().view().clone();
@@ -889,8 +996,14 @@ impl<M: Machine> Harness<M> {
         Ok(())
     }
 
-    /// Resyncs the machine from a listing; `before` is what it knew, `seen` its revision.
-    fn resync(&mut self, before: &RefView, seen: Revision) -> Result<(), String> {
+    /// Resyncs the machine from a listing; `before` is what it knew, `seen` its revision,
+    /// `known` the bad keys it had observed.
+    fn resync(
+        &mut self,
+        before: &RefView,
+        seen: Revision,
+        known: &BTreeSet<BadKeyReport>,
+    ) -> Result<(), String> {
         let listing = self.reference.sim.listing();
         let step = self.machine.resync(&listing, self.now);
         self.follow(&step);
@@ -923,6 +1036,20 @@ impl<M: Machine> Harness<M> {
         }
         if step.skipped.len() != skipped.len() {
             return Err(format!("resync reported a value twice: {:?}", step.skipped));
+        }
+        // (f) Every bad key it had not observed yet, once; none it had.
+        let reported = reports(&step);
+        let new: Vec<BadKeyReport> = self
+            .reference
+            .bad_keys()
+            .difference(known)
+            .cloned()
+            .collect();
+        let unique: BTreeSet<BadKeyReport> = reported.iter().cloned().collect();
+        if unique.len() != reported.len() || unique.into_iter().collect::<Vec<_>>() != new {
+            return Err(format!(
+                "resync reported bad keys {reported:?}, but new since it last looked are {new:?}"
+            ));
         }
         Ok(())
     }
@@ -1028,6 +1155,14 @@ impl<M: Machine> Harness<M> {
             true,
         )
         .map_err(|e| format!("fresh machine: {e}"))?;
+        let mut reported = reports(&step);
+        reported.sort();
+        let all: Vec<BadKeyReport> = self.reference.bad_keys().into_iter().collect();
+        if reported != all {
+            return Err(format!(
+                "fresh machine reported bad keys {reported:?}, but the listing has {all:?}"
+            ));
+        }
         let fresh_view = summarize(fresh.inner())?;
         if fresh_view != got {
             return Err(format!(
@@ -1149,6 +1284,7 @@ fn the_generator_covers_every_transition() {
         total.resynced.extend(seen.resynced);
         total.reaps += seen.reaps;
         total.skipped += seen.skipped;
+        total.bad_keys.extend(seen.bad_keys);
     }
     let all: BTreeSet<_> = TransitionKind::ALL.into_iter().collect();
     // A watch sees every delete, so it never says `Removed`; a listing never sees one, so
@@ -1163,6 +1299,11 @@ fn the_generator_covers_every_transition() {
     assert_eq!(total.resynced, listed, "{total:?}");
     assert!(total.reaps > 10, "{total:?}");
     assert!(total.skipped > 10, "{total:?}");
+    assert_eq!(
+        total.bad_keys,
+        BadKeyReason::ALL.into_iter().collect(),
+        "{total:?}"
+    );
     eprintln!("{total:?}");
 }
 
@@ -1248,6 +1389,29 @@ fn the_property_finds_a_machine_that_reports_left_for_failed() {
             assert!(reason.message().contains("Left"), "{reason}");
             eprintln!("caught: {reason}\nminimal: {minimal:?}");
             // The shrunk case fails because of the break, not because of the model.
+            Harness::<Membership>::run(&minimal).unwrap();
+        }
+        other => panic!("the broken machine was not caught: {other:?}"),
+    }
+}
+
+#[test]
+fn the_property_finds_a_machine_that_drops_bad_keys() {
+    let config = ProptestConfig {
+        cases: 256,
+        failure_persistence: None, // an expected failure must not land in the regressions file
+        ..ProptestConfig::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let result = runner.run(&actions(), |actions| {
+        Harness::<DropsBadKeys>::run(&actions)
+            .map(drop)
+            .map_err(TestCaseError::fail)
+    });
+    match result {
+        Err(TestError::Fail(reason, minimal)) => {
+            assert!(reason.message().contains("bad keys"), "{reason}");
             Harness::<Membership>::run(&minimal).unwrap();
         }
         other => panic!("the broken machine was not caught: {other:?}"),

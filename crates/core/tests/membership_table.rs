@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use muster_core::{
-    Condition, Incarnation, MemberState, Membership, Op, Reap, Step, TransitionKind, Txn,
-    WatchBatch,
+    BadKey, BadKeyReason, Condition, Incarnation, MemberState, Membership, Op, Reap, Step,
+    TransitionKind, Txn, WatchBatch,
 };
+use BadKeyReason::*;
 use TransitionKind::*;
 
 /// A machine that has seen `name` register (record + liveness) at one revision.
@@ -801,35 +802,210 @@ fn a_resync_does_not_report_an_already_skipped_write_again() {
     );
 }
 
+/// A key under the prefix that is no member key changes nothing but is reported, once per
+/// write, with why it is bad; a key outside the prefix is not the group's business.
 #[test]
-fn keys_outside_members_and_alive_are_ignored() {
+fn keys_outside_members_and_alive_are_reported_and_otherwise_ignored() {
     let clock = Clock::start();
     let (mut sim, mut m) = (Sim::new(), machine());
+    let long = "x".repeat(muster_core::MAX_NAME_LEN + 1);
     let foreign = [
-        format!("{PREFIX}config"),
-        format!("{PREFIX}membersx/a"),
-        format!("{PREFIX}members/a/b"),
-        format!("{PREFIX}alive/"),
-        format!("{PREFIX}members/"),
-        format!("{PREFIX}alive/a b"),
-        "/other/members/a".to_owned(),
+        (format!("{PREFIX}config"), Some(UnknownKind)),
+        (format!("{PREFIX}membersx/a"), Some(UnknownKind)),
+        (format!("{PREFIX}members/a/b"), Some(InvalidName)),
+        (format!("{PREFIX}alive/"), Some(EmptyName)),
+        (format!("{PREFIX}members/"), Some(EmptyName)),
+        (format!("{PREFIX}alive/a b"), Some(InvalidName)),
+        (format!("{PREFIX}members/a\u{1b}[31m"), Some(InvalidName)),
+        (format!("{PREFIX}members/{long}"), Some(NameTooLong)),
+        ("/other/members/a".to_owned(), None),
     ];
-    for key in &foreign {
+    for (key, reason) in &foreign {
         let step = m.apply(
             &sim.txn(&[Write::Put(key.clone(), record_json(&info("a", 1), 1))]),
             clock.at(0),
         );
-        assert_eq!(step, Step::default(), "{key}");
+        let want = reason.map(|reason| BadKey {
+            key: key.clone(),
+            revision: sim.revision,
+            reason,
+        });
+        assert_eq!(step.bad_keys, Vec::from_iter(want), "{key}");
+        assert_eq!(
+            Step {
+                bad_keys: vec![],
+                ..step
+            },
+            Step::default(),
+            "{key}"
+        );
     }
     assert_eq!(m.revision(), sim.revision);
     assert_eq!(m.view().len(), 0);
+    // Already reported: a resync does not report them again; a fresh machine does, once.
+    assert_eq!(m.resync(&sim.listing(), clock.at(0)), Step::default());
     let mut fresh = machine();
-    assert_eq!(fresh.resync(&sim.listing(), clock.at(0)), Step::default());
+    let step = fresh.resync(&sim.listing(), clock.at(0));
+    let mut reported: Vec<_> = step
+        .bad_keys
+        .iter()
+        .map(|b| (b.key.clone(), b.reason))
+        .collect();
+    reported.sort();
+    let mut want: Vec<_> = foreign
+        .iter()
+        .filter_map(|(key, reason)| Some((key.clone(), (*reason)?)))
+        .collect();
+    want.sort();
+    assert_eq!(reported, want);
+    assert_eq!(step.transitions, vec![]);
     assert_eq!(fresh.view().len(), 0);
-    for key in &foreign {
+    for (key, _) in &foreign {
         let step = m.apply(&sim.txn(&[Write::Delete(key.clone())]), clock.at(0));
         assert_eq!(step, Step::default(), "{key}");
     }
+}
+
+/// A bad key written again is a new bad write, reported again; one deleted and written again
+/// too. Neither a replayed batch nor a listing of the same write reports it twice.
+#[test]
+fn a_bad_key_is_reported_once_per_write_on_a_watch_and_on_a_resync() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    let key = format!("{PREFIX}whatever");
+    let put = || Write::Put(format!("{PREFIX}whatever"), b"x".to_vec());
+    let reported = |step: &Step| -> Vec<(String, muster_core::Revision)> {
+        step.bad_keys
+            .iter()
+            .map(|b| (b.key.clone(), b.revision))
+            .collect()
+    };
+    let b = sim.txn(&[put()]);
+    assert_eq!(reported(&m.apply(&b, clock.at(0))), vec![(key.clone(), 2)]);
+    assert_eq!(m.apply(&b, clock.at(0)), Step::default());
+    assert_eq!(m.resync(&sim.listing(), clock.at(0)), Step::default());
+    // Written again while the machine was not watching: the next listing reports it.
+    sim.txn(&[put()]);
+    let step = m.resync(&sim.listing(), clock.at(0));
+    assert_eq!(reported(&step), vec![(key.clone(), 3)]);
+    assert_eq!(m.resync(&sim.listing(), clock.at(0)), Step::default());
+    // Deleted, and written again, on the watch.
+    assert_eq!(
+        m.apply(&sim.txn(&[Write::Delete(key.clone())]), clock.at(0)),
+        Step::default()
+    );
+    let step = m.apply(&sim.txn(&[put()]), clock.at(0));
+    assert_eq!(reported(&step), vec![(key.clone(), 5)]);
+    // Several in one revision, between member keys: each once, the member unaffected.
+    let step = m.apply(
+        &sim.txn(&[
+            put_record("a", &info("a", 1), 1),
+            Write::Put(format!("{PREFIX}members/"), b"x".to_vec()),
+            put_live("a", 1),
+            Write::Put(format!("{PREFIX}alive/a b"), b"x".to_vec()),
+        ]),
+        clock.at(0),
+    );
+    assert_eq!(kinds(&step), vec![Joined]);
+    assert_eq!(
+        step.bad_keys,
+        vec![
+            BadKey {
+                key: format!("{PREFIX}members/"),
+                revision: 6,
+                reason: EmptyName
+            },
+            BadKey {
+                key: format!("{PREFIX}alive/a b"),
+                revision: 6,
+                reason: InvalidName
+            },
+        ]
+    );
+}
+
+/// A liveness key with no record is reported (with the liveness key's revision) when it is
+/// first observed, whoever wrote it, and not again until it changes or had a record between.
+#[test]
+fn a_liveness_key_without_a_record_is_reported_when_observed() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    let orphan = |revision| BadKey {
+        key: lkey("a"),
+        revision,
+        reason: LivenessWithoutRecord,
+    };
+    // Written by hand.
+    let step = m.apply(&sim.txn(&[put_live("a", 1)]), clock.at(0));
+    assert_eq!(step.bad_keys, vec![orphan(2)]);
+    assert_eq!(kinds(&step), vec![]);
+    assert_eq!(m.resync(&sim.listing(), clock.at(0)), Step::default());
+    // Written again: a new write.
+    let step = m.apply(&sim.txn(&[put_live("a", 1)]), clock.at(0));
+    assert_eq!(step.bad_keys, vec![orphan(3)]);
+    // A record arrives: a member, nothing bad.
+    let step = m.apply(&sim.txn(&[put_record("a", &info("a", 1), 1)]), clock.at(0));
+    assert_eq!(kinds(&step), vec![Joined]);
+    assert_eq!(step.bad_keys, vec![]);
+    // An operator deletes the record while the lease lives on.
+    let step = m.apply(&sim.txn(&[del_record("a")]), clock.at(0));
+    assert_eq!(kinds(&step), vec![Left]);
+    assert_eq!(step.bad_keys, vec![orphan(3)]);
+    // An undecodable record is no record either (and is reported as skipped, too).
+    let step = m.apply(&sim.txn(&[put_record("a", &info("a", 1), 1)]), clock.at(0));
+    assert_eq!(step.bad_keys, vec![]);
+    let step = m.apply(
+        &sim.txn(&[Write::Put(rkey("a"), b"{".to_vec())]),
+        clock.at(0),
+    );
+    assert_eq!(step.bad_keys, vec![orphan(3)]);
+    assert_eq!(step.skipped.len(), 1);
+    // Listings that still hold it do not report it again; a fresh machine does, once.
+    assert_eq!(m.resync(&sim.listing(), clock.at(1)), Step::default());
+    let mut fresh = machine();
+    assert_eq!(
+        fresh.resync(&sim.listing(), clock.at(1)).bad_keys,
+        vec![orphan(3)]
+    );
+    assert_eq!(fresh.resync(&sim.listing(), clock.at(1)).bad_keys, vec![]);
+    // Gone with its lease: nothing to report, and a later hand-written one is new again.
+    assert_eq!(
+        m.apply(&sim.txn(&[del_live("a")]), clock.at(2)).bad_keys,
+        vec![]
+    );
+    let step = m.apply(&sim.txn(&[put_live("a", 1)]), clock.at(2));
+    assert_eq!(step.bad_keys, vec![orphan(sim.revision)]);
+}
+
+/// The normal lifecycle never leaves a liveness key without a record between revisions:
+/// register, lose the lease, come back, restart, leave, be reaped, in single batches and in
+/// one multi-revision batch, and in a listing.
+#[test]
+fn a_normal_lifecycle_reports_no_bad_key() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    let mut batches = vec![
+        sim.txn(&register("a", &info("a", 1), 1)),
+        sim.txn(&register("b", &info("b", 1), 1)),
+        sim.txn(&[del_live("a")]),
+        sim.txn(&register("a", &info("a", 1), 1)),
+        sim.txn(&[put_record("a", &info("a", 2), 2), put_live("a", 2)]),
+        sim.txn(&[del_record("a"), del_live("a")]),
+        sim.txn(&[del_live("b")]),
+        sim.txn(&[del_record("b")]),
+    ];
+    for b in &batches {
+        let step = m.apply(b, clock.at(0));
+        assert_eq!(step.bad_keys, vec![], "{b:?}");
+    }
+    batches.push(sim.txn(&register("c", &info("c", 1), 1)));
+    let mut all = machine();
+    let events = batches.iter().flat_map(|b| b.events.clone()).collect();
+    assert_eq!(all.apply(&batch(events), clock.at(0)).bad_keys, vec![]);
+    assert_eq!(
+        machine().resync(&sim.listing(), clock.at(0)).bad_keys,
+        vec![]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

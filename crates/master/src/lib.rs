@@ -33,6 +33,7 @@
 //!   [`Position`], [`Health`]) and the one lock that keeps them consistent.
 //! - `task`: the list + watch loop that feeds [`muster_core::Membership`] and performs reaps.
 //! - `ops`: the operator one-shots [`list`] and [`evict`], no master needed.
+//! - `report`: the bad-input warnings (bad keys, undecodable values), rate-limited.
 //! - `error`: [`Error`], what a master call can fail with.
 //!
 //! # How it stays exact
@@ -46,6 +47,7 @@ mod config;
 mod error;
 mod master;
 mod ops;
+mod report;
 mod shared;
 mod task;
 

@@ -13,6 +13,7 @@ use muster_core::{
     Store, TransitionKind,
 };
 
+use crate::report::BadInputLog;
 use crate::shared::View;
 
 /// How many times [`evict`] re-reads and retries when the member's keys change between its
@@ -94,8 +95,8 @@ impl Eviction {
 }
 
 /// The group under `prefix` as any master starting now would see it: one listing at one
-/// revision, decoded by [`Membership::resync`]. Undecodable values are skipped (and logged),
-/// exactly as a master skips them.
+/// revision, decoded by [`Membership::resync`]. Undecodable values and bad keys are skipped
+/// (and logged, rate-limited), exactly as a master skips them.
 ///
 /// The view is marked `synced`; its `revision` is the listing's, its `epoch` the store's
 /// cluster id (the epoch of a master that never saw the store replaced).
@@ -114,9 +115,16 @@ pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<View, OpsError> {
         })?;
     let mut machine = Membership::new(keyspace, None);
     let step = machine.resync(&listing, Instant::now());
+    // Logged as a master logs them: the first few one by one, then one summary line.
+    let mut log = BadInputLog::default();
+    let now = tokio::time::Instant::now();
     for skip in &step.skipped {
-        tracing::warn!(key = %skip.key, revision = skip.revision, reason = %skip.reason, "skipping undecodable value");
+        log.skipped(now, skip);
     }
+    for bad in &step.bad_keys {
+        log.bad_key(now, bad);
+    }
+    log.flush(now);
     Ok(View {
         epoch: crate::Epoch(status.cluster_id),
         revision: listing.revision,

@@ -14,12 +14,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::{FutureExt, Stream, StreamExt};
-use muster_core::{Member, MemberState, Revision, Step, Transition, TransitionKind};
+use muster_core::{BadKeyReason, Member, MemberState, Revision, Step, Transition, TransitionKind};
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::error::Error;
+use crate::report::BadInputLog;
 
 /// The master's view of the group at one revision.
 ///
@@ -77,6 +78,10 @@ pub struct Health {
     pub watch_refreshes: u64,
     /// How many undecodable values were skipped.
     pub skipped: u64,
+    /// How many bad keys under the prefix were ignored, by reason (keys that are no valid
+    /// key of the group, liveness keys without a record), each counted once per write.
+    /// Reasons never seen are absent.
+    pub bad_keys: BTreeMap<BadKeyReason, u64>,
     /// How many reaps this master won.
     pub reaps: u64,
     /// How many times the store turned out to have been replaced (new cluster id, or
@@ -374,6 +379,8 @@ struct Inner {
     /// Whether the master's task has ended.
     stopped: bool,
     health: Health,
+    /// The bad-input warnings, rate-limited.
+    log: BadInputLog,
 }
 
 impl Shared {
@@ -386,6 +393,7 @@ impl Shared {
                 last: Position::after(Epoch::default(), 0),
                 stopped: false,
                 health: Health::default(),
+                log: BadInputLog::default(),
             }),
             changed: watch::channel(0).0,
         }
@@ -432,6 +440,7 @@ impl Shared {
         let mut inner = self.lock();
         inner.stopped = true;
         inner.events = None;
+        inner.log.flush(tokio::time::Instant::now());
         drop(inner);
         self.changed.send_modify(|n| *n += 1);
     }
@@ -451,12 +460,19 @@ impl Shared {
             events,
             last,
             health,
+            log,
             ..
         } = &mut *inner;
+        let now = tokio::time::Instant::now();
+        log.tick(now);
         for skip in &step.skipped {
-            tracing::warn!(key = %skip.key, revision = skip.revision, reason = %skip.reason, "skipping undecodable value");
+            log.skipped(now, skip);
         }
         health.skipped += step.skipped.len() as u64;
+        for bad in &step.bad_keys {
+            log.bad_key(now, bad);
+            *health.bad_keys.entry(bad.reason).or_default() += 1;
+        }
         for (name, entry) in step.changed {
             match entry {
                 Some(member) => {
@@ -535,6 +551,16 @@ impl Shared {
 
     pub(crate) fn watch_refreshed(&self) {
         self.lock().health.watch_refreshes += 1;
+    }
+
+    /// When the bad-input log's window ends with a summary to write, if it does.
+    pub(crate) fn log_due(&self) -> Option<tokio::time::Instant> {
+        self.lock().log.due()
+    }
+
+    /// Writes the bad-input log's summary if its window is over.
+    pub(crate) fn log_tick(&self) {
+        self.lock().log.tick(tokio::time::Instant::now());
     }
 
     pub(crate) fn reaped(&self) {

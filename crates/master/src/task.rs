@@ -143,6 +143,8 @@ impl<S: Store> Task<S> {
         let mut check_at = Instant::now() + self.config.stall_check;
         loop {
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            // The end of the bad-input log's window, for its summary line.
+            let log_due = self.shared.log_due();
             tokio::select! {
                 biased;
                 _ = &mut *stop => return WatchEnd::Shutdown,
@@ -164,6 +166,7 @@ impl<S: Store> Task<S> {
                     }
                 },
                 _ = sleep_until(deadline) => self.reap().await,
+                _ = sleep_until(log_due) => self.shared.log_tick(),
                 _ = tokio::time::sleep_until(check_at) => {
                     // The watch has been quiet for a while. Quiet is normal; stalled is not:
                     // ask the store where it is.

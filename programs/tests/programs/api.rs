@@ -9,7 +9,8 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use futures::StreamExt;
 use muster_core::{
-    Incarnation, Member, MemberInfo, MemberState, Revision, Transition, TransitionKind,
+    BadKeyReason, Incarnation, Member, MemberInfo, MemberState, Revision, Transition,
+    TransitionKind,
 };
 use muster_master::{Epoch, Health, Position, View};
 use muster_programs::events::EventLog;
@@ -454,6 +455,34 @@ async fn a_resume_point_from_another_epoch_is_refused_not_served_with_a_gap() {
     let (status, body) = get(&router, "/v1/events?from_revision=11", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("epoch"), "{body}");
+}
+
+/// Bad keys are exported per reason, every reason from the start; the count of undecodable
+/// values keeps its own metric.
+#[tokio::test]
+async fn bad_keys_are_exported_by_reason() {
+    let (fake, _, router) = setup(10, 0);
+    sync(&fake);
+    {
+        let mut health = fake.health.lock().unwrap();
+        health.skipped = 2;
+        health.bad_keys.insert(BadKeyReason::InvalidName, 3_000);
+        health
+            .bad_keys
+            .insert(BadKeyReason::LivenessWithoutRecord, 1);
+    }
+    let (status, text) = get(&router, "/metrics", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "muster_bad_keys_total{reason=\"unknown_kind\"} 0",
+        "muster_bad_keys_total{reason=\"empty_name\"} 0",
+        "muster_bad_keys_total{reason=\"name_too_long\"} 0",
+        "muster_bad_keys_total{reason=\"invalid_name\"} 3000",
+        "muster_bad_keys_total{reason=\"liveness_without_record\"} 1",
+        "muster_decode_errors_total 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
 }
 
 #[tokio::test]
