@@ -10,7 +10,8 @@
 //!   clock.
 //! - `keyspace`: [`Keyspace`], the two keys per member under a prefix.
 //! - `member`: [`MemberInfo`], [`Record`], [`Liveness`]: the keys' JSON values;
-//!   [`validate_name`].
+//!   [`validate_name`] (1 to 128 characters), [`validate_addr`] (`HOST:PORT`, or empty for
+//!   no address), [`validate_label_key`], all three applied by [`MemberInfo::validate`].
 //! - `protocol`: every transaction of the two-key protocol (register, update, leave, evict,
 //!   reap) and the one way to read a member's values back, as [`Keyspace`] methods.
 //! - `membership`: [`Membership`], the pure state machine. Observations and `now` in,
@@ -34,7 +35,10 @@ pub mod testing;
 pub use backoff::Backoff;
 pub use error::{Error, Result};
 pub use keyspace::{KeyKind, Keyspace};
-pub use member::{validate_name, Incarnation, Liveness, MemberInfo, Record, MAX_NAME_LEN};
+pub use member::{
+    validate_addr, validate_label_key, validate_name, Incarnation, Liveness, MemberInfo, Record,
+    MAX_NAME_LEN,
+};
 pub use membership::{
     Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
 };
