@@ -83,6 +83,9 @@ async fn invalid_names_labels_and_flags_are_usage_errors() {
     assert_error(&evict.exit_with(2).await, &["invalid member name"]);
 }
 
+/// A case of bad input: flags, environment variables, what the error line must say.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 /// Runs muster-worker (with a valid name unless `flags` gives one) against an etcd that is
 /// not there, with extra variables, and returns its stderr once it has exited with `code`.
 async fn worker_exits(flags: &[&str], env: &[(&str, &str)], code: i32) -> String {
@@ -105,7 +108,7 @@ async fn worker_exits(flags: &[&str], env: &[(&str, &str)], code: i32) -> String
 async fn blank_endpoint_lists_are_refused_not_replaced_by_the_default() {
     let none = ["names no etcd endpoint", "e.g. http://127.0.0.1:2379"];
     let empty_entry = ["has an empty entry", "single commas"];
-    let cases: &[(&[&str], &[(&str, &str)], &[&str])] = &[
+    let cases: &[Case] = &[
         (&["--endpoints="], &[], &none),
         (&["--endpoints", ""], &[], &none),
         (&["--endpoints", ","], &[], &none),
@@ -146,7 +149,7 @@ async fn blank_endpoint_lists_are_refused_not_replaced_by_the_default() {
 #[tokio::test]
 async fn an_address_is_host_and_port_or_explicitly_none() {
     let what_to_do = "use HOST:PORT";
-    let cases: &[(&[&str], &[(&str, &str)], &[&str])] = &[
+    let cases: &[Case] = &[
         (
             &[],
             &[],
