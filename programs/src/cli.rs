@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::Args;
 use muster_etcd_backend::EtcdConfig;
 
+use crate::fatal::Fatal;
+
 /// The default key prefix: the group named `default`.
 pub const DEFAULT_PREFIX: &str = "/muster/default/";
 
@@ -17,14 +19,16 @@ pub const DEFAULT_PREFIX: &str = "/muster/default/";
 pub struct CommonArgs {
     /// etcd client URLs, comma-separated [default: http://127.0.0.1:2379]. A blank list
     /// (or a blank MUSTER_ENDPOINTS) is an error, not the default.
+    ///
+    /// Kept as given and parsed by [`endpoints`](Self::endpoints), not by clap, so that an
+    /// error never repeats the list (clap's would quote the whole value).
     #[arg(
         long,
         env = muster_etcd_backend::ENDPOINTS_VAR,
-        value_parser = parse_endpoint_list,
         value_name = "URLS",
         global = true
     )]
-    pub endpoints: Vec<EndpointList>,
+    pub endpoints: Vec<String>,
 
     /// The group's key prefix in etcd (a trailing '/' is added when missing).
     #[arg(
@@ -50,40 +54,38 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     /// The endpoints to use: every `--endpoints` list (or `MUSTER_ENDPOINTS`, the variable
-    /// the library's `EtcdConfig::from_env` reads too), else `http://127.0.0.1:2379` when
-    /// neither is given. A blank list never gets this far ([`parse_endpoint_list`]).
-    pub fn endpoints(&self) -> Vec<String> {
-        let given: Vec<String> = self
-            .endpoints
-            .iter()
-            .flat_map(|list| list.0.iter().cloned())
-            .collect();
+    /// the library's `EtcdConfig::from_env` reads too), each parsed by
+    /// [`parse_endpoint_list`], else `http://127.0.0.1:2379` when neither is given. A blank
+    /// list, only commas or an empty entry is bad input (exit status 2), never the default.
+    pub fn endpoints(&self) -> Result<Vec<String>, Fatal> {
+        let mut given = Vec::new();
+        for list in &self.endpoints {
+            given.extend(parse_endpoint_list(list).map_err(Fatal::usage)?);
+        }
         if given.is_empty() {
-            EtcdConfig::default().endpoints
+            Ok(EtcdConfig::default().endpoints)
         } else {
-            given
+            Ok(given)
         }
     }
 }
 
-/// One `--endpoints` value: its comma-separated URLs, checked by
-/// [`muster_etcd_backend::parse_endpoints`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointList(pub Vec<String>);
-
-/// Parses an `--endpoints` (or `MUSTER_ENDPOINTS`) value with the library's rule: blank,
-/// only commas, or an empty entry is an error (exit status 2), never the default.
+/// Parses one `--endpoints` (or `MUSTER_ENDPOINTS`) value with the library's rule
+/// ([`muster_etcd_backend::parse_endpoints`]): blank, only commas, or an empty entry is an
+/// error, never the default. The error says which entry, without repeating the list.
 ///
 /// ```
 /// use muster_programs::cli::parse_endpoint_list;
-/// assert_eq!(parse_endpoint_list("http://a:2379,http://b:2379").unwrap().0.len(), 2);
+/// assert_eq!(parse_endpoint_list("http://a:2379,http://b:2379").unwrap().len(), 2);
 /// assert!(parse_endpoint_list("").is_err());
 /// assert!(parse_endpoint_list(",").is_err());
 /// ```
-pub fn parse_endpoint_list(text: &str) -> Result<EndpointList, String> {
-    muster_etcd_backend::parse_endpoints(text, "the list (--endpoints or MUSTER_ENDPOINTS)")
-        .map(EndpointList)
-        .map_err(|e| e.to_string())
+pub fn parse_endpoint_list(text: &str) -> Result<Vec<String>, String> {
+    muster_etcd_backend::parse_endpoints(
+        text,
+        "the etcd endpoint list (--endpoints or MUSTER_ENDPOINTS)",
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`), e.g. `10s`, `1.5s`,
