@@ -9,7 +9,7 @@ use muster_master::View;
 use muster_programs::render::{EventJson, MemberJson, SyncedJson, ViewJson};
 use nix::sys::signal::Signal;
 
-use crate::support::{args, deadline, worker_flags, Group, Proc};
+use crate::support::{args, deadline, worker_flags, worker_flags_at, Group, Proc};
 use crate::worker::json_master;
 
 /// Starts `muster-master --http 127.0.0.1:0` (plus `extra`) and returns it with its base URL.
@@ -71,7 +71,7 @@ async fn members_and_metrics_match_the_truth() {
     let group = Group::new("master-http");
     let mut workers = Vec::new();
     for (name, zone) in [("a", "a"), ("b", "b"), ("c", "a")] {
-        let mut flags = worker_flags(&group, name);
+        let mut flags = worker_flags_at(&group, name);
         flags.extend(args(&[
             "--addr",
             &format!("{name}.test:80"),
