@@ -17,7 +17,11 @@ async fn http_master(group: &Group, extra: &[&str]) -> (Proc, String) {
     let mut flags = group.flags();
     flags.extend(args(&["--http", "127.0.0.1:0", "--json"]));
     flags.extend(args(extra));
-    let mut master = Proc::master(&flags);
+    serving(Proc::master(&flags)).await
+}
+
+/// Waits until `master` serves HTTP; returns it with its base URL.
+async fn serving(mut master: Proc) -> (Proc, String) {
     let line = master.wait_stderr("serving http://").await;
     let url = line
         .split("serving ")
@@ -415,24 +419,15 @@ async fn a_resume_point_from_before_etcd_was_wiped_is_refused() {
         .expect("start a dedicated etcd (this test wipes it)");
     let endpoint = etcd.endpoints()[0].clone();
     let prefix = "/programs/wiped/";
-    let (mut master, url) = {
-        let mut master = Proc::master(&args(&[
-            "--endpoints",
-            &endpoint,
-            "--prefix",
-            prefix,
-            "--http",
-            "127.0.0.1:0",
-        ]));
-        let line = master.wait_stderr("serving http://").await;
-        let url = line
-            .split("serving ")
-            .nth(1)
-            .and_then(|rest| rest.split("/v1/members").next())
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
-        (master, url)
-    };
+    let (mut master, url) = serving(Proc::master(&args(&[
+        "--endpoints",
+        &endpoint,
+        "--prefix",
+        prefix,
+        "--http",
+        "127.0.0.1:0",
+    ])))
+    .await;
     let mut worker = Proc::worker(&args(&[
         "--endpoints",
         &endpoint,
