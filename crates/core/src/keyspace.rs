@@ -5,9 +5,14 @@
 //!
 //! Lease expiry deletes only the liveness key, so a crash (`Suspect`) and a leave (`Left`)
 //! are told apart by *which* keys vanish in one revision.
+//!
+//! Beside them, an eviction leaves a marker, `{prefix}evicted/{name}/{incarnation}` (the
+//! incarnation as 16 hex digits), bound to a lease of the evicting operator: while it exists,
+//! that incarnation cannot register (see `protocol`). Markers are not members: the state
+//! machine ignores them.
 
 use crate::error::{Error, Result};
-use crate::member::validate_name;
+use crate::member::{validate_name, Incarnation};
 
 /// Which of a member's two keys a key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +21,8 @@ pub enum KeyKind {
     Record,
     /// `{prefix}alive/{name}`.
     Liveness,
+    /// `{prefix}evicted/{name}/{incarnation}`: an eviction marker, not a member's key.
+    Evicted,
 }
 
 /// The key layout under one prefix.
@@ -69,6 +76,23 @@ impl Keyspace {
         format!("{}alive/{}", self.prefix, name)
     }
 
+    /// The eviction marker of incarnation `incarnation` of `name`.
+    pub fn eviction_key(&self, name: &str, incarnation: Incarnation) -> String {
+        format!("{}evicted/{}/{}", self.prefix, name, incarnation)
+    }
+
+    /// Parses an eviction marker's key into the member name and the evicted incarnation.
+    pub fn parse_eviction<'k>(&self, key: &'k str) -> Option<(&'k str, Incarnation)> {
+        let rest = key.strip_prefix(self.prefix.as_str())?;
+        let (name, incarnation) = rest.strip_prefix("evicted/")?.rsplit_once('/')?;
+        validate_name(name).ok()?;
+        if incarnation.len() != 16 {
+            return None;
+        }
+        let incarnation = u64::from_str_radix(incarnation, 16).ok()?;
+        Some((name, Incarnation(incarnation)))
+    }
+
     /// Parses a key under the prefix into its kind and member name. Keys that are not a
     /// member's (other sub-prefixes, invalid names) give `None`: they are not muster's.
     pub fn parse<'k>(&self, key: &'k str) -> Option<(KeyKind, &'k str)> {
@@ -77,6 +101,9 @@ impl Keyspace {
             (KeyKind::Record, name)
         } else if let Some(name) = rest.strip_prefix("alive/") {
             (KeyKind::Liveness, name)
+        } else if rest.starts_with("evicted/") {
+            let (name, _) = self.parse_eviction(key)?;
+            return Some((KeyKind::Evicted, name));
         } else {
             return None;
         };
@@ -98,6 +125,13 @@ mod tests {
             ks.parse(&ks.liveness_key("a")),
             Some((KeyKind::Liveness, "a"))
         );
+        let marker = ks.eviction_key("a", Incarnation(0xab));
+        assert_eq!(marker, "/g/evicted/a/00000000000000ab");
+        assert_eq!(ks.parse(&marker), Some((KeyKind::Evicted, "a")));
+        assert_eq!(ks.parse_eviction(&marker), Some(("a", Incarnation(0xab))));
+        assert_eq!(ks.parse("/g/evicted/a"), None);
+        assert_eq!(ks.parse("/g/evicted/a/ab"), None);
+        assert_eq!(ks.parse("/g/evicted/a b/00000000000000ab"), None);
         assert_eq!(ks.parse("/g/other/a"), None);
         assert_eq!(ks.parse("/g/members/a/b"), None);
         assert_eq!(ks.parse("/h/members/a"), None);

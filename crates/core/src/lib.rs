@@ -8,11 +8,13 @@
 //!   list at a revision, watch from a revision), and its types. Backends implement it:
 //!   `muster-etcd-backend` over real etcd, `muster-mem-backend` in memory on a simulated
 //!   clock.
-//! - `keyspace`: [`Keyspace`], the two keys per member under a prefix.
+//! - `keyspace`: [`Keyspace`], the two keys per member under a prefix, and the eviction
+//!   markers beside them.
 //! - `member`: [`MemberInfo`], [`Record`], [`Liveness`]: the keys' JSON values;
 //!   [`validate_name`].
 //! - `protocol`: every transaction of the two-key protocol (register, update, leave, evict,
-//!   reap) and the one way to read a member's values back, as [`Keyspace`] methods.
+//!   reap) and the one way to read a member's values back, as [`Keyspace`] methods;
+//!   [`EvictionMarker`], the value an eviction leaves.
 //! - `membership`: [`Membership`], the pure state machine. Observations and `now` in,
 //!   [`Transition`]s out.
 //! - `backoff`: [`Backoff`], capped exponential backoff with jitter, shared by master and
@@ -38,6 +40,7 @@ pub use member::{validate_name, Incarnation, Liveness, MemberInfo, Record, MAX_N
 pub use membership::{
     Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
 };
+pub use protocol::EvictionMarker;
 pub use store::{
     Condition, Event, EventKind, KeyValue, Lease, LeaseId, Listing, Op, Revision, Store,
     StoreStatus, Txn, TxnOutcome, WatchBatch, WatchStream,

@@ -337,7 +337,9 @@ impl Membership {
         let mut fresh: BTreeMap<String, Keys> = BTreeMap::new();
         let mut bad = BTreeMap::new();
         for kv in &listing.kvs {
-            if let Some((kind, name)) = self.keyspace.parse(&kv.key) {
+            // Eviction markers are not members' keys.
+            let parsed = self.keyspace.parse(&kv.key);
+            if let Some((kind, name)) = parsed.filter(|&(kind, _)| kind != KeyKind::Evicted) {
                 let keys = match fresh.get_mut(name) {
                     Some(keys) => keys,
                     None => fresh.entry(name.to_owned()).or_default(),
@@ -417,7 +419,9 @@ impl Membership {
         let mut spilled = Vec::new();
         let mut n = 0;
         for event in events {
-            let Some((kind, name)) = self.keyspace.parse(&event.kv.key) else {
+            // Eviction markers are not members' keys.
+            let parsed = self.keyspace.parse(&event.kv.key);
+            let Some((kind, name)) = parsed.filter(|&(kind, _)| kind != KeyKind::Evicted) else {
                 continue;
             };
             if n < inline.len() {
@@ -979,6 +983,8 @@ fn observe(
         EventKind::Delete => match kind {
             KeyKind::Record => keys.record = None,
             KeyKind::Liveness => keys.liveness = None,
+            // Never passed in: the callers skip markers.
+            KeyKind::Evicted => {}
         },
     }
 }
@@ -1027,6 +1033,8 @@ fn decode_into(
                 }
             }
         }
+        // Never passed in: the callers skip markers.
+        KeyKind::Evicted => {}
     }
 }
 

@@ -270,16 +270,9 @@ async fn standalone(
                 let now = status.borrow_and_update().clone();
                 log_status(worker.name(), &now);
                 if changed.is_err() {
-                    // The worker's task has ended (e.g. its name was taken over while it was
-                    // cut off from etcd): it will not register again.
-                    let why = match now {
-                        Status::Failed { error } => error,
-                        other => format!("{other:?}"),
-                    };
-                    return Err(Fatal::failure(format!(
-                        "{} is no longer registered and has stopped trying: {why}",
-                        worker.name()
-                    )));
+                    // The worker's task has ended (evicted, or its name was taken over while
+                    // it was cut off from etcd): it will not register again.
+                    return Err(stopped(worker.name(), now));
                 }
             }
         }
@@ -361,6 +354,13 @@ async fn sidecar(
             changed = status.changed(), if worker.is_some() => match changed {
                 Ok(()) => log_status(&name, &status.borrow_and_update().clone()),
                 Err(_) => {
+                    let now = status.borrow_and_update().clone();
+                    if matches!(now, Status::Evicted { .. }) {
+                        // An operator wants this process out: the command goes too.
+                        tracing::error!(member = %name, command = child.display(), "evicted; stopping the command");
+                        child.stop(STOP_GRACE).await;
+                        return Err(stopped(&name, now));
+                    }
                     tracing::error!(member = %name, "the worker stopped; the command keeps running unregistered");
                     worker = None;
                 }
@@ -397,6 +397,7 @@ async fn register(
             "member name {name:?} is already held by a live process (incarnation {holder}) under {prefix}; pick another --name, stop that process, or pass --on-duplicate wait to take the name once its lease expires"
         )),
         muster_worker::Error::Invalid(e) => Fatal::usage(e.to_string()),
+        e @ muster_worker::Error::Evicted { .. } => Fatal::evicted(e.to_string()),
         e => Fatal::failure(format!("cannot register {name:?} under {prefix}: {e}")),
     })?;
     tracing::info!(member = %name, %prefix, incarnation = %worker.incarnation(), "registered");
@@ -408,6 +409,22 @@ async fn leave(worker: Worker) -> Result<u8, Fatal> {
     worker.leave().await.map_err(|e| leave_error(&name, e))?;
     tracing::info!(member = %name, "left the group");
     Ok(0)
+}
+
+/// The fatal end of a worker whose task stopped with `status`: exit status 3 if it was
+/// evicted, 1 otherwise.
+fn stopped(name: &str, status: Status) -> Fatal {
+    match status {
+        Status::Evicted { revision } => Fatal::evicted(format!(
+            "{name} was evicted by an operator (muster-master evict) at revision {revision}; stopped, and will not register again (a new process may)"
+        )),
+        Status::Failed { error } => Fatal::failure(format!(
+            "{name} is no longer registered and has stopped trying: {error}"
+        )),
+        other => Fatal::failure(format!(
+            "{name} is no longer registered and has stopped trying: {other:?}"
+        )),
+    }
 }
 
 fn leave_error(name: &str, e: muster_worker::Error) -> Fatal {
@@ -442,6 +459,9 @@ fn log_status(name: &str, status: &Status) {
         ),
         Status::Failed { error } => tracing::error!(member = name, %error, "worker failed"),
         Status::Left => tracing::info!(member = name, "left"),
+        Status::Evicted { revision } => {
+            tracing::warn!(member = name, revision, "evicted by an operator")
+        }
         Status::Registering => {}
     }
 }
