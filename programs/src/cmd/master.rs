@@ -38,7 +38,7 @@ Examples:
 
   # Operators, without a running master:
   muster-master list
-  muster-master evict api-1
+  muster-master evict api-1              # its process is refused for an hour (--hold)
 
 Output: a table when stdout is a terminal, JSON lines otherwise (or force with --table/--json).
 JSON fields: kind, name, state, revision, addr, cpus, labels, incarnation, at_unix_ms; one

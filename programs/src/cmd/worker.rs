@@ -41,7 +41,9 @@ Examples:
 
 Logs go to stderr, warnings only; RUST_LOG=info (or debug) says more.
 Exit status: 0 after leaving; 1 when etcd is unreachable, the name is taken, or leaving
-failed; 2 for bad input; in sidecar mode the command's status (128+N if killed by signal N).";
+failed; 2 for bad input; 3 when an operator evicted the member (muster-master evict; a
+sidecar stops its command first); in sidecar mode the command's status (128+N if killed by
+signal N).";
 
 /// What to do when the name is held by another live process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
