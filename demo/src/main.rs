@@ -120,6 +120,18 @@ trait Stage {
     fn heal(&self, name: &str);
 }
 
+/// The kinds the story shows: every kind a master that watches all along reports. The
+/// eighth, `Removed`, needs a master that missed the deletes (compaction, a replaced store).
+pub(crate) const WATCHED: [TransitionKind; 7] = [
+    TransitionKind::Joined,
+    TransitionKind::Updated,
+    TransitionKind::Suspect,
+    TransitionKind::Recovered,
+    TransitionKind::Restarted,
+    TransitionKind::Left,
+    TransitionKind::Failed,
+];
+
 /// The embedded in-memory etcd, on a simulated clock.
 struct MemStage {
     /// The in-memory etcd.
@@ -307,16 +319,14 @@ async fn story<G: Stage>(mut stage: G) -> anyhow::Result<()> {
         .await?;
     demo.table(&master);
 
-    let missing: Vec<_> = TransitionKind::ALL
-        .iter()
-        .filter(|k| !demo.seen.contains(k))
-        .collect();
+    let missing: Vec<_> = WATCHED.iter().filter(|k| !demo.seen.contains(k)).collect();
     if !missing.is_empty() {
         bail!("the demo did not show {missing:?}");
     }
     println!(
-        "\nevery transition kind shown: {}",
-        TransitionKind::ALL.map(|k| k.to_string()).join(", ")
+        "\nevery transition kind shown: {} \
+         (`removed`, a relist finding a member gone without seeing why, is the fault tests')",
+        WATCHED.map(|k| k.to_string()).join(", ")
     );
     println!(
         "{} {:.1} s, store at revision {}",

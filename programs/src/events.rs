@@ -1,17 +1,20 @@
 //! The recent transitions `GET /v1/events` replays: a bounded ring buffer plus a live feed.
 //!
-//! Every transition comes with the [`Position`] the master gave it: its etcd revision and
-//! its index among the transitions of that revision. A client
-//! resumes *after* a position (`Last-Event-ID: 57.1`) or *from* a revision
-//! (`?from_revision=58`). The buffer knows the last position it has dropped (or never saw,
-//! before the master started): a resume point before that is refused as [`Gone`], never
-//! answered with a silent gap.
+//! Every transition comes with the [`Position`] the master gave it: the store's epoch, its
+//! etcd revision and its index among the transitions of that revision. A client resumes
+//! *after* a position (`Last-Event-ID: 00000000000000ab-57.1`) or *from* a revision of an
+//! epoch (`?from_revision=58&epoch=00000000000000ab`). The buffer knows the last position it
+//! has dropped (or never saw, before the master started): a resume point before that is
+//! refused as [`Gone`], never answered with a silent gap. So is a resume point from another
+//! epoch: when the master moves to a new epoch (the store was replaced, its revisions started
+//! again), the buffer starts over and every live reader's stream ends, so that it reconnects,
+//! is refused, and takes a fresh snapshot.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use muster_core::{Revision, Transition};
-pub use muster_master::Position;
+pub use muster_master::{Epoch, Position};
 use muster_master::{Event, Subscription};
 use tokio::sync::broadcast;
 
@@ -32,10 +35,12 @@ pub struct Entry {
     pub json: String,
 }
 
-/// The resume point is older than what the buffer holds.
+/// The resume point is older than what the buffer holds, or from another epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone {
-    /// The smallest `from_revision` that can be served now.
+    /// The epoch the buffer holds.
+    pub epoch: Epoch,
+    /// The smallest `from_revision` (of `epoch`) that can be served now.
     pub oldest_revision: Revision,
 }
 
@@ -52,15 +57,18 @@ pub struct Replay {
 /// The ring buffer and its live feed. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct EventLog {
-    /// The buffer, its bounds and the last position given out.
+    /// The buffer, its bounds, the last position given out, and the live feed.
     ring: Mutex<Ring>,
-    /// Every pushed entry, for readers following live. Sent under the `ring` lock, so a
-    /// replay's backlog and its live feed neither overlap nor leave a gap.
-    live: broadcast::Sender<Arc<Entry>>,
 }
 
 #[derive(Debug)]
 struct Ring {
+    /// The store history the entries belong to.
+    epoch: Epoch,
+    /// Every pushed entry, for readers following live. Sent under the lock, so a replay's
+    /// backlog and its live feed neither overlap nor leave a gap. Replaced (ending every
+    /// live reader's stream) when the epoch changes.
+    live: broadcast::Sender<Arc<Entry>>,
     /// The most recent entries, oldest first.
     entries: VecDeque<Arc<Entry>>,
     /// How many entries to keep.
@@ -74,16 +82,17 @@ struct Ring {
 
 impl EventLog {
     /// An empty log keeping `capacity` entries (at least 1), holding every transition after
-    /// revision `start` (the revision of the view the feeding subscription started from).
-    pub fn new(capacity: usize, start: Revision) -> Self {
+    /// revision `start` of `epoch` (the view the feeding subscription started from).
+    pub fn new(capacity: usize, epoch: Epoch, start: Revision) -> Self {
         EventLog {
             ring: Mutex::new(Ring {
+                epoch,
+                live: broadcast::channel(LIVE_LAG).0,
                 entries: VecDeque::new(),
                 capacity: capacity.max(1),
-                missing_upto: Position::after(start),
+                missing_upto: Position::after(epoch, start),
                 last: None,
             }),
-            live: broadcast::channel(LIVE_LAG).0,
         }
     }
 
@@ -95,18 +104,11 @@ impl EventLog {
     /// when full.
     pub fn push(&self, position: Position, transition: &Transition) {
         let mut ring = self.lock();
-        if ring
-            .last
-            .is_some_and(|last| last.revision > position.revision)
-        {
-            // The store went backwards (restored from a backup): positions from before mean
-            // nothing now. Start over; older resume points are gone.
-            tracing::warn!(
-                to = position.revision,
-                "etcd revision went backwards; event history restarts"
+        if position.epoch != ring.epoch {
+            ring.new_epoch(
+                position.epoch,
+                Position::before(position.epoch, position.revision),
             );
-            ring.entries.clear();
-            ring.missing_upto = Position::after(position.revision - 1);
         }
         let event = EventJson::from(transition);
         let json = serde_json::to_string(&event).expect("events always serialize");
@@ -123,7 +125,7 @@ impl EventLog {
         ring.entries.push_back(entry.clone());
         ring.last = Some(position);
         // No live reader is fine.
-        let _ = self.live.send(entry);
+        let _ = ring.live.send(entry);
     }
 
     /// The entries after `after` (`None`: none, only what comes next) and the live feed
@@ -132,10 +134,8 @@ impl EventLog {
         let ring = self.lock();
         let backlog = match after {
             None => Vec::new(),
-            Some(after) if after < ring.missing_upto => {
-                return Err(Gone {
-                    oldest_revision: ring.missing_upto.revision + 1,
-                })
+            Some(after) if after.epoch != ring.epoch || after < ring.missing_upto => {
+                return Err(ring.gone())
             }
             Some(after) => ring
                 .entries
@@ -146,7 +146,7 @@ impl EventLog {
         };
         Ok(Replay {
             backlog,
-            live: self.live.subscribe(),
+            live: ring.live.subscribe(),
         })
     }
 
@@ -162,7 +162,12 @@ impl EventLog {
 
     /// The smallest `from_revision` that can be served now.
     pub fn oldest_revision(&self) -> Revision {
-        self.lock().missing_upto.revision + 1
+        self.lock().gone().oldest_revision
+    }
+
+    /// The epoch of the buffered entries.
+    pub fn epoch(&self) -> Epoch {
+        self.lock().epoch
     }
 
     /// Feeds the log from a master subscription until the master stops. The subscription's
@@ -180,15 +185,56 @@ impl EventLog {
                     position,
                     transition,
                 } => self.push(position, &transition),
+                Event::Synced {
+                    epoch, revision, ..
+                } => {
+                    // A replacement that explained itself with no transition still starts
+                    // a new epoch.
+                    let mut ring = self.lock();
+                    if epoch != ring.epoch {
+                        ring.new_epoch(epoch, Position::after(epoch, revision));
+                    }
+                }
                 Event::Lagged { missed } => {
                     tracing::error!(missed, "the event log fell behind the master; clients resuming from before now must re-read /v1/members");
                     subscription = master.subscribe();
                     let mut ring = self.lock();
                     ring.entries.clear();
-                    ring.missing_upto = Position::after(subscription.snapshot.revision);
+                    let snapshot = &subscription.snapshot;
+                    ring.epoch = snapshot.epoch;
+                    ring.missing_upto = Position::after(snapshot.epoch, snapshot.revision);
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+impl Ring {
+    /// Starts over in `epoch`: positions of the old one mean nothing now, so the buffer is
+    /// emptied, everything up to `missing_upto` is gone, and every live reader's stream
+    /// ends (it reconnects, is refused, and takes a fresh snapshot).
+    fn new_epoch(&mut self, epoch: Epoch, missing_upto: Position) {
+        tracing::warn!(
+            from = %self.epoch,
+            to = %epoch,
+            "the store was replaced (new epoch); event history restarts, clients resuming from the old one must re-read /v1/members"
+        );
+        self.epoch = epoch;
+        self.entries.clear();
+        self.missing_upto = missing_upto;
+        self.last = None;
+        self.live = broadcast::channel(LIVE_LAG).0;
+    }
+
+    /// What a refused resume point is told.
+    fn gone(&self) -> Gone {
+        Gone {
+            epoch: self.epoch,
+            oldest_revision: match self.missing_upto.index {
+                -1 => self.missing_upto.revision,
+                _ => self.missing_upto.revision + 1,
+            },
         }
     }
 }
@@ -214,6 +260,20 @@ mod tests {
         }
     }
 
+    const E: Epoch = Epoch(0xab);
+
+    fn pos(revision: Revision, index: i64) -> Position {
+        Position {
+            epoch: E,
+            revision,
+            index,
+        }
+    }
+
+    fn before(revision: Revision) -> Position {
+        Position::before(E, revision)
+    }
+
     fn names(replay: &Replay) -> Vec<String> {
         replay
             .backlog
@@ -224,74 +284,76 @@ mod tests {
 
     #[test]
     fn positions_parse_and_print() {
-        let p: Position = "57.2".parse().unwrap();
-        assert_eq!(
-            p,
-            Position {
-                revision: 57,
-                index: 2
-            }
-        );
-        assert_eq!(p.to_string(), "57.2");
-        assert_eq!("57".parse::<Position>().unwrap(), Position::after(57));
-        for bad in ["", "x", "5.x", "5.-1", "a.1"] {
+        let p: Position = "00000000000000ab-57.2".parse().unwrap();
+        assert_eq!(p, pos(57, 2));
+        assert_eq!(p.to_string(), "00000000000000ab-57.2");
+        assert_eq!("ab-57".parse::<Position>().unwrap(), Position::after(E, 57));
+        for bad in [
+            "", "x", "57.2", "57", "ab-5.x", "ab-5.-1", "ab-a.1", "-5.1", "zz-5.1",
+        ] {
             assert!(bad.parse::<Position>().is_err(), "{bad:?}");
         }
     }
 
+    /// Issue 13.1: after the store is replaced (a new epoch), a resume point from the old
+    /// history is refused, even one whose revision the new history has reached, and every
+    /// live reader's stream ends instead of carrying positions that went backwards.
+    #[test]
+    fn a_new_epoch_refuses_the_old_history_and_ends_live_streams() {
+        let log = EventLog::new(10, E, 0);
+        log.push(pos(3, 0), &transition("a", 3));
+        let mut live = log.replay(Some(before(1))).unwrap().live;
+        let new = Epoch(0xcd);
+        log.push(
+            Position {
+                epoch: new,
+                revision: 2,
+                index: 0,
+            },
+            &transition("b", 2),
+        );
+        assert!(
+            matches!(live.try_recv(), Err(broadcast::error::TryRecvError::Closed)),
+            "the old live stream must end"
+        );
+        for stale in [pos(3, 0), pos(1, 0), before(2)] {
+            assert_eq!(
+                log.replay(Some(stale)).unwrap_err(),
+                Gone {
+                    epoch: new,
+                    oldest_revision: 2
+                },
+                "{stale}"
+            );
+        }
+        let fresh = log.replay(Some(Position::before(new, 2))).unwrap();
+        assert_eq!(names(&fresh), ["b"]);
+        assert_eq!(log.epoch(), new);
+    }
+
     #[test]
     fn replays_from_a_revision_or_after_an_event_id() {
-        let log = EventLog::new(10, 0);
-        log.push(
-            Position {
-                revision: 5,
-                index: 0,
-            },
-            &transition("a", 5),
-        );
-        log.push(
-            Position {
-                revision: 5,
-                index: 1,
-            },
-            &transition("b", 5),
-        );
-        log.push(
-            Position {
-                revision: 6,
-                index: 0,
-            },
-            &transition("c", 6),
-        );
-        let from = |r| log.replay(Some(Position::before(r))).unwrap();
+        let log = EventLog::new(10, E, 0);
+        log.push(pos(5, 0), &transition("a", 5));
+        log.push(pos(5, 1), &transition("b", 5));
+        log.push(pos(6, 0), &transition("c", 6));
+        let from = |r| log.replay(Some(before(r))).unwrap();
         assert_eq!(names(&from(1)), ["a", "b", "c"]);
         assert_eq!(names(&from(6)), ["c"]);
-        let after_a = log.replay(Some("5.0".parse().unwrap())).unwrap();
+        let after_a = log.replay(Some(pos(5, 0))).unwrap();
         assert_eq!(names(&after_a), ["b", "c"]);
-        assert_eq!(after_a.backlog[0].position.to_string(), "5.1");
-        let after_5 = log.replay(Some("5".parse().unwrap())).unwrap();
+        assert_eq!(after_a.backlog[0].position, pos(5, 1));
+        let after_5 = log.replay(Some("ab-5".parse().unwrap())).unwrap();
         assert_eq!(names(&after_5), ["c"]);
         assert!(log.replay(None).unwrap().backlog.is_empty());
     }
 
     #[test]
     fn the_live_feed_continues_the_backlog_exactly() {
-        let log = EventLog::new(10, 0);
-        log.push(
-            Position {
-                revision: 5,
-                index: 0,
-            },
-            &transition("a", 5),
-        );
-        let mut replay = log.replay(Some(Position::before(1))).unwrap();
-        log.push(
-            Position {
-                revision: 6,
-                index: 0,
-            },
-            &transition("b", 6),
-        );
+        let log = EventLog::new(10, E, 0);
+        log.push(pos(5, 0), &transition("a", 5));
+        let mut replay = log.replay(Some(before(1))).unwrap();
+        log.push(pos(6, 0), &transition("b", 6));
         assert_eq!(names(&replay), ["a"]);
         assert_eq!(replay.live.try_recv().unwrap().event.name, "b");
         assert!(replay.live.try_recv().is_err());
@@ -299,43 +361,28 @@ mod tests {
 
     #[test]
     fn dropped_history_is_gone_not_skipped() {
-        let log = EventLog::new(2, 3);
+        let log = EventLog::new(2, E, 3);
         // Before the master started: never seen.
         assert_eq!(
-            log.replay(Some(Position::before(3))).unwrap_err(),
-            Gone { oldest_revision: 4 }
+            log.replay(Some(before(3))).unwrap_err(),
+            Gone {
+                epoch: E,
+                oldest_revision: 4
+            }
         );
-        log.push(
-            Position {
-                revision: 5,
-                index: 0,
-            },
-            &transition("a", 5),
-        );
-        log.push(
-            Position {
-                revision: 5,
-                index: 1,
-            },
-            &transition("b", 5),
-        );
-        log.push(
-            Position {
-                revision: 6,
-                index: 0,
-            },
-            &transition("c", 6),
-        );
+        log.push(pos(5, 0), &transition("a", 5));
+        log.push(pos(5, 1), &transition("b", 5));
+        log.push(pos(6, 0), &transition("c", 6));
         // "a" (5.0) was dropped: revision 5 is incomplete.
         assert_eq!(
-            log.replay(Some(Position::before(5))).unwrap_err(),
-            Gone { oldest_revision: 6 }
+            log.replay(Some(before(5))).unwrap_err(),
+            Gone {
+                epoch: E,
+                oldest_revision: 6
+            }
         );
         // ... but resuming after "a" still works.
-        assert_eq!(
-            names(&log.replay(Some("5.0".parse().unwrap())).unwrap()),
-            ["b", "c"]
-        );
+        assert_eq!(names(&log.replay(Some(pos(5, 0))).unwrap()), ["b", "c"]);
         assert_eq!(log.oldest_revision(), 6);
         assert_eq!(log.len(), 2);
     }

@@ -3,9 +3,9 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/members` | `200` [`ViewJson`]: `{"revision", "synced", "members": [...]}`. Filters: `state=alive` or `state=suspect` (repeatable or comma-separated: any of them), `label=KEY=VALUE` or `label=KEY` (repeatable: all of them). `400` on an unknown parameter or a bad filter, `503` before the first listing |
+//! | `GET /v1/members` | `200` [`ViewJson`]: `{"epoch", "revision", "synced", "members": [...]}`. Filters: `state=alive` or `state=suspect` (repeatable or comma-separated: any of them), `label=KEY=VALUE` or `label=KEY` (repeatable: all of them). `400` on an unknown parameter or a bad filter, `503` before the first listing |
 //! | `GET /v1/members/{name}` | `200` [`MemberJson`], `404` when there is no such member, `400` for an invalid name, `503` before the first listing |
-//! | `GET /v1/events` | server-sent events, one per transition: `id: REVISION.INDEX`, `data:` [`EventJson`](crate::render::EventJson). Without a resume point only new transitions; `?from_revision=N` replays buffered transitions from revision `N` on, `Last-Event-ID` (sent by browsers when they reconnect) resumes after that event. `410` when the resume point is older than the buffer (`oldest_revision` in the body says what can still be served: take a fresh `/v1/members` and resume from its `revision + 1`) |
+//! | `GET /v1/events` | server-sent events, one per transition: `id: EPOCH-REVISION.INDEX`, `data:` [`EventJson`](crate::render::EventJson). Without a resume point only new transitions; `?from_revision=N&epoch=E` replays buffered transitions of epoch `E` from revision `N` on (`400` without the epoch), `Last-Event-ID` (sent by browsers when they reconnect) resumes after that event. `410` when the resume point is older than the buffer or of another epoch (the store was replaced; an id without an epoch counts as one): `epoch` and `oldest_revision` in the body say what can still be served; take a fresh `/v1/members` and resume from its `revision + 1` and its `epoch`. When the epoch changes every open stream ends |
 //! | `GET /metrics` | Prometheus text (OpenMetrics when the `Accept` header asks for it); see [`metrics`](crate::metrics) |
 //! | `GET /healthz` | `200` when the master has synced and its watch is open, else `503` with the reason |
 //!
@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::events::{Entry, EventLog, Position};
+use crate::events::{Entry, Epoch, EventLog, Position};
 use crate::fatal::Fatal;
 use crate::metrics::Group;
 use crate::render::{MemberJson, ViewJson};
@@ -236,14 +236,21 @@ async fn events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let pairs = match query_pairs(query.as_deref(), &["from_revision"]) {
+    let pairs = match query_pairs(query.as_deref(), &["from_revision", "epoch"]) {
         Ok(pairs) => pairs,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let mut after = None;
-    for (_, value) in pairs {
+    let (mut from, mut epoch) = (None, None);
+    for (key, value) in pairs {
+        if key == "epoch" {
+            match value.parse::<Epoch>() {
+                Ok(e) => epoch = Some(e),
+                Err(message) => return error(StatusCode::BAD_REQUEST, format!("epoch: {message}")),
+            }
+            continue;
+        }
         match value.trim().parse::<i64>() {
-            Ok(revision) if revision >= 0 => after = Some(Position::before(revision.max(1))),
+            Ok(revision) if revision >= 1 => from = Some(revision),
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -252,13 +259,36 @@ async fn events(
             }
         }
     }
+    // A revision means something only in its store's history: a resume point names both.
+    let mut after = match (from, epoch) {
+        (Some(revision), Some(epoch)) => Some(Position::before(epoch, revision)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "from_revision needs epoch= as well (both from GET /v1/members: resume with \
+                 from_revision = its revision + 1 and its epoch), so that a resume never spans \
+                 two histories of the store",
+            )
+        }
+        (None, Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "epoch= only makes sense with from_revision=",
+            )
+        }
+    };
     // A reconnecting client's Last-Event-ID takes precedence over the URL it reconnects to.
     if let Some(last) = headers.get("last-event-id") {
-        match last
-            .to_str()
-            .map_err(|e| e.to_string())
-            .and_then(str::parse)
-        {
+        match last.to_str().map_err(|e| e.to_string()).and_then(|id| {
+            if !id.contains('-') && id.trim().split('.').all(|part| part.parse::<u64>().is_ok()) {
+                // An id without an epoch (from a master before epochs): it names a
+                // revision of an unknown history, so it cannot be resumed safely.
+                Ok(Position::before(Epoch(0), 0))
+            } else {
+                id.parse()
+            }
+        }) {
             Ok(position) => after = Some(position),
             Err(message) => {
                 return error(
@@ -273,9 +303,10 @@ async fn events(
         Err(gone) => {
             let body = json!({
                 "error": format!(
-                    "the events you asked for are no longer buffered (this master holds transitions from revision {} on); take a fresh GET /v1/members and resume with from_revision = its revision + 1",
-                    gone.oldest_revision
+                    "the events you asked for are no longer buffered, or belong to another history of the store (this master holds transitions of epoch {} from revision {} on); take a fresh GET /v1/members and resume with from_revision = its revision + 1 and epoch = its epoch",
+                    gone.epoch, gone.oldest_revision
                 ),
+                "epoch": gone.epoch.to_string(),
                 "oldest_revision": gone.oldest_revision,
             });
             return (StatusCode::GONE, Json(body)).into_response();

@@ -8,17 +8,23 @@
 //! | `muster_watch_reconnects_total` | counter | | watches re-opened after breaking |
 //! | `muster_watch_refreshes_total` | counter | | quiet watches re-opened because etcd had moved past them (stall check) |
 //! | `muster_store_replacements_total` | counter | | times etcd turned out to be a new, different store and the view was rebuilt |
-//! | `muster_decode_errors_total` | counter | | undecodable values under the prefix, skipped |
+//! | `muster_decode_errors_total` | counter | | undecodable values at member keys, skipped |
+//! | `muster_bad_keys_total` | counter | `reason` = `unknown_kind`, `empty_name`, `name_too_long`, `invalid_name`, `liveness_without_record` | keys under the prefix that are no member key (or a liveness key without a record), ignored; each counted once per write |
 //! | `muster_reaps_total` | counter | | suspect members this master reaped |
 //! | `muster_last_revision` | gauge | | the last etcd revision applied |
 //! | `muster_synced` | gauge | | 1 once the first listing is applied |
 //! | `muster_watch_healthy` | gauge | | 1 while the watch is open and delivering |
 //! | `muster_etcd_request_duration_seconds` | histogram | `op`, `outcome` | etcd request latency ([`TimedStore`](crate::timed::TimedStore)) |
+//!
+//! Every label value of a family is always exported, with 0 until it happens, so that a rate
+//! or an alert on it has a series from the start. Bad input (`muster_decode_errors_total`,
+//! `muster_bad_keys_total`) is also logged, rate-limited: the first 10 of each 10 s window
+//! one by one with its key, then one summary line.
 
 use std::fmt;
 use std::sync::Arc;
 
-use muster_core::{MemberState, TransitionKind};
+use muster_core::{BadKeyReason, MemberState, TransitionKind};
 use muster_master::{Health, View};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -126,9 +132,22 @@ impl Collector for GroupCollector {
         Self::counter(
             &mut encoder,
             "muster_decode_errors",
-            "Undecodable values under the prefix, skipped (see the master's warnings for their keys)",
+            "Undecodable values at member keys, skipped (see the master's warnings for their keys)",
             health.skipped,
         )?;
+
+        let bad_keys = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "muster_bad_keys",
+            "Keys under the prefix that are no member key, or liveness keys without a record, ignored, by reason (see the master's warnings for their keys)",
+            None,
+            bad_keys.metric_type(),
+        )?;
+        for reason in BadKeyReason::ALL {
+            let count = health.bad_keys.get(&reason).copied().unwrap_or(0);
+            ConstCounter::new(count)
+                .encode(family.encode_family(&[("reason", reason.as_str())])?)?;
+        }
         Self::counter(
             &mut encoder,
             "muster_reaps",

@@ -72,9 +72,12 @@ impl From<&Member> for MemberJson {
 }
 
 /// A whole view as JSON: `{"revision": R, "synced": true, "members": [...]}`, members sorted
-/// by name. `GET /v1/events?from_revision=R+1` continues it with no gap.
+/// by name. `GET /v1/events?from_revision=R+1&epoch=E` continues it with no gap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewJson {
+    /// The store history `revision` belongs to (16 hex digits): a resume point is
+    /// `from_revision = revision + 1` together with this epoch.
+    pub epoch: String,
     /// The etcd revision the view is at.
     pub revision: Revision,
     /// Whether the first listing has been applied.
@@ -87,6 +90,7 @@ impl ViewJson {
     /// Every member of `view` that `keep` accepts.
     pub fn new(view: &View, mut keep: impl FnMut(&Member) -> bool) -> Self {
         ViewJson {
+            epoch: view.epoch.to_string(),
             revision: view.revision,
             synced: view.synced,
             members: view
@@ -103,7 +107,7 @@ impl ViewJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventJson {
     /// What happened: `joined`, `updated`, `suspect`, `recovered`, `restarted`, `left`,
-    /// `failed`.
+    /// `failed`, `removed`.
     pub kind: String,
     /// The member's name.
     pub name: String,
@@ -298,6 +302,7 @@ mod tests {
     #[test]
     fn tables_align_and_say_when_empty() {
         let mut view = View {
+            epoch: Default::default(),
             revision: 12,
             synced: true,
             members: BTreeMap::new(),

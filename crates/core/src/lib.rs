@@ -8,8 +8,8 @@
 //!   list at a revision, watch from a revision), and its types. Backends implement it:
 //!   `muster-etcd-backend` over real etcd, `muster-mem-backend` in memory on a simulated
 //!   clock.
-//! - `keyspace`: [`Keyspace`], the two keys per member under a prefix, and the eviction
-//!   markers beside them.
+//! - `keyspace`: [`Keyspace`], the two keys per member under a prefix, the eviction markers
+//!   beside them, and how any key under it classifies ([`KeyClass`], [`BadKeyReason`]).
 //! - `member`: [`MemberInfo`], [`Record`], [`Liveness`]: the keys' JSON values;
 //!   [`validate_name`].
 //! - `protocol`: every transaction of the two-key protocol (register, update, leave, evict,
@@ -35,10 +35,10 @@ pub mod testing;
 
 pub use backoff::Backoff;
 pub use error::{Error, Result};
-pub use keyspace::{KeyKind, Keyspace};
+pub use keyspace::{BadKeyReason, KeyClass, KeyKind, Keyspace};
 pub use member::{validate_name, Incarnation, Liveness, MemberInfo, Record, MAX_NAME_LEN};
 pub use membership::{
-    Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
+    BadKey, Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
 };
 pub use protocol::EvictionMarker;
 pub use store::{

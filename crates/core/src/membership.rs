@@ -13,6 +13,12 @@
 //! view of one that never stopped; [`Membership::resync`] then emits the transitions that
 //! explain the difference between the old view and the new listing.
 //!
+//! **Bad input is reported, never silently dropped.** An undecodable value is reported in
+//! [`Step::skipped`]; a key under the prefix that is no valid key of the group, and a
+//! liveness key whose name has no (decodable) record, in [`Step::bad_keys`] with a
+//! [`BadKeyReason`]. Each bad write is reported once: by the step that observes it, whether a
+//! watch batch or a listing, and not again by later listings that still hold it.
+//!
 //! # Transitions, per member, between two observations
 //!
 //! | before | after | transitions |
@@ -23,17 +29,24 @@
 //! | `Suspect` | `Alive`, same incarnation | `Recovered` |
 //! | `Suspect` or `Alive` | `Alive`, new incarnation | `Restarted` |
 //! | `Alive` | `Alive`, liveness re-created, same incarnation | `Suspect`, `Recovered` |
-//! | `Alive` | absent | `Left` |
-//! | `Suspect` | absent | `Failed` |
-//! | present | present, record re-created | `Left`/`Failed`, then as from absent |
+//! | `Alive` | `Alive`, record rewritten by a new incarnation | `Restarted` |
+//! | `Alive` | absent, seen on the watch | `Left` |
+//! | `Suspect` | absent, seen on the watch | `Failed` |
+//! | present | absent, found by a resync | `Removed` |
+//! | present | present, record re-created | `Left`/`Failed` (`Removed` in a resync), then as from absent |
 //! | any | any, metadata changed | ... then `Updated` |
+//!
+//! `Left` and `Failed` are facts the watch observed: the record was deleted while the member
+//! was alive (a leave, an eviction), or after it was suspect (a reap). A [`resync`](Membership::resync)
+//! only sees that a record is gone, not why (it may have left, crashed and been reaped, or the
+//! store may have been replaced by an empty one), so it says `Removed`: gone, cause unknown.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::keyspace::{KeyKind, Keyspace};
+use crate::keyspace::{BadKeyReason, KeyClass, KeyKind, Keyspace};
 use crate::member::{Incarnation, Liveness, MemberInfo};
 use crate::store::{Event, EventKind, KeyValue, Listing, Revision, Txn, WatchBatch};
 
@@ -48,6 +61,9 @@ pub enum MemberState {
     Left,
     /// Removed after being `Suspect` (reaped, or evicted while suspect).
     Failed,
+    /// Removed, and the master cannot know why: a resync (after compaction, or against a
+    /// store that was replaced) found its record gone without seeing the delete.
+    Removed,
 }
 
 impl MemberState {
@@ -64,6 +80,7 @@ impl fmt::Display for MemberState {
             MemberState::Suspect => "suspect",
             MemberState::Left => "left",
             MemberState::Failed => "failed",
+            MemberState::Removed => "removed",
         })
     }
 }
@@ -85,11 +102,14 @@ pub enum TransitionKind {
     Left,
     /// It was removed after being `Suspect` too long.
     Failed,
+    /// It is gone and the master cannot know why: a resync found its record missing (it
+    /// left, or failed and was reaped, or the store was replaced) without seeing the delete.
+    Removed,
 }
 
 impl TransitionKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [TransitionKind; 7] = [
+    pub const ALL: [TransitionKind; 8] = [
         TransitionKind::Joined,
         TransitionKind::Updated,
         TransitionKind::Suspect,
@@ -97,6 +117,7 @@ impl TransitionKind {
         TransitionKind::Restarted,
         TransitionKind::Left,
         TransitionKind::Failed,
+        TransitionKind::Removed,
     ];
 }
 
@@ -110,6 +131,7 @@ impl fmt::Display for TransitionKind {
             TransitionKind::Restarted => "restarted",
             TransitionKind::Left => "left",
             TransitionKind::Failed => "failed",
+            TransitionKind::Removed => "removed",
         })
     }
 }
@@ -150,7 +172,8 @@ impl Member {
 pub struct Transition {
     /// What happened.
     pub kind: TransitionKind,
-    /// The member after the transition (for `Left`/`Failed`: as last known, with that state).
+    /// The member after the transition (for `Left`/`Failed`/`Removed`: as last known, with
+    /// that state).
     pub member: Member,
     /// The store revision that caused it.
     pub revision: Revision,
@@ -169,6 +192,19 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// A key under the prefix that is not part of a member: no valid key of the group, or a
+/// liveness key without a record. It is otherwise ignored, as if absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadKey {
+    /// The key.
+    pub key: String,
+    /// The revision of the last write to the key (for a liveness key without a record, the
+    /// liveness key's: the record may have vanished later).
+    pub revision: Revision,
+    /// What is wrong with it.
+    pub reason: BadKeyReason,
+}
+
 /// What one observation produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Step {
@@ -176,6 +212,10 @@ pub struct Step {
     pub transitions: Vec<Transition>,
     /// Values that could not be decoded (each counted once per write).
     pub skipped: Vec<Skipped>,
+    /// Keys under the prefix that are not part of a member (each reported once per write:
+    /// when a watch or a listing first shows it, and again only after it was written again,
+    /// or, for a liveness key without a record, after it had a record in between).
+    pub bad_keys: Vec<BadKey>,
     /// Every entry of the view this step changed (added, removed, or any field of
     /// [`Member`] changed, with or without a transition), as it is after the step (`None`:
     /// removed), in order. A copy of the view that applies these stays equal to
@@ -234,6 +274,8 @@ struct RecordKey {
 struct LivenessKey {
     liveness: Liveness,
     create_revision: Revision,
+    /// The revision of its last write: what identifies it as a bad key when it has no record.
+    mod_revision: Revision,
 }
 
 /// What the machine remembers about a member's keys beyond the public [`Member`].
@@ -258,6 +300,12 @@ pub struct Membership {
     derived: Derived,
     /// Undecodable values already reported, by key, with the revision of the bad write.
     bad: BTreeMap<String, Revision>,
+    /// Bad keys under the prefix (no valid key of the group) already reported, with the
+    /// revision of the write.
+    bad_keys: BTreeMap<String, Revision>,
+    /// The names whose liveness key is (and was reported as) without a record, with the
+    /// liveness key's revision.
+    orphans: BTreeMap<String, Revision>,
     /// The last revision observed.
     revision: Revision,
     /// The latest `now` seen; time never goes backwards inside the machine.
@@ -292,6 +340,8 @@ impl Membership {
                 resyncing: false,
             },
             bad: BTreeMap::new(),
+            bad_keys: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             revision: 0,
             now: None,
         }
@@ -336,10 +386,22 @@ impl Membership {
         let mut step = Step::default();
         let mut fresh: BTreeMap<String, Keys> = BTreeMap::new();
         let mut bad = BTreeMap::new();
+        let mut bad_keys = BTreeMap::new();
         for kv in &listing.kvs {
-            // Eviction markers are not members' keys.
-            let parsed = self.keyspace.parse(&kv.key);
-            if let Some((kind, name)) = parsed.filter(|&(kind, _)| kind != KeyKind::Evicted) {
+            let class = self.keyspace.classify(&kv.key);
+            if let KeyClass::Bad(reason) = class {
+                // Reported once per write, however many listings still hold it.
+                if self.bad_keys.get(&kv.key) != Some(&kv.mod_revision) {
+                    step.bad_keys.push(bad_key(kv, reason));
+                }
+                bad_keys.insert(kv.key.clone(), kv.mod_revision);
+            }
+            // Eviction markers are valid keys, but not members' keys.
+            if let KeyClass::Valid {
+                kind: kind @ (KeyKind::Record | KeyKind::Liveness),
+                name,
+            } = class
+            {
                 let keys = match fresh.get_mut(name) {
                     Some(keys) => keys,
                     None => fresh.entry(name.to_owned()).or_default(),
@@ -356,6 +418,8 @@ impl Membership {
             }
         }
         self.bad = bad;
+        self.bad_keys = bad_keys;
+        self.orphans = listed_orphans(&self.keyspace, &self.orphans, &fresh, &mut step);
         // Every name known before or now, sorted, each once. The old names are moved, not
         // copied, and what the machine remembers about a name's keys carries over.
         let old = std::mem::replace(&mut self.keys, fresh);
@@ -419,10 +483,18 @@ impl Membership {
         let mut spilled = Vec::new();
         let mut n = 0;
         for event in events {
-            // Eviction markers are not members' keys.
-            let parsed = self.keyspace.parse(&event.kv.key);
-            let Some((kind, name)) = parsed.filter(|&(kind, _)| kind != KeyKind::Evicted) else {
-                continue;
+            let (kind, name) = match self.keyspace.classify(&event.kv.key) {
+                // Eviction markers are valid keys, but not members' keys.
+                KeyClass::Valid {
+                    kind: KeyKind::Evicted,
+                    ..
+                } => continue,
+                KeyClass::Valid { kind, name } => (kind, name),
+                KeyClass::Bad(reason) => {
+                    observe_bad_key(&mut self.bad_keys, reason, event, &mut step.bad_keys);
+                    continue;
+                }
+                KeyClass::Outside => continue,
             };
             if n < inline.len() {
                 inline[n] = (kind, name, event);
@@ -460,6 +532,7 @@ impl Membership {
                     &mut step.skipped,
                 );
             }
+            observe_orphan(&mut self.orphans, &self.keyspace, first, keys, step);
             if self.derived.settle(first, Some(keys), revision, now, step) {
                 self.keys.remove(first);
             }
@@ -485,6 +558,17 @@ impl Membership {
         for &(_, name, _) in ours.iter() {
             if last != Some(name) {
                 self.settle(name, revision, now, step);
+                last = Some(name);
+            }
+        }
+        let mut last = None;
+        for &(_, name, _) in ours.iter() {
+            if last != Some(name) {
+                if let Some(keys) = self.keys.get(name) {
+                    observe_orphan(&mut self.orphans, &self.keyspace, name, keys, step);
+                } else {
+                    self.orphans.remove(name);
+                }
                 last = Some(name);
             }
         }
@@ -516,6 +600,8 @@ impl Membership {
             keys.tracked = None;
         }
         self.bad.clear();
+        self.bad_keys.clear();
+        self.orphans.clear();
         self.revision = 0;
     }
 
@@ -584,7 +670,7 @@ impl Derived {
         // The member as it was, unless its record was re-created: then it is gone.
         let before = match slot.as_deref() {
             Some(member) if recreated(record, tracked.as_ref()) => {
-                let (kind, member) = gone(member.clone(), revision);
+                let (kind, member) = gone(member.clone(), revision, self.resyncing);
                 emit(step, kind, member, revision, now);
                 None
             }
@@ -638,13 +724,13 @@ impl Derived {
     }
 
     /// Takes `name` out of the view, if it is there, because it has no record any more: emits
-    /// its `Left` (it was `Alive`) or `Failed` (it was `Suspect`), drops its reap deadline and
+    /// its `Left` (it was `Alive`), `Failed` (it was `Suspect`) or, in a resync, `Removed`, drops its reap deadline and
     /// notes the change. Returns whether it was a member.
     fn remove(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) -> bool {
         let Some(member) = self.members.remove(name) else {
             return false;
         };
-        let (kind, member) = gone(member, revision);
+        let (kind, member) = gone(member, revision, self.resyncing);
         emit(step, kind, member, revision, now);
         self.reap_due.remove(name);
         step.changed.push((name.to_owned(), None));
@@ -701,6 +787,11 @@ fn state_transitions(
             // A new process registered and was lost again in between.
             kinds.push(TransitionKind::Restarted);
             kinds.push(TransitionKind::Suspect);
+        }
+        (MemberState::Alive, MemberState::Alive) if b.incarnation != record.incarnation => {
+            // A new process replaced both keys (the liveness key was overwritten, not
+            // re-created): the record names another process.
+            kinds.push(TransitionKind::Restarted);
         }
         (MemberState::Alive, MemberState::Alive) if relived => {
             // The liveness key was lost and created again in between.
@@ -907,16 +998,16 @@ impl ReapQueue {
 }
 
 /// The transition of a member whose record is gone (deleted, or re-created since), and the
-/// member as it leaves: `Left` if it was in the group, `Failed` if it was `Suspect`.
-fn gone(mut member: Member, revision: Revision) -> (TransitionKind, Member) {
-    let kind = match member.state {
-        MemberState::Alive => TransitionKind::Left,
-        _ => TransitionKind::Failed,
+/// member as it leaves: `Left` if it was in the group, `Failed` if it was `Suspect`, both
+/// when the delete was observed; `Removed` when a resync (`resyncing`) found it gone and
+/// cannot know why.
+fn gone(mut member: Member, revision: Revision, resyncing: bool) -> (TransitionKind, Member) {
+    let (kind, state) = match member.state {
+        _ if resyncing => (TransitionKind::Removed, MemberState::Removed),
+        MemberState::Alive => (TransitionKind::Left, MemberState::Left),
+        _ => (TransitionKind::Failed, MemberState::Failed),
     };
-    member.state = match kind {
-        TransitionKind::Left => MemberState::Left,
-        _ => MemberState::Failed,
-    };
+    member.state = state;
     member.since = revision;
     member.suspect_since = None;
     (kind, member)
@@ -1026,6 +1117,7 @@ fn decode_into(
                 Ok(liveness) => Some(LivenessKey {
                     liveness,
                     create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
                 }),
                 Err(e) => {
                     skip(decode_reason(e));
@@ -1043,5 +1135,97 @@ fn decode_reason(error: crate::Error) -> String {
     match error {
         crate::Error::Decode { reason, .. } => reason,
         other => other.to_string(),
+    }
+}
+
+/// Applies one watch event at a bad key (`reason`: why it is bad): a write is reported and
+/// remembered, a delete forgotten.
+fn observe_bad_key(
+    reported: &mut BTreeMap<String, Revision>,
+    reason: BadKeyReason,
+    event: &Event,
+    bad_keys: &mut Vec<BadKey>,
+) {
+    match event.kind {
+        EventKind::Put => {
+            bad_keys.push(bad_key(&event.kv, reason));
+            reported.insert(event.kv.key.clone(), event.kv.mod_revision);
+        }
+        EventKind::Delete => {
+            reported.remove(&event.kv.key);
+        }
+    }
+}
+
+/// Notes whether `name`'s keys, as one revision left them, are a liveness key without a
+/// record, and reports one that was not already (a normal registration writes both keys in
+/// one revision, and a leave or a reap leaves no liveness key, so none of them is).
+fn observe_orphan(
+    orphans: &mut BTreeMap<String, Revision>,
+    keyspace: &Keyspace,
+    name: &str,
+    keys: &Keys,
+    step: &mut Step,
+) {
+    match orphan(keys) {
+        Some(revision) => {
+            if orphans.get(name) != Some(&revision) {
+                let key = keyspace.liveness_key(name);
+                step.bad_keys.push(liveness_without_record(key, revision));
+                orphans.insert(name.to_owned(), revision);
+            }
+        }
+        None => {
+            if !orphans.is_empty() {
+                orphans.remove(name);
+            }
+        }
+    }
+}
+
+/// The names of a listing (`fresh`) whose liveness key has no record, with its revision;
+/// reports each that is not among those already reported (`orphans`).
+fn listed_orphans(
+    keyspace: &Keyspace,
+    orphans: &BTreeMap<String, Revision>,
+    fresh: &BTreeMap<String, Keys>,
+    step: &mut Step,
+) -> BTreeMap<String, Revision> {
+    let mut listed = BTreeMap::new();
+    for (name, keys) in fresh {
+        if let Some(revision) = orphan(keys) {
+            if orphans.get(name) != Some(&revision) {
+                let key = keyspace.liveness_key(name);
+                step.bad_keys.push(liveness_without_record(key, revision));
+            }
+            listed.insert(name.clone(), revision);
+        }
+    }
+    listed
+}
+
+/// The revision of `keys`' liveness key if it has no record (none, or an undecodable one).
+fn orphan(keys: &Keys) -> Option<Revision> {
+    match (&keys.record, &keys.liveness) {
+        (None, Some(liveness)) => Some(liveness.mod_revision),
+        _ => None,
+    }
+}
+
+/// The report of a bad key as written in `kv`.
+fn bad_key(kv: &KeyValue, reason: BadKeyReason) -> BadKey {
+    BadKey {
+        key: kv.key.clone(),
+        revision: kv.mod_revision,
+        reason,
+    }
+}
+
+/// The report of the liveness key `key`, last written at `revision`, without a record.
+fn liveness_without_record(key: String, revision: Revision) -> BadKey {
+    BadKey {
+        key,
+        revision,
+        reason: BadKeyReason::LivenessWithoutRecord,
     }
 }

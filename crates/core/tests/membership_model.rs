@@ -11,7 +11,10 @@
 //! - (b) every transition is consistent with the reference's before/after for its member and
 //!   revision, and the sequence per member is exactly the contract's;
 //! - (c) replaying the same batch emits nothing and changes nothing;
-//! - (d) a fresh machine resynced from the listing at the same revision has the same view.
+//! - (d) a fresh machine resynced from the listing at the same revision has the same view;
+//! - (f) every bad key (a key under the prefix that is no member key, or a liveness key
+//!   without a record) is reported once per write, with its reason, by the step that first
+//!   observes it: a watch batch, a resync after a gap, or a fresh machine's listing.
 //!
 //! Failures are persisted to `crates/core/proptest-regressions/membership_model.txt` and
 //! replayed first on the next run.
@@ -23,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use muster_core::{
-    Incarnation, Listing, Member, MemberInfo, MemberState, Membership, Op as TxnOp, Reap, Record,
-    Revision, Step, Transition, TransitionKind, Txn, WatchBatch,
+    BadKeyReason, Incarnation, Listing, Member, MemberInfo, MemberState, Membership, Op as TxnOp,
+    Reap, Record, Revision, Step, Transition, TransitionKind, Txn, WatchBatch,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -66,6 +69,9 @@ enum WriteOp {
     },
     /// A new process registers with a fresh incarnation (same guard).
     Restart { name: &'static str, info: u32 },
+    /// A new process replaces both keys in one txn, unguarded: the liveness key is
+    /// overwritten (same create revision), only the incarnation may change.
+    Replace { name: &'static str, info: u32 },
     /// The worker rewrites its record, guarded by "my liveness key is still there".
     Update { name: &'static str, info: u32 },
     /// The lease expires: the liveness key alone is deleted.
@@ -92,6 +98,11 @@ enum WriteOp {
     },
     /// Something writes a key under the prefix that is not a member key.
     Foreign { kind: u8 },
+    /// Something writes a liveness key by hand (no lease, no record), if it is absent.
+    HandLive {
+        name: &'static str,
+        incarnation: u64,
+    },
 }
 
 /// One step of a test case.
@@ -116,6 +127,7 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
             WriteOp::Register { name, incarnation, info }
         }),
         2 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Restart { name, info }),
+        1 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Replace { name, info }),
         3 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Update { name, info }),
         3 => name().prop_map(|name| WriteOp::LoseLease { name }),
         2 => name().prop_map(|name| WriteOp::Leave { name }),
@@ -126,7 +138,8 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
         2 => name().prop_map(|name| WriteOp::Reap { name }),
         1 => (name(), any::<bool>(), 0..4u8)
             .prop_map(|(name, liveness, kind)| WriteOp::Garbage { name, liveness, kind }),
-        1 => (0..4u8).prop_map(|kind| WriteOp::Foreign { kind }),
+        1 => (0..8u8).prop_map(|kind| WriteOp::Foreign { kind }),
+        1 => (name(), 1..=3u64).prop_map(|(name, incarnation)| WriteOp::HandLive { name, incarnation }),
     ]
 }
 
@@ -154,6 +167,8 @@ enum Meaning {
     Record(Record),
     Live(Incarnation),
     Garbage,
+    /// A key under the prefix that is no member key, and why.
+    BadKey(BadKeyReason),
     Foreign,
 }
 
@@ -188,7 +203,12 @@ struct Commit {
     events: Vec<muster_core::Event>,
     /// The undecodable member values written, `(key, revision)`, in event order.
     bad: Vec<(String, Revision)>,
+    /// The bad keys this revision made (there after it, not before it), sorted.
+    bad_keys: Vec<BadKeyReport>,
 }
+
+/// A bad key as the machine must report it: `(key, revision, reason)`.
+type BadKeyReport = (String, Revision, BadKeyReason);
 
 /// The reference keyspace: raw keys (for guards, events and listings) plus the meaning of
 /// every stored value.
@@ -285,6 +305,14 @@ impl Reference {
                     Self::live(name, incarnation),
                 ]
             }
+            WriteOp::Replace { name, info } => {
+                self.next_incarnation += 1;
+                let incarnation = self.next_incarnation;
+                vec![
+                    Self::record(name, info, incarnation),
+                    Self::live(name, incarnation),
+                ]
+            }
             WriteOp::Update { name, info } => match self.meaning.get(&lkey(name)) {
                 Some(Meaning::Live(incarnation)) => vec![Self::record(name, info, incarnation.0)],
                 _ => vec![],
@@ -352,13 +380,30 @@ impl Reference {
                 vec![(Write::Put(key, value), Meaning::Garbage)]
             }
             WriteOp::Foreign { kind } => {
-                let key = match kind {
-                    0 => format!("{PREFIX}config"),
-                    1 => format!("{PREFIX}members/x/y"),
-                    2 => format!("{PREFIX}alive/"),
-                    _ => format!("{PREFIX}membersx"),
+                use BadKeyReason::*;
+                let (key, reason) = match kind {
+                    0 => (format!("{PREFIX}config"), UnknownKind),
+                    1 => (format!("{PREFIX}members/x/y"), InvalidName),
+                    2 => (format!("{PREFIX}alive/"), EmptyName),
+                    3 => (format!("{PREFIX}membersx"), UnknownKind),
+                    4 => (format!("{PREFIX}members/a b"), InvalidName),
+                    5 => (format!("{PREFIX}alive/a\u{7}"), InvalidName),
+                    6 => (format!("{PREFIX}members/"), EmptyName),
+                    _ => (
+                        format!(
+                            "{PREFIX}alive/{}",
+                            "a".repeat(muster_core::MAX_NAME_LEN + 1)
+                        ),
+                        NameTooLong,
+                    ),
                 };
-                vec![(Write::Put(key, b"{}".to_vec()), Meaning::Foreign)]
+                vec![(Write::Put(key, b"{}".to_vec()), Meaning::BadKey(reason))]
+            }
+            WriteOp::HandLive { name, incarnation } => {
+                if present(&lkey(name)) {
+                    return vec![];
+                }
+                vec![Self::live(name, incarnation)]
             }
         }
     }
@@ -366,6 +411,7 @@ impl Reference {
     /// Commits `writes` as one transaction.
     fn commit_writes(&mut self, writes: Vec<(Write, Meaning)>) -> Option<Commit> {
         let before = self.view();
+        let bad_before = self.bad_keys();
         let raw: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
         let events = self.sim.commit(&raw);
         if events.is_empty() {
@@ -385,13 +431,36 @@ impl Reference {
                 }
             }
         }
+        let bad_keys = self.bad_keys().difference(&bad_before).cloned().collect();
         Some(Commit {
             revision: self.sim.revision,
             before,
             after: self.view(),
             events,
             bad,
+            bad_keys,
         })
+    }
+
+    /// Every bad key in the keyspace now: the keys under the prefix that are no member key,
+    /// and the decodable liveness keys whose name has no decodable record.
+    fn bad_keys(&self) -> BTreeSet<BadKeyReport> {
+        let mut bad = BTreeSet::new();
+        for (key, kv) in &self.sim.kvs {
+            if let Some(Meaning::BadKey(reason)) = self.meaning.get(key) {
+                bad.insert((key.clone(), kv.mod_revision, *reason));
+            }
+        }
+        for name in NAMES {
+            let (rk, lk) = (rkey(name), lkey(name));
+            let recorded = matches!(self.meaning.get(&rk), Some(Meaning::Record(_)));
+            if let (Some(kv), Some(Meaning::Live(_))) = (self.sim.get(&lk), self.meaning.get(&lk)) {
+                if !recorded || self.sim.get(&rk).is_none() {
+                    bad.insert((lk, kv.mod_revision, BadKeyReason::LivenessWithoutRecord));
+                }
+            }
+        }
+        bad
     }
 
     fn commit(&mut self, op: &WriteOp) -> Option<Commit> {
@@ -430,9 +499,15 @@ impl Reference {
 // The invariant checker
 // ---------------------------------------------------------------------------------------------
 
-/// The transitions the contract prescribes for one member between two observations.
-fn expected_kinds(before: Option<&RefMember>, after: Option<&RefMember>) -> Vec<TransitionKind> {
+/// The transitions the contract prescribes for one member between two observations
+/// (`resync`: the second one is a listing, which cannot tell why a record is gone).
+fn expected_kinds(
+    before: Option<&RefMember>,
+    after: Option<&RefMember>,
+    resync: bool,
+) -> Vec<TransitionKind> {
     let gone = |b: &RefMember| match b.state() {
+        _ if resync => Removed,
         MemberState::Alive => Left,
         _ => Failed,
     };
@@ -462,6 +537,13 @@ fn expected_kinds(before: Option<&RefMember>, after: Option<&RefMember>) -> Vec<
                 (None, Some((incarnation, _))) => vec![comeback(incarnation)],
                 // A new process registered and was lost again between observations.
                 (None, None) if a.incarnation != b.incarnation => vec![Restarted, Suspect],
+                // Both keys replaced in one txn by a new process (the liveness key kept).
+                (Some(_), Some(_))
+                    if a.incarnation != b.incarnation
+                        && b.live.map(|l| l.1) == a.live.map(|l| l.1) =>
+                {
+                    vec![Restarted]
+                }
                 (Some((_, was)), Some((incarnation, now))) if was != now => {
                     match comeback(incarnation) {
                         Recovered => vec![Suspect, Recovered],
@@ -485,6 +567,7 @@ fn check_kind(
     before: Option<&RefMember>,
     after: Option<&RefMember>,
     earlier: &[TransitionKind],
+    resync: bool,
 ) -> Result<(), String> {
     let recreated =
         matches!((before, after), (Some(b), Some(a)) if b.record_created != a.record_created);
@@ -504,6 +587,11 @@ fn check_kind(
         && live_before.is_none()
         && live_after.is_none()
         && before.map(|b| b.incarnation) != after.map(|a| a.incarnation);
+    // Alive before and after on the same liveness key, but the record names a new process.
+    let replaced = same
+        && live_before.is_some()
+        && !live_changed
+        && before.map(|b| b.incarnation) != after.map(|a| a.incarnation);
     let ok = match kind {
         Joined => fresh,
         Updated => same && before.map(|b| &b.info) != after.map(|a| &a.info),
@@ -516,10 +604,17 @@ fn check_kind(
         }
         Recovered => live_back && back_incarnation == before.map(|b| b.incarnation),
         Restarted => {
-            (live_back && back_incarnation != before.map(|b| b.incarnation)) || restarted_unseen
+            (live_back && back_incarnation != before.map(|b| b.incarnation))
+                || restarted_unseen
+                || replaced
         }
-        Left => before.is_some_and(|b| b.live.is_some()) && (after.is_none() || recreated),
-        Failed => before.is_some_and(|b| b.live.is_none()) && (after.is_none() || recreated),
+        Left => {
+            !resync && before.is_some_and(|b| b.live.is_some()) && (after.is_none() || recreated)
+        }
+        Failed => {
+            !resync && before.is_some_and(|b| b.live.is_none()) && (after.is_none() || recreated)
+        }
+        Removed => resync && before.is_some() && (after.is_none() || recreated),
     };
     if ok {
         Ok(())
@@ -531,13 +626,14 @@ fn check_kind(
 }
 
 /// Checks the transitions one observation produced at `revision` against the reference's
-/// views before and after it.
+/// views before and after it (`resync`: the observation was a listing).
 fn check_transitions(
     before: &RefView,
     after: &RefView,
     revision: Revision,
     now: Instant,
     transitions: &[Transition],
+    resync: bool,
 ) -> Result<(), String> {
     // Per member, in order; a member's transitions must be contiguous.
     let mut groups: Vec<(String, Vec<&Transition>)> = Vec::new();
@@ -585,12 +681,12 @@ fn check_transitions(
             .unwrap_or_default();
         let got: Vec<TransitionKind> = ts.iter().map(|t| t.kind).collect();
         for (i, t) in ts.iter().enumerate() {
-            check_kind(t.kind, b, a, &got[..i])
+            check_kind(t.kind, b, a, &got[..i], resync)
                 .map_err(|e| format!("revision {revision}, {name}: {e}"))?;
             check_member(t, b, a, i + 1 == ts.len())
                 .map_err(|e| format!("revision {revision}, {name}: {e}"))?;
         }
-        let want = expected_kinds(b, a);
+        let want = expected_kinds(b, a, resync);
         if got != want {
             return Err(format!(
                 "revision {revision}, {name}: emitted {got:?}, the contract says {want:?} \
@@ -613,6 +709,7 @@ fn check_member(
     let (want, state) = match t.kind {
         Left => (before, Some(MemberState::Left)),
         Failed => (before, Some(MemberState::Failed)),
+        Removed => (before, Some(MemberState::Removed)),
         _ => (after, last.then(|| after.map(|a| a.state())).flatten()),
     };
     let Some(want) = want else {
@@ -624,7 +721,7 @@ fn check_member(
     if m.info != want.info || m.incarnation != want.incarnation {
         return Err(format!("{:?} carries {m:?}, expected {want:?}", t.kind));
     }
-    if !matches!(t.kind, Left | Failed) && m.record_revision != want.record_modified {
+    if !matches!(t.kind, Left | Failed | Removed) && m.record_revision != want.record_modified {
         return Err(format!(
             "{:?} carries record revision {}",
             t.kind, m.record_revision
@@ -671,6 +768,14 @@ fn summarize_ref(view: &RefView) -> Summary {
                 (m.state(), m.info.clone(), m.incarnation, m.record_modified),
             )
         })
+        .collect()
+}
+
+/// A step's bad-key reports as `(key, revision, reason)`, in the step's order.
+fn reports(step: &Step) -> Vec<BadKeyReport> {
+    step.bad_keys
+        .iter()
+        .map(|b| (b.key.clone(), b.revision, b.reason))
         .collect()
 }
 
@@ -738,6 +843,32 @@ impl Machine for ReportsLeftForFailed {
     }
 }
 
+/// A broken machine: ignores bad keys silently again (the behaviour before they were
+/// reported), on the watch and in listings.
+struct DropsBadKeys(Membership);
+
+impl Machine for DropsBadKeys {
+    fn fresh() -> Self {
+        Self(Membership::fresh())
+    }
+    fn apply(&mut self, batch: &WatchBatch, now: Instant) -> Step {
+        let mut step = self.0.apply(batch, now);
+        step.bad_keys.clear();
+        step
+    }
+    fn resync(&mut self, listing: &Listing, now: Instant) -> Step {
+        let mut step = self.0.resync(listing, now);
+        step.bad_keys.clear();
+        step
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Vec<Reap> {
+        self.0.handle_timeout(now)
+    }
+    fn inner(&self) -> &Membership {
+        &self.0
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The harness
 // ---------------------------------------------------------------------------------------------
@@ -764,6 +895,8 @@ struct Coverage {
     reaps: usize,
     /// Values skipped.
     skipped: usize,
+    /// The reasons of the bad keys reported by `apply`.
+    bad_keys: BTreeSet<BadKeyReason>,
 }
 
 impl<M: Machine> Harness<M> {
@@ -777,7 +910,7 @@ impl<M: Machine> Harness<M> {
             seen: Coverage::default(),
         };
         // A master lists before it watches.
-        h.resync(&RefView::new(), 0)
+        h.resync(&RefView::new(), 0, &BTreeSet::new())
             .and_then(|()| h.check_views())
             .map_err(|e| format!("initial listing: {e}"))?;
         for (i, action) in actions.iter().enumerate() {
@@ -803,15 +936,16 @@ impl<M: Machine> Harness<M> {
             }
             Action::Gap(ops) => {
                 let before = self.reference.view();
+                let known = self.reference.bad_keys();
                 let seen = self.machine.inner().revision();
                 for op in ops {
                     self.reference.commit(op);
                 }
-                self.resync(&before, seen)
+                self.resync(&before, seen, &known)
             }
             Action::MasterRestart => {
                 self.machine = M::fresh();
-                self.resync(&RefView::new(), 0)
+                self.resync(&RefView::new(), 0, &BTreeSet::new())
             }
             Action::Tick { millis } => {
                 self.now += Duration::from_millis(*millis);
@@ -855,7 +989,7 @@ impl<M: Machine> Harness<M> {
                 .filter(|t| t.revision == c.revision)
                 .cloned()
                 .collect();
-            check_transitions(&c.before, &c.after, c.revision, self.now, &ts)?;
+            check_transitions(&c.before, &c.after, c.revision, self.now, &ts, false)?;
         }
         let skipped: Vec<(String, Revision)> = step
             .skipped
@@ -868,6 +1002,19 @@ impl<M: Machine> Harness<M> {
                 "skipped {skipped:?}, but the bad writes were {bad:?}"
             ));
         }
+        // (f) Each bad key the batch made, once, with its reason.
+        let mut reported = reports(&step);
+        reported.sort();
+        let mut made: Vec<BadKeyReport> = commits.iter().flat_map(|c| c.bad_keys.clone()).collect();
+        made.sort();
+        if reported != made {
+            return Err(format!(
+                "reported bad keys {reported:?}, but the batch made {made:?}"
+            ));
+        }
+        self.seen
+            .bad_keys
+            .extend(step.bad_keys.iter().map(|b| b.reason));
 
         // (c) A resumed watch repeating the batch changes nothing.
         let view = self.machine.inner().view().clone();
@@ -881,8 +1028,14 @@ impl<M: Machine> Harness<M> {
         Ok(())
     }
 
-    /// Resyncs the machine from a listing; `before` is what it knew, `seen` its revision.
-    fn resync(&mut self, before: &RefView, seen: Revision) -> Result<(), String> {
+    /// Resyncs the machine from a listing; `before` is what it knew, `seen` its revision,
+    /// `known` the bad keys it had observed.
+    fn resync(
+        &mut self,
+        before: &RefView,
+        seen: Revision,
+        known: &BTreeSet<BadKeyReport>,
+    ) -> Result<(), String> {
         let listing = self.reference.sim.listing();
         let step = self.machine.resync(&listing, self.now);
         self.follow(&step);
@@ -897,6 +1050,7 @@ impl<M: Machine> Harness<M> {
             listing.revision,
             self.now,
             &step.transitions,
+            true,
         )?;
         // Every bad value is reported with its key; at least those written since `seen`.
         let skipped: BTreeSet<(String, Revision)> = step
@@ -914,6 +1068,20 @@ impl<M: Machine> Harness<M> {
         }
         if step.skipped.len() != skipped.len() {
             return Err(format!("resync reported a value twice: {:?}", step.skipped));
+        }
+        // (f) Every bad key it had not observed yet, once; none it had.
+        let reported = reports(&step);
+        let new: Vec<BadKeyReport> = self
+            .reference
+            .bad_keys()
+            .difference(known)
+            .cloned()
+            .collect();
+        let unique: BTreeSet<BadKeyReport> = reported.iter().cloned().collect();
+        if unique.len() != reported.len() || unique.into_iter().collect::<Vec<_>>() != new {
+            return Err(format!(
+                "resync reported bad keys {reported:?}, but new since it last looked are {new:?}"
+            ));
         }
         Ok(())
     }
@@ -1016,8 +1184,17 @@ impl<M: Machine> Harness<M> {
             listing.revision,
             self.now,
             &step.transitions,
+            true,
         )
         .map_err(|e| format!("fresh machine: {e}"))?;
+        let mut reported = reports(&step);
+        reported.sort();
+        let all: Vec<BadKeyReport> = self.reference.bad_keys().into_iter().collect();
+        if reported != all {
+            return Err(format!(
+                "fresh machine reported bad keys {reported:?}, but the listing has {all:?}"
+            ));
+        }
         let fresh_view = summarize(fresh.inner())?;
         if fresh_view != got {
             return Err(format!(
@@ -1107,22 +1284,24 @@ fn tour() -> Vec<Action> {
             W::Evict { name: "a" },
             W::Update { name: "a", info: 2 }, // Joined (record re-created)
         ]),
-        A::MasterRestart,                     // Joined a, c
-        A::Write(W::LoseLease { name: "c" }), // Suspect
-        A::Write(W::Reap { name: "c" }),      // Failed
+        A::MasterRestart,                            // Joined a, c
+        A::Write(W::LoseLease { name: "c" }),        // Suspect
+        A::Write(W::Reap { name: "c" }),             // Failed
+        A::Write(W::Replace { name: "a", info: 2 }), // Restarted (liveness key kept)
+        A::Gap(vec![W::Leave { name: "a" }]),        // Removed: the listing cannot say why
         A::Write(W::Register {
             name: "b",
             incarnation: 1,
             info: 0,
         }), // Joined
-        A::Write(W::EvictHeld { name: "b" }), // Left, marker for incarnation 1
+        A::Write(W::EvictHeld { name: "b" }),        // Left, marker for incarnation 1
         A::Write(W::Register {
             name: "b",
             incarnation: 1,
             info: 0,
         }), // refused by the marker: nothing
-        A::MasterRestart,                     // a listing holding a marker: no b
-        A::Write(W::HoldEnds { name: "b" }),  // a revision with no member key
+        A::MasterRestart,                            // a listing holding a marker: no b
+        A::Write(W::HoldEnds { name: "b" }),         // a revision with no member key
         A::Write(W::Register {
             name: "b",
             incarnation: 1,
@@ -1134,7 +1313,12 @@ fn tour() -> Vec<Action> {
 #[test]
 fn the_tour_passes() {
     let seen = Harness::<Membership>::run(&tour()).unwrap();
-    assert_eq!(seen.applied, TransitionKind::ALL.into_iter().collect());
+    let watched: BTreeSet<_> = TransitionKind::ALL
+        .into_iter()
+        .filter(|&k| k != Removed)
+        .collect();
+    assert_eq!(seen.applied, watched);
+    assert!(seen.resynced.contains(&Removed), "{seen:?}");
     assert_eq!(seen.reaps, 1);
 }
 
@@ -1150,12 +1334,26 @@ fn the_generator_covers_every_transition() {
         total.resynced.extend(seen.resynced);
         total.reaps += seen.reaps;
         total.skipped += seen.skipped;
+        total.bad_keys.extend(seen.bad_keys);
     }
     let all: BTreeSet<_> = TransitionKind::ALL.into_iter().collect();
-    assert_eq!(total.applied, all, "{total:?}");
-    assert_eq!(total.resynced, all, "{total:?}");
+    // A watch sees every delete, so it never says `Removed`; a listing never sees one, so
+    // it never says `Left` or `Failed`.
+    let watched: BTreeSet<_> = all.iter().copied().filter(|&k| k != Removed).collect();
+    let listed: BTreeSet<_> = all
+        .iter()
+        .copied()
+        .filter(|&k| k != Left && k != Failed)
+        .collect();
+    assert_eq!(total.applied, watched, "{total:?}");
+    assert_eq!(total.resynced, listed, "{total:?}");
     assert!(total.reaps > 10, "{total:?}");
     assert!(total.skipped > 10, "{total:?}");
+    assert_eq!(
+        total.bad_keys,
+        BadKeyReason::ALL.into_iter().collect(),
+        "{total:?}"
+    );
     eprintln!("{total:?}");
 }
 
@@ -1198,6 +1396,7 @@ fn the_checker_rejects_failed_reported_as_left() {
         reap.revision,
         now,
         &step.transitions,
+        false,
     )
     .unwrap();
 
@@ -1209,6 +1408,7 @@ fn the_checker_rejects_failed_reported_as_left() {
         reap.revision,
         now,
         &broken.transitions,
+        false,
     )
     .unwrap_err();
     assert!(err.contains("Left cannot be explained"), "{err}");
@@ -1239,6 +1439,29 @@ fn the_property_finds_a_machine_that_reports_left_for_failed() {
             assert!(reason.message().contains("Left"), "{reason}");
             eprintln!("caught: {reason}\nminimal: {minimal:?}");
             // The shrunk case fails because of the break, not because of the model.
+            Harness::<Membership>::run(&minimal).unwrap();
+        }
+        other => panic!("the broken machine was not caught: {other:?}"),
+    }
+}
+
+#[test]
+fn the_property_finds_a_machine_that_drops_bad_keys() {
+    let config = ProptestConfig {
+        cases: 256,
+        failure_persistence: None, // an expected failure must not land in the regressions file
+        ..ProptestConfig::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let result = runner.run(&actions(), |actions| {
+        Harness::<DropsBadKeys>::run(&actions)
+            .map(drop)
+            .map_err(TestCaseError::fail)
+    });
+    match result {
+        Err(TestError::Fail(reason, minimal)) => {
+            assert!(reason.message().contains("bad keys"), "{reason}");
             Harness::<Membership>::run(&minimal).unwrap();
         }
         other => panic!("the broken machine was not caught: {other:?}"),

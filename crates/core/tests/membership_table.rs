@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use muster_core::{
-    Condition, Incarnation, MemberState, Membership, Op, Reap, Step, TransitionKind, Txn,
-    WatchBatch,
+    BadKey, BadKeyReason, Condition, Incarnation, MemberState, Membership, Op, Reap, Step,
+    TransitionKind, Txn, WatchBatch,
 };
+use BadKeyReason::*;
 use TransitionKind::*;
 
 /// A machine that has seen `name` register (record + liveness) at one revision.
@@ -185,6 +186,33 @@ fn restarted_from_suspect_when_a_new_incarnation_registers() {
     assert_eq!(kinds(&step), vec![Restarted, Updated]);
 }
 
+/// A new process that replaces both keys in one transaction (the liveness key is
+/// overwritten, so its create revision stays) is a restart, seen on the watch and in a
+/// resync alike: the view's incarnation changes, so a transition must say so.
+#[test]
+fn restarted_when_both_keys_are_replaced_by_a_new_incarnation() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    alive(&mut sim, &mut m, "a", 1, clock);
+    let step = m.apply(&sim.txn(&register("a", &info("a", 1), 2)), clock.at(1));
+    assert_eq!(kinds(&step), vec![Restarted]);
+    let t = &step.transitions[0];
+    assert_eq!(t.member.state, MemberState::Alive);
+    assert_eq!(t.member.incarnation, Incarnation(2));
+    assert_eq!(t.member.since, 3, "a restart is a change of state");
+    assert_eq!(m.get("a").unwrap().incarnation, Incarnation(2));
+
+    // With a new address too: a restart first, then the update.
+    let step = m.apply(&sim.txn(&register("a", &info("a", 7), 3)), clock.at(2));
+    assert_eq!(kinds(&step), vec![Restarted, Updated]);
+
+    // Unseen, then found by a resync: the same.
+    sim.commit(&register("a", &info("a", 7), 4));
+    let step = m.resync(&sim.listing(), clock.at(3));
+    assert_eq!(kinds(&step), vec![Restarted]);
+    assert_eq!(m.get("a").unwrap().incarnation, Incarnation(4));
+}
+
 #[test]
 fn restarted_directly_from_alive_when_a_resync_shows_a_new_incarnation() {
     let clock = Clock::start();
@@ -281,6 +309,11 @@ fn an_eviction_with_its_marker_is_left_for_an_alive_member_and_the_marker_is_no_
     let step = m.apply(&sim.txn(&evict("a", 1)), clock.at(3));
     assert_eq!(kinds(&step), vec![Left]);
     assert!(step.skipped.is_empty(), "{:?}", step.skipped);
+    assert!(
+        step.bad_keys.is_empty(),
+        "a marker is no bad key: {:?}",
+        step.bad_keys
+    );
     assert_eq!(m.get("a"), None);
     assert_eq!(m.revision(), 3);
     // A listing holding only the marker has no member, and nothing to report.
@@ -288,6 +321,7 @@ fn an_eviction_with_its_marker_is_left_for_an_alive_member_and_the_marker_is_no_
     let step = fresh.resync(&sim.listing(), clock.at(4));
     assert_eq!(kinds(&step), vec![]);
     assert!(step.skipped.is_empty(), "{:?}", step.skipped);
+    assert!(step.bad_keys.is_empty(), "{:?}", step.bad_keys);
     assert_eq!(fresh.view().len(), 0);
     // The marker's hold ending is a revision of its own, with nothing to report.
     let step = m.apply(&sim.txn(&[del_marker("a", 1)]), clock.at(5));
@@ -331,15 +365,16 @@ fn failed_when_the_record_is_deleted_while_suspect() {
 }
 
 #[test]
-fn a_record_recreated_between_observations_is_left_then_joined() {
+fn a_record_recreated_between_observations_is_removed_then_joined() {
     let clock = Clock::start();
     let (mut sim, mut m) = (Sim::new(), machine());
     alive(&mut sim, &mut m, "a", 1, clock);
     sim.commit(&[del_record("a"), del_live("a")]);
     sim.commit(&register("a", &info("a", 1), 1));
     let step = m.resync(&sim.listing(), clock.at(1));
-    assert_eq!(kinds(&step), vec![Left, Joined]);
-    assert_eq!(step.transitions[0].member.state, MemberState::Left);
+    // The listing cannot tell a leave from a crash and a reap: cause unknown.
+    assert_eq!(kinds(&step), vec![Removed, Joined]);
+    assert_eq!(step.transitions[0].member.state, MemberState::Removed);
     assert_eq!(step.transitions[1].member.state, MemberState::Alive);
     assert_eq!(step.transitions[1].member.since, 4);
 }
@@ -620,8 +655,9 @@ fn a_resync_after_compaction_emits_the_transitions_that_explain_the_difference()
     assert_eq!(
         named(&step),
         vec![
-            ("gone-alive".into(), Left),
-            ("gone-suspect".into(), Failed),
+            // Gone, and the listing cannot say why (it left, or crashed and was reaped).
+            ("gone-alive".into(), Removed),
+            ("gone-suspect".into(), Removed),
             ("live-again".into(), Suspect),
             ("live-again".into(), Recovered),
             ("meta".into(), Updated),
@@ -629,7 +665,7 @@ fn a_resync_after_compaction_emits_the_transitions_that_explain_the_difference()
             ("new-process".into(), Restarted),
             ("new-suspect".into(), Joined),
             ("new-suspect".into(), Suspect),
-            ("recreated".into(), Left),
+            ("recreated".into(), Removed),
             ("recreated".into(), Joined),
             ("suspect-back".into(), Recovered),
         ]
@@ -811,35 +847,210 @@ fn a_resync_does_not_report_an_already_skipped_write_again() {
     );
 }
 
+/// A key under the prefix that is no member key changes nothing but is reported, once per
+/// write, with why it is bad; a key outside the prefix is not the group's business.
 #[test]
-fn keys_outside_members_and_alive_are_ignored() {
+fn keys_outside_members_and_alive_are_reported_and_otherwise_ignored() {
     let clock = Clock::start();
     let (mut sim, mut m) = (Sim::new(), machine());
+    let long = "x".repeat(muster_core::MAX_NAME_LEN + 1);
     let foreign = [
-        format!("{PREFIX}config"),
-        format!("{PREFIX}membersx/a"),
-        format!("{PREFIX}members/a/b"),
-        format!("{PREFIX}alive/"),
-        format!("{PREFIX}members/"),
-        format!("{PREFIX}alive/a b"),
-        "/other/members/a".to_owned(),
+        (format!("{PREFIX}config"), Some(UnknownKind)),
+        (format!("{PREFIX}membersx/a"), Some(UnknownKind)),
+        (format!("{PREFIX}members/a/b"), Some(InvalidName)),
+        (format!("{PREFIX}alive/"), Some(EmptyName)),
+        (format!("{PREFIX}members/"), Some(EmptyName)),
+        (format!("{PREFIX}alive/a b"), Some(InvalidName)),
+        (format!("{PREFIX}members/a\u{1b}[31m"), Some(InvalidName)),
+        (format!("{PREFIX}members/{long}"), Some(NameTooLong)),
+        ("/other/members/a".to_owned(), None),
     ];
-    for key in &foreign {
+    for (key, reason) in &foreign {
         let step = m.apply(
             &sim.txn(&[Write::Put(key.clone(), record_json(&info("a", 1), 1))]),
             clock.at(0),
         );
-        assert_eq!(step, Step::default(), "{key}");
+        let want = reason.map(|reason| BadKey {
+            key: key.clone(),
+            revision: sim.revision,
+            reason,
+        });
+        assert_eq!(step.bad_keys, Vec::from_iter(want), "{key}");
+        assert_eq!(
+            Step {
+                bad_keys: vec![],
+                ..step
+            },
+            Step::default(),
+            "{key}"
+        );
     }
     assert_eq!(m.revision(), sim.revision);
     assert_eq!(m.view().len(), 0);
+    // Already reported: a resync does not report them again; a fresh machine does, once.
+    assert_eq!(m.resync(&sim.listing(), clock.at(0)), Step::default());
     let mut fresh = machine();
-    assert_eq!(fresh.resync(&sim.listing(), clock.at(0)), Step::default());
+    let step = fresh.resync(&sim.listing(), clock.at(0));
+    let mut reported: Vec<_> = step
+        .bad_keys
+        .iter()
+        .map(|b| (b.key.clone(), b.reason))
+        .collect();
+    reported.sort();
+    let mut want: Vec<_> = foreign
+        .iter()
+        .filter_map(|(key, reason)| Some((key.clone(), (*reason)?)))
+        .collect();
+    want.sort();
+    assert_eq!(reported, want);
+    assert_eq!(step.transitions, vec![]);
     assert_eq!(fresh.view().len(), 0);
-    for key in &foreign {
+    for (key, _) in &foreign {
         let step = m.apply(&sim.txn(&[Write::Delete(key.clone())]), clock.at(0));
         assert_eq!(step, Step::default(), "{key}");
     }
+}
+
+/// A bad key written again is a new bad write, reported again; one deleted and written again
+/// too. Neither a replayed batch nor a listing of the same write reports it twice.
+#[test]
+fn a_bad_key_is_reported_once_per_write_on_a_watch_and_on_a_resync() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    let key = format!("{PREFIX}whatever");
+    let put = || Write::Put(format!("{PREFIX}whatever"), b"x".to_vec());
+    let reported = |step: &Step| -> Vec<(String, muster_core::Revision)> {
+        step.bad_keys
+            .iter()
+            .map(|b| (b.key.clone(), b.revision))
+            .collect()
+    };
+    let b = sim.txn(&[put()]);
+    assert_eq!(reported(&m.apply(&b, clock.at(0))), vec![(key.clone(), 2)]);
+    assert_eq!(m.apply(&b, clock.at(0)), Step::default());
+    assert_eq!(m.resync(&sim.listing(), clock.at(0)), Step::default());
+    // Written again while the machine was not watching: the next listing reports it.
+    sim.txn(&[put()]);
+    let step = m.resync(&sim.listing(), clock.at(0));
+    assert_eq!(reported(&step), vec![(key.clone(), 3)]);
+    assert_eq!(m.resync(&sim.listing(), clock.at(0)), Step::default());
+    // Deleted, and written again, on the watch.
+    assert_eq!(
+        m.apply(&sim.txn(&[Write::Delete(key.clone())]), clock.at(0)),
+        Step::default()
+    );
+    let step = m.apply(&sim.txn(&[put()]), clock.at(0));
+    assert_eq!(reported(&step), vec![(key.clone(), 5)]);
+    // Several in one revision, between member keys: each once, the member unaffected.
+    let step = m.apply(
+        &sim.txn(&[
+            put_record("a", &info("a", 1), 1),
+            Write::Put(format!("{PREFIX}members/"), b"x".to_vec()),
+            put_live("a", 1),
+            Write::Put(format!("{PREFIX}alive/a b"), b"x".to_vec()),
+        ]),
+        clock.at(0),
+    );
+    assert_eq!(kinds(&step), vec![Joined]);
+    assert_eq!(
+        step.bad_keys,
+        vec![
+            BadKey {
+                key: format!("{PREFIX}members/"),
+                revision: 6,
+                reason: EmptyName
+            },
+            BadKey {
+                key: format!("{PREFIX}alive/a b"),
+                revision: 6,
+                reason: InvalidName
+            },
+        ]
+    );
+}
+
+/// A liveness key with no record is reported (with the liveness key's revision) when it is
+/// first observed, whoever wrote it, and not again until it changes or had a record between.
+#[test]
+fn a_liveness_key_without_a_record_is_reported_when_observed() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    let orphan = |revision| BadKey {
+        key: lkey("a"),
+        revision,
+        reason: LivenessWithoutRecord,
+    };
+    // Written by hand.
+    let step = m.apply(&sim.txn(&[put_live("a", 1)]), clock.at(0));
+    assert_eq!(step.bad_keys, vec![orphan(2)]);
+    assert_eq!(kinds(&step), vec![]);
+    assert_eq!(m.resync(&sim.listing(), clock.at(0)), Step::default());
+    // Written again: a new write.
+    let step = m.apply(&sim.txn(&[put_live("a", 1)]), clock.at(0));
+    assert_eq!(step.bad_keys, vec![orphan(3)]);
+    // A record arrives: a member, nothing bad.
+    let step = m.apply(&sim.txn(&[put_record("a", &info("a", 1), 1)]), clock.at(0));
+    assert_eq!(kinds(&step), vec![Joined]);
+    assert_eq!(step.bad_keys, vec![]);
+    // An operator deletes the record while the lease lives on.
+    let step = m.apply(&sim.txn(&[del_record("a")]), clock.at(0));
+    assert_eq!(kinds(&step), vec![Left]);
+    assert_eq!(step.bad_keys, vec![orphan(3)]);
+    // An undecodable record is no record either (and is reported as skipped, too).
+    let step = m.apply(&sim.txn(&[put_record("a", &info("a", 1), 1)]), clock.at(0));
+    assert_eq!(step.bad_keys, vec![]);
+    let step = m.apply(
+        &sim.txn(&[Write::Put(rkey("a"), b"{".to_vec())]),
+        clock.at(0),
+    );
+    assert_eq!(step.bad_keys, vec![orphan(3)]);
+    assert_eq!(step.skipped.len(), 1);
+    // Listings that still hold it do not report it again; a fresh machine does, once.
+    assert_eq!(m.resync(&sim.listing(), clock.at(1)), Step::default());
+    let mut fresh = machine();
+    assert_eq!(
+        fresh.resync(&sim.listing(), clock.at(1)).bad_keys,
+        vec![orphan(3)]
+    );
+    assert_eq!(fresh.resync(&sim.listing(), clock.at(1)).bad_keys, vec![]);
+    // Gone with its lease: nothing to report, and a later hand-written one is new again.
+    assert_eq!(
+        m.apply(&sim.txn(&[del_live("a")]), clock.at(2)).bad_keys,
+        vec![]
+    );
+    let step = m.apply(&sim.txn(&[put_live("a", 1)]), clock.at(2));
+    assert_eq!(step.bad_keys, vec![orphan(sim.revision)]);
+}
+
+/// The normal lifecycle never leaves a liveness key without a record between revisions:
+/// register, lose the lease, come back, restart, leave, be reaped, in single batches and in
+/// one multi-revision batch, and in a listing.
+#[test]
+fn a_normal_lifecycle_reports_no_bad_key() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    let mut batches = vec![
+        sim.txn(&register("a", &info("a", 1), 1)),
+        sim.txn(&register("b", &info("b", 1), 1)),
+        sim.txn(&[del_live("a")]),
+        sim.txn(&register("a", &info("a", 1), 1)),
+        sim.txn(&[put_record("a", &info("a", 2), 2), put_live("a", 2)]),
+        sim.txn(&[del_record("a"), del_live("a")]),
+        sim.txn(&[del_live("b")]),
+        sim.txn(&[del_record("b")]),
+    ];
+    for b in &batches {
+        let step = m.apply(b, clock.at(0));
+        assert_eq!(step.bad_keys, vec![], "{b:?}");
+    }
+    batches.push(sim.txn(&register("c", &info("c", 1), 1)));
+    let mut all = machine();
+    let events = batches.iter().flat_map(|b| b.events.clone()).collect();
+    assert_eq!(all.apply(&batch(events), clock.at(0)).bad_keys, vec![]);
+    assert_eq!(
+        machine().resync(&sim.listing(), clock.at(0)).bad_keys,
+        vec![]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,11 +25,12 @@ fn member_states_display_as_their_lowercase_names() {
         MemberState::Suspect,
         MemberState::Left,
         MemberState::Failed,
+        MemberState::Removed,
     ]
     .iter()
     .map(ToString::to_string)
     .collect();
-    assert_eq!(shown, ["alive", "suspect", "left", "failed"]);
+    assert_eq!(shown, ["alive", "suspect", "left", "failed", "removed"]);
 }
 
 #[test]
@@ -47,7 +48,8 @@ fn transition_kinds_display_as_their_lowercase_names() {
             "recovered",
             "restarted",
             "left",
-            "failed"
+            "failed",
+            "removed"
         ]
     );
 }
@@ -295,9 +297,9 @@ fn a_store_replaced_under_the_machine_shows_as_recreated_records_without_forget_
     assert_eq!(
         named(&step),
         vec![
-            ("a".into(), Left),
+            ("a".into(), Removed),
             ("a".into(), Joined),
-            ("b".into(), Left),
+            ("b".into(), Removed),
             ("b".into(), Joined)
         ]
     );

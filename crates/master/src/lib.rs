@@ -17,7 +17,7 @@
 //!         Event::Transition { position, transition: t } => {
 //!             println!("{position}: {} {}", t.member.name(), t.kind)
 //!         }
-//!         Event::Synced { revision, members } => println!("{members} members at {revision}"),
+//!         Event::Synced { revision, members, .. } => println!("{members} members at {revision}"),
 //!         Event::Lagged { .. } => events = master.subscribe(), // start again from a snapshot
 //!         _ => {}
 //!     }
@@ -33,6 +33,7 @@
 //!   [`Position`], [`Health`]) and the one lock that keeps them consistent.
 //! - `task`: the list + watch loop that feeds [`muster_core::Membership`] and performs reaps.
 //! - `ops`: the operator one-shots [`list`] and [`evict`], no master needed.
+//! - `report`: the bad-input warnings (bad keys, undecodable values), rate-limited.
 //! - `error`: [`Error`], what a master call can fail with.
 //!
 //! # How it stays exact
@@ -46,6 +47,7 @@ mod config;
 mod error;
 mod master;
 mod ops;
+mod report;
 mod shared;
 mod task;
 
@@ -53,4 +55,4 @@ pub use config::MasterConfig;
 pub use error::Error;
 pub use master::Master;
 pub use ops::{evict, list, Eviction, OpsError, DEFAULT_EVICTION_HOLD};
-pub use shared::{Event, Health, Position, Subscription, View};
+pub use shared::{Epoch, Event, Health, Position, Subscription, View};

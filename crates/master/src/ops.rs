@@ -15,6 +15,7 @@ use muster_core::{
     MemberState, Membership, Revision, Store, TransitionKind,
 };
 
+use crate::report::BadInputLog;
 use crate::shared::View;
 
 /// How many times [`evict`] re-reads and retries when the member's keys change between its
@@ -122,12 +123,17 @@ impl Eviction {
 }
 
 /// The group under `prefix` as any master starting now would see it: one listing at one
-/// revision, decoded by [`Membership::resync`]. Undecodable values are skipped (and logged),
-/// exactly as a master skips them.
+/// revision, decoded by [`Membership::resync`]. Undecodable values and bad keys are skipped
+/// (and logged, rate-limited), exactly as a master skips them.
 ///
-/// The view is marked `synced`; its `revision` is the listing's.
+/// The view is marked `synced`; its `revision` is the listing's, its `epoch` the store's
+/// cluster id (the epoch of a master that never saw the store replaced).
 pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<View, OpsError> {
     let keyspace = Keyspace::new(prefix).map_err(OpsError::Invalid)?;
+    let status = store.status().await.map_err(|source| OpsError::Store {
+        during: "asking the store for its identity",
+        source,
+    })?;
     let listing = store
         .list(keyspace.prefix())
         .await
@@ -137,10 +143,18 @@ pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<View, OpsError> {
         })?;
     let mut machine = Membership::new(keyspace, None);
     let step = machine.resync(&listing, Instant::now());
+    // Logged as a master logs them: the first few one by one, then one summary line.
+    let mut log = BadInputLog::default();
+    let now = tokio::time::Instant::now();
     for skip in &step.skipped {
-        tracing::warn!(key = %skip.key, revision = skip.revision, reason = %skip.reason, "skipping undecodable value");
+        log.skipped(now, skip);
     }
+    for bad in &step.bad_keys {
+        log.bad_key(now, bad);
+    }
+    log.flush(now);
     Ok(View {
+        epoch: crate::Epoch(status.cluster_id),
         revision: listing.revision,
         synced: true,
         members: machine.view().clone(),

@@ -14,12 +14,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::{FutureExt, Stream, StreamExt};
-use muster_core::{Member, MemberState, Revision, Step, Transition, TransitionKind};
+use muster_core::{BadKeyReason, Member, MemberState, Revision, Step, Transition, TransitionKind};
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::error::Error;
+use crate::report::BadInputLog;
 
 /// The master's view of the group at one revision.
 ///
@@ -27,6 +28,8 @@ use crate::error::Error;
 /// master's state machine and every other copy, so a copy costs the map and the names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
+    /// Which store history `revision` belongs to (see [`Epoch`]).
+    pub epoch: Epoch,
     /// The last store revision applied.
     pub revision: Revision,
     /// Whether the first listing has been applied (before that the view is empty).
@@ -75,6 +78,10 @@ pub struct Health {
     pub watch_refreshes: u64,
     /// How many undecodable values were skipped.
     pub skipped: u64,
+    /// How many bad keys under the prefix were ignored, by reason (keys that are no valid
+    /// key of the group, liveness keys without a record), each counted once per write.
+    /// Reasons never seen are absent.
+    pub bad_keys: BTreeMap<BadKeyReason, u64>,
     /// How many reaps this master won.
     pub reaps: u64,
     /// How many times the store turned out to have been replaced (new cluster id, or
@@ -88,23 +95,74 @@ pub struct Health {
     pub unhealthy_since: Option<Instant>,
 }
 
-/// Where a transition sits in the master's history: the store revision that caused it, then
-/// its index among that revision's transitions (one revision can explain several, e.g.
-/// `joined` and `suspect` of a member found without liveness, or many members after a
-/// resync).
+/// Which history of the store a revision belongs to.
 ///
-/// Positions only grow within one store's history. Printed and parsed as `revision.index`
-/// (the HTTP API's SSE event id); a bare `revision` parses as "after all of it".
+/// Revisions only mean something within one store's history: an etcd wiped or restored
+/// from a backup starts its revisions again, and revision 57 of the new store is not revision
+/// 57 of the old one. The epoch is the store's identity (etcd's cluster id) as the master
+/// found it when it listed; when the master notices that the store was replaced without a
+/// new cluster id (its revisions went backwards), it moves to a new epoch derived from the
+/// old one and the revision it had reached. Two masters on the same unreplaced store agree on
+/// the epoch (its cluster id); positions from different epochs are never compared.
+///
+/// Printed as 16 hex digits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch after a replacement noticed at `revision` that kept the cluster id.
+    pub(crate) fn next(self, revision: Revision) -> Epoch {
+        // splitmix64 of the old epoch and the revision: a new, well spread value.
+        let mut z =
+            (self.0 ^ (revision as u64).rotate_left(32)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Epoch(z ^ (z >> 31))
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for Epoch {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() || text.len() > 16 {
+            return Err(format!("{text:?} is not an epoch (up to 16 hex digits)"));
+        }
+        u64::from_str_radix(text, 16)
+            .map(Epoch)
+            .map_err(|_| format!("{text:?} is not an epoch (up to 16 hex digits)"))
+    }
+}
+
+/// Where a transition sits in the master's history: the store's [`Epoch`], the store
+/// revision that caused it, then its index among that revision's transitions (one revision
+/// can explain several, e.g. `joined` and `suspect` of a member found without liveness, or
+/// many members after a resync).
+///
+/// Positions only grow within one epoch; positions of two epochs say nothing about each
+/// other (a consumer that holds one from another epoch must take a fresh snapshot). Printed
+/// and parsed as `EPOCH-REVISION.INDEX` (the HTTP API's SSE event id); `EPOCH-REVISION`
+/// parses as "after all of that revision".
 ///
 /// ```
-/// use muster_master::Position;
-/// let p: Position = "57.2".parse().unwrap();
-/// assert_eq!((p.revision, p.index), (57, 2));
-/// assert_eq!(p.to_string(), "57.2");
-/// assert!(Position::before(57) < p && p < Position::after(57));
+/// use muster_master::{Epoch, Position};
+/// let p: Position = "00000000000000ab-57.2".parse().unwrap();
+/// assert_eq!((p.epoch, p.revision, p.index), (Epoch(0xab), 57, 2));
+/// assert_eq!(p.to_string(), "00000000000000ab-57.2");
+/// assert!(Position::before(p.epoch, 57) < p && p < Position::after(p.epoch, 57));
+/// assert!("57.2".parse::<Position>().is_err(), "a position names its epoch");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
+    /// The store history it belongs to.
+    pub epoch: Epoch,
     /// The store revision that caused the transition.
     pub revision: Revision,
     /// Its index among that revision's transitions (0-based). `-1` stands for "before the
@@ -115,54 +173,70 @@ pub struct Position {
 impl Position {
     /// The point just before every transition of `revision`: resuming after it replays
     /// `revision` and everything later.
-    pub fn before(revision: Revision) -> Self {
+    pub fn before(epoch: Epoch, revision: Revision) -> Self {
         Position {
+            epoch,
             revision,
             index: -1,
         }
     }
 
     /// The point just after every transition of `revision`.
-    pub fn after(revision: Revision) -> Self {
+    pub fn after(epoch: Epoch, revision: Revision) -> Self {
         Position {
+            epoch,
             revision,
             index: i64::MAX,
         }
     }
 
-    /// The position of the transition that follows one at `self`, caused by `revision`.
-    fn successor(self, revision: Revision) -> Self {
-        if revision == self.revision && self.index != i64::MAX {
+    /// The position of the transition that follows one at `self`, caused by `revision` in
+    /// `epoch`.
+    fn successor(self, epoch: Epoch, revision: Revision) -> Self {
+        if epoch == self.epoch && revision == self.revision && self.index != i64::MAX {
             Position {
+                epoch,
                 revision,
                 index: self.index + 1,
             }
         } else {
-            Position { revision, index: 0 }
+            Position {
+                epoch,
+                revision,
+                index: 0,
+            }
         }
     }
 }
 
-/// Formats as `revision.index`.
+/// Formats as `EPOCH-REVISION.INDEX`.
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.revision, self.index)
+        write!(f, "{}-{}.{}", self.epoch, self.revision, self.index)
     }
 }
 
-/// Parses `revision.index`, or a bare `revision` meaning after all of it.
+/// Parses `EPOCH-REVISION.INDEX`, or `EPOCH-REVISION` meaning after all of that revision.
 impl FromStr for Position {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not a position (REVISION.INDEX, e.g. 57.0)");
         let text = text.trim();
-        match text.split_once('.') {
+        let bad = || {
+            format!("{text:?} is not a position (EPOCH-REVISION.INDEX, e.g. 00000000000000ab-57.0)")
+        };
+        let (epoch, rest) = text.split_once('-').ok_or_else(bad)?;
+        let epoch: Epoch = epoch.parse().map_err(|_| bad())?;
+        match rest.split_once('.') {
             Some((revision, index)) => Ok(Position {
+                epoch,
                 revision: revision.parse().map_err(|_| bad())?,
                 index: index.parse::<u32>().map(i64::from).map_err(|_| bad())?,
             }),
-            None => text.parse().map(Position::after).map_err(|_| bad()),
+            None => rest
+                .parse()
+                .map(|revision| Position::after(epoch, revision))
+                .map_err(|_| bad()),
         }
     }
 }
@@ -182,6 +256,8 @@ pub enum Event {
     /// transitions that listing explained: the first listing, and every relist after a
     /// compaction or a store replacement).
     Synced {
+        /// The store history the listing belongs to; a new one after a replacement.
+        epoch: Epoch,
         /// The revision of the listing.
         revision: Revision,
         /// How many members (`Alive` or `Suspect`) the view holds.
@@ -303,6 +379,8 @@ struct Inner {
     /// Whether the master's task has ended.
     stopped: bool,
     health: Health,
+    /// The bad-input warnings, rate-limited.
+    log: BadInputLog,
 }
 
 impl Shared {
@@ -312,9 +390,10 @@ impl Shared {
             inner: Mutex::new(Inner {
                 view: View::default(),
                 events: Some(broadcast::channel(buffer.max(1)).0),
-                last: Position::after(0),
+                last: Position::after(Epoch::default(), 0),
                 stopped: false,
                 health: Health::default(),
+                log: BadInputLog::default(),
             }),
             changed: watch::channel(0).0,
         }
@@ -361,6 +440,7 @@ impl Shared {
         let mut inner = self.lock();
         inner.stopped = true;
         inner.events = None;
+        inner.log.flush(tokio::time::Instant::now());
         drop(inner);
         self.changed.send_modify(|n| *n += 1);
     }
@@ -372,20 +452,27 @@ impl Shared {
     /// Publishes one step: applies the entries it changed to the view (as the step carries
     /// them: nothing is looked up again), sends its transitions to the subscribers, and
     /// records the machine's revision, all under one lock. The entries share their metadata
-    /// with the machine's.
-    pub(crate) fn publish(&self, step: Step, revision: Revision, resync: bool) {
+    /// with the machine's. A resync may start a new `epoch`.
+    pub(crate) fn publish(&self, step: Step, revision: Revision, resync: bool, epoch: Epoch) {
         let mut inner = self.lock();
         let Inner {
             view,
             events,
             last,
             health,
+            log,
             ..
         } = &mut *inner;
+        let now = tokio::time::Instant::now();
+        log.tick(now);
         for skip in &step.skipped {
-            tracing::warn!(key = %skip.key, revision = skip.revision, reason = %skip.reason, "skipping undecodable value");
+            log.skipped(now, skip);
         }
         health.skipped += step.skipped.len() as u64;
+        for bad in &step.bad_keys {
+            log.bad_key(now, bad);
+            *health.bad_keys.entry(bad.reason).or_default() += 1;
+        }
         for (name, entry) in step.changed {
             match entry {
                 Some(member) => {
@@ -398,7 +485,7 @@ impl Shared {
         }
         for t in step.transitions {
             *health.transitions.entry(t.kind).or_default() += 1;
-            *last = last.successor(t.revision);
+            *last = last.successor(epoch, t.revision);
             if let Some(events) = events {
                 // No subscriber is fine.
                 let _ = events.send(Event::Transition {
@@ -412,6 +499,7 @@ impl Shared {
         }
         if resync {
             view.synced = true;
+            view.epoch = epoch;
             health.synced = true;
         }
         view.revision = revision;
@@ -419,6 +507,7 @@ impl Shared {
         if resync {
             if let Some(events) = events {
                 let _ = events.send(Event::Synced {
+                    epoch,
                     revision,
                     members: view.members.len(),
                 });
@@ -462,6 +551,16 @@ impl Shared {
 
     pub(crate) fn watch_refreshed(&self) {
         self.lock().health.watch_refreshes += 1;
+    }
+
+    /// When the bad-input log's window ends with a summary to write, if it does.
+    pub(crate) fn log_due(&self) -> Option<tokio::time::Instant> {
+        self.lock().log.due()
+    }
+
+    /// Writes the bad-input log's summary if its window is over.
+    pub(crate) fn log_tick(&self) {
+        self.lock().log.tick(tokio::time::Instant::now());
     }
 
     pub(crate) fn reaped(&self) {

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::MasterConfig;
-use crate::shared::Shared;
+use crate::shared::{Epoch, Shared};
 
 /// What ended one watch.
 enum WatchEnd {
@@ -42,6 +42,11 @@ pub(crate) struct Task<S> {
     backoff: Backoff,
     /// The identity of the store the view was built from (`None` before the first list).
     cluster_id: Option<u64>,
+    /// What sets this master's epoch apart from the cluster id: `0` until the store is
+    /// replaced without a new cluster id (see [`Epoch`]).
+    salt: Epoch,
+    /// The epoch of the view (and of every position published).
+    epoch: Epoch,
 }
 
 impl<S: Store> Task<S> {
@@ -62,6 +67,8 @@ impl<S: Store> Task<S> {
             shared,
             backoff,
             cluster_id: None,
+            salt: Epoch(0),
+            epoch: Epoch(0),
         }
     }
 
@@ -92,6 +99,7 @@ impl<S: Store> Task<S> {
             let listed = match self.store.status().await {
                 Ok(status) => {
                     self.cluster_id = Some(status.cluster_id);
+                    self.epoch = Epoch(status.cluster_id ^ self.salt.0);
                     self.store.list(&prefix).await
                 }
                 Err(error) => Err(error),
@@ -122,7 +130,7 @@ impl<S: Store> Task<S> {
         // cluster id, and its revisions start again: watching from ours would wait forever.
         let mut seen = match self.store.status().await {
             Ok(status) if self.replaced(&status) => {
-                return self.store_replaced(status.revision, stop).await;
+                return self.store_replaced(&status, stop).await;
             }
             Ok(status) => status.revision,
             Err(error) => return self.broken(error, from),
@@ -135,6 +143,8 @@ impl<S: Store> Task<S> {
         let mut check_at = Instant::now() + self.config.stall_check;
         loop {
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            // The end of the bad-input log's window, for its summary line.
+            let log_due = self.shared.log_due();
             tokio::select! {
                 biased;
                 _ = &mut *stop => return WatchEnd::Shutdown,
@@ -156,6 +166,7 @@ impl<S: Store> Task<S> {
                     }
                 },
                 _ = sleep_until(deadline) => self.reap().await,
+                _ = sleep_until(log_due) => self.shared.log_tick(),
                 _ = tokio::time::sleep_until(check_at) => {
                     // The watch has been quiet for a while. Quiet is normal; stalled is not:
                     // ask the store where it is.
@@ -168,7 +179,7 @@ impl<S: Store> Task<S> {
                             return WatchEnd::Resume;
                         }
                         Ok(status) if self.replaced(&status) => {
-                            return self.store_replaced(status.revision, stop).await;
+                            return self.store_replaced(&status, stop).await;
                         }
                         Ok(status) if status.revision > seen => {
                             // The store moved on while the watch said nothing. Maybe only
@@ -211,12 +222,19 @@ impl<S: Store> Task<S> {
     }
 
     /// The store was replaced: wait for workers to re-register, forget the old revisions,
-    /// and list again.
+    /// and list again, in a new epoch (the new cluster id, or, if the id stayed, one derived
+    /// from the old epoch and the revision reached).
     async fn store_replaced(
         &mut self,
-        revision: Revision,
+        status: &muster_core::StoreStatus,
         stop: &mut oneshot::Receiver<()>,
     ) -> WatchEnd {
+        let revision = status.revision;
+        self.salt = if self.cluster_id == Some(status.cluster_id) {
+            Epoch(self.epoch.next(self.machine.revision()).0 ^ status.cluster_id)
+        } else {
+            Epoch(0)
+        };
         let message = format!(
             "the store was replaced (new cluster id, or revision {revision} behind the {} \
              already seen): its data was lost; listing again in {:?}, once workers re-registered",
@@ -252,7 +270,8 @@ impl<S: Store> Task<S> {
         for t in &step.transitions {
             tracing::debug!(name = %t.member.name(), kind = %t.kind, revision = t.revision, "transition");
         }
-        self.shared.publish(step, self.machine.revision(), resync);
+        self.shared
+            .publish(step, self.machine.revision(), resync, self.epoch);
     }
 
     /// Sleeps the next backoff delay (reaping meanwhile if due). `false` on stop.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use muster_core::{
     Incarnation, Keyspace, MemberInfo, MemberState, Store, Transition, TransitionKind, Txn,
 };
-use muster_master::{Master, MasterConfig, Subscription, View};
+use muster_master::{Event, Master, MasterConfig, Subscription, View};
 use muster_mem_backend::{MemCluster, MemStore};
 use muster_testkit::wait::{states, summary};
 use muster_worker::{Worker, WorkerConfig};
@@ -189,7 +189,7 @@ async fn after_compaction_it_lists_again_and_explains_the_difference() {
     until(&mut events, TransitionKind::Joined, "c").await;
 
     cluster.partition(master_store.id());
-    a.leave().await.unwrap(); // alive -> gone: Left
+    a.leave().await.unwrap(); // alive -> gone, unseen: Removed (the relist cannot say why)
     b.update(info("b").cpus(3)).await.unwrap(); // Updated
     c.abandon(); // Suspect once the lease expires
     let observer = cluster.client();
@@ -209,7 +209,7 @@ async fn after_compaction_it_lists_again_and_explains_the_difference() {
     assert_eq!(
         summary(&got),
         vec![
-            (TransitionKind::Left, "a".into()),
+            (TransitionKind::Removed, "a".into()),
             (TransitionKind::Updated, "b".into()),
             (TransitionKind::Suspect, "c".into()),
             (TransitionKind::Joined, "d".into()),
@@ -336,6 +336,8 @@ async fn a_store_replaced_by_an_empty_one_is_noticed_and_the_view_rebuilt() {
     }
     until(&mut events, TransitionKind::Updated, "c").await;
     c.abandon();
+    let old_epoch = master.view().epoch;
+    let mut raw = master.subscribe();
 
     // etcd is replaced by an empty one: every key, lease and revision gone.
     cluster.wipe();
@@ -358,20 +360,45 @@ async fn a_store_replaced_by_an_empty_one_is_noticed_and_the_view_rebuilt() {
         ]
     );
     assert_eq!(states(&view), truth(&cluster.client()).await);
-    // Healthy workers were never reported missing: no Left, Suspect or Failed for a or b.
+    // A new history of the store: a new epoch, on the view and on every position after.
+    assert_ne!(view.epoch, old_epoch, "the replaced store is a new epoch");
+    let mut synced_in_new = false;
+    while let Some(event) = raw.try_next() {
+        match event {
+            Event::Transition { position, .. } => {
+                assert_eq!(position.epoch, view.epoch, "a position after the wipe")
+            }
+            Event::Synced { epoch, .. } => synced_in_new |= epoch == view.epoch,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        synced_in_new,
+        "the relist's synced marker names the new epoch"
+    );
+    // Healthy workers were never reported missing: no Left, Suspect, Failed or Removed for
+    // a or b. The crashed c is gone, and the master cannot know why: Removed, not Left.
+    let mut c_removed = false;
     while let Some(t) = events.try_next_transition().expect("the subscriber lagged") {
         if t.member.name() != "c" {
             assert!(
                 !matches!(
                     t.kind,
-                    TransitionKind::Left | TransitionKind::Suspect | TransitionKind::Failed
+                    TransitionKind::Left
+                        | TransitionKind::Suspect
+                        | TransitionKind::Failed
+                        | TransitionKind::Removed
                 ),
                 "healthy worker reported missing: {:?} {}",
                 t.kind,
                 t.member.name()
             );
+        } else {
+            assert_ne!(t.kind, TransitionKind::Left, "c never left");
+            c_removed |= t.kind == TransitionKind::Removed;
         }
     }
+    assert!(c_removed, "c's disappearance is reported as removed");
     // And the master follows the new store from here.
     let (_d, _) = join(&cluster, "d", 4).await;
     until(&mut events, TransitionKind::Joined, "d").await;
@@ -516,6 +543,11 @@ async fn an_evicted_live_worker_is_left_stops_for_good_and_a_new_process_takes_t
     assert_eq!(summary(&got), vec![(TransitionKind::Joined, "a".into())]);
     assert_eq!(got[0].member.incarnation, Incarnation(2));
     assert!(store.get(&eviction.marker).await.unwrap().is_some());
+    assert!(
+        master.health().bad_keys.is_empty(),
+        "a marker is no bad key: {:?}",
+        master.health()
+    );
     b.leave().await.unwrap();
     until(&mut events, TransitionKind::Left, "a").await;
 }

@@ -10,7 +10,7 @@ use muster_core::{
     Incarnation, Lease, LeaseId, Listing, MemberInfo, Result, Revision, Store, StoreStatus,
     TransitionKind, Txn, TxnOutcome, WatchStream,
 };
-use muster_master::{Error, Event, Master, MasterConfig, Position};
+use muster_master::{Epoch, Error, Event, Master, MasterConfig, Position};
 use muster_mem_backend::{MemCluster, MemStore};
 use muster_worker::{Worker, WorkerConfig};
 
@@ -51,6 +51,7 @@ async fn the_first_listing_ends_with_a_synced_marker_and_positions_count_within_
     let _a = join(&cluster, "a", 1).await;
     let _b = join(&cluster, "b", 2).await;
     let listed_at = cluster.revision();
+    let epoch = Epoch(cluster.client().status().await.unwrap().cluster_id);
     let master = Master::start(cluster.client(), MasterConfig::new(PREFIX)).unwrap();
     // Subscribed before the task ran: the first listing's transitions come as events.
     let mut events = master.subscribe();
@@ -59,6 +60,7 @@ async fn the_first_listing_ends_with_a_synced_marker_and_positions_count_within_
         joined(&next(&mut events).await),
         (
             Position {
+                epoch,
                 revision: listed_at,
                 index: 0
             },
@@ -69,6 +71,7 @@ async fn the_first_listing_ends_with_a_synced_marker_and_positions_count_within_
         joined(&next(&mut events).await),
         (
             Position {
+                epoch,
                 revision: listed_at,
                 index: 1
             },
@@ -78,6 +81,7 @@ async fn the_first_listing_ends_with_a_synced_marker_and_positions_count_within_
     assert_eq!(
         next(&mut events).await,
         Event::Synced {
+            epoch,
             revision: listed_at,
             members: 2
         }
@@ -86,7 +90,12 @@ async fn the_first_listing_ends_with_a_synced_marker_and_positions_count_within_
     let (position, name) = joined(&next(&mut events).await);
     assert_eq!(name, "c");
     assert_eq!(position.index, 0);
-    assert!(position > Position::after(listed_at));
+    assert!(position > Position::after(epoch, listed_at));
+    assert_eq!(
+        master.view().epoch,
+        epoch,
+        "the epoch is the store's identity"
+    );
     // It is a `futures::Stream` too, with nothing more waiting.
     let more = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut events));
     assert!(more.is_none(), "{more:?}");

@@ -244,6 +244,7 @@ async fn watch(args: &MasterArgs, prefix: String, mut signals: Signals) -> Resul
         let feed = master.subscribe();
         let events = Arc::new(EventLog::new(
             args.watch.events_buffer,
+            feed.snapshot.epoch,
             feed.snapshot.revision,
         ));
         tokio::spawn(events.clone().follow(master.clone(), feed));
@@ -334,7 +335,9 @@ async fn print_json(master: &Master, subscription: &mut Subscription) -> std::io
     while let Some(event) = subscription.next().await {
         match event {
             Event::Transition { transition, .. } => print_event(&transition)?,
-            Event::Synced { revision, members } if !synced => {
+            Event::Synced {
+                revision, members, ..
+            } if !synced => {
                 print_json_line(&SyncedJson {
                     kind: "synced".into(),
                     revision,

@@ -9,9 +9,10 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use futures::StreamExt;
 use muster_core::{
-    Incarnation, Member, MemberInfo, MemberState, Revision, Transition, TransitionKind,
+    BadKeyReason, Incarnation, Member, MemberInfo, MemberState, Revision, Transition,
+    TransitionKind,
 };
-use muster_master::{Health, Position, View};
+use muster_master::{Epoch, Health, Position, View};
 use muster_programs::events::EventLog;
 use muster_programs::http::{router, Api};
 use muster_programs::metrics::{registry, Group};
@@ -64,7 +65,7 @@ fn transition(name: &str, kind: TransitionKind, revision: Revision) -> Transitio
 /// zone a), and its router; events buffered from revision `start`, `capacity` of them.
 fn setup(capacity: usize, start: Revision) -> (Arc<Fake>, Arc<EventLog>, Router) {
     let fake = Arc::new(Fake::default());
-    let events = Arc::new(EventLog::new(capacity, start));
+    let events = Arc::new(EventLog::new(capacity, EPOCH, start));
     let group: Arc<dyn Group> = fake.clone();
     let api = Api {
         group: group.clone(),
@@ -85,6 +86,7 @@ fn sync(fake: &Fake) {
     .map(|m| (m.name().to_owned(), m))
     .collect();
     *fake.view.lock().unwrap() = View {
+        epoch: EPOCH,
         revision: 10,
         synced: true,
         members,
@@ -128,9 +130,26 @@ fn names(body: &str) -> Vec<String> {
     view.members.into_iter().map(|m| m.name).collect()
 }
 
+/// The epoch of the fake group's store.
+const EPOCH: Epoch = Epoch(0xab);
+
 /// The position the master gives the `index`-th transition of `revision`.
 fn at(revision: Revision, index: i64) -> Position {
-    Position { revision, index }
+    Position {
+        epoch: EPOCH,
+        revision,
+        index,
+    }
+}
+
+/// The SSE id of that position.
+fn id(revision: Revision, index: i64) -> String {
+    at(revision, index).to_string()
+}
+
+/// `/v1/events` from `revision` of the fake group's epoch.
+fn from(revision: Revision) -> String {
+    format!("/v1/events?from_revision={revision}&epoch={EPOCH}")
 }
 
 #[tokio::test]
@@ -320,37 +339,34 @@ async fn events_replay_from_a_revision_and_resume_after_an_id() {
     events.push(at(11, 1), &transition("d", TransitionKind::Suspect, 11));
     events.push(at(12, 0), &transition("e", TransitionKind::Joined, 12));
 
-    let all = read_events(&router, "/v1/events?from_revision=11", &[], 3).await;
+    let all = read_events(&router, &from(11), &[], 3).await;
     assert_eq!(
         summary(&all),
         [
-            triple("11.0", "joined", "d"),
-            triple("11.1", "suspect", "d"),
-            triple("12.0", "joined", "e"),
+            triple(&id(11, 0), "joined", "d"),
+            triple(&id(11, 1), "suspect", "d"),
+            triple(&id(12, 0), "joined", "e"),
         ]
     );
     // A browser reconnecting sends the last id it saw; the header wins over the URL.
-    let rest = read_events(
-        &router,
-        "/v1/events?from_revision=11",
-        &[("last-event-id", "11.0")],
-        2,
-    )
-    .await;
+    let rest = read_events(&router, &from(11), &[("last-event-id", &id(11, 0))], 2).await;
     assert_eq!(
         summary(&rest),
         [
-            triple("11.1", "suspect", "d"),
-            triple("12.0", "joined", "e")
+            triple(&id(11, 1), "suspect", "d"),
+            triple(&id(12, 0), "joined", "e")
         ]
     );
     // Live: what is pushed after the replay was taken follows it, with no gap.
-    let stream = open(&router, "/v1/events?from_revision=12", &[]).await;
+    let stream = open(&router, &from(12), &[]).await;
     events.push(at(13, 0), &transition("f", TransitionKind::Joined, 13));
     let live = read(stream, 2).await;
     assert_eq!(
         summary(&live),
-        [triple("12.0", "joined", "e"), triple("13.0", "joined", "f")]
+        [
+            triple(&id(12, 0), "joined", "e"),
+            triple(&id(13, 0), "joined", "f")
+        ]
     );
 }
 
@@ -364,21 +380,109 @@ async fn events_older_than_the_buffer_are_gone_not_skipped() {
             &transition("d", TransitionKind::Updated, revision),
         );
     }
-    for uri in ["/v1/events?from_revision=5", "/v1/events?from_revision=11"] {
-        let (status, body) = get(&router, uri, &[]).await;
+    for uri in [from(5), from(11)] {
+        let (status, body) = get(&router, &uri, &[]).await;
         assert_eq!(status, StatusCode::GONE, "{uri}: {body}");
         assert_eq!(json(&body)["oldest_revision"], 12, "{body}");
     }
-    let (status, _) = get(&router, "/v1/events", &[("last-event-id", "10.0")]).await;
+    let (status, _) = get(&router, "/v1/events", &[("last-event-id", &id(10, 0))]).await;
     assert_eq!(status, StatusCode::GONE);
     // Revision 12 is still whole.
-    let served = read_events(&router, "/v1/events?from_revision=12", &[], 2).await;
-    assert_eq!(served[0].0, "12.0");
-    assert_eq!(served[1].0, "13.0");
+    let served = read_events(&router, &from(12), &[], 2).await;
+    assert_eq!(served[0].0, id(12, 0));
+    assert_eq!(served[1].0, id(13, 0));
     let (status, body) = get(&router, "/v1/events?from_revision=x", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, body) = get(&router, "/v1/events", &[("last-event-id", "nope")]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+/// Issue 13.1: a resume point names its store history. After etcd is replaced (a new
+/// epoch), a resume point from the old history is refused with what to do, even one whose
+/// revision the new history has reached; `from_revision` without an epoch is a clear 400;
+/// an id without an epoch (the old `REVISION.INDEX` form) is refused like a stale one.
+#[tokio::test]
+async fn a_resume_point_from_another_epoch_is_refused_not_served_with_a_gap() {
+    let (fake, events, router) = setup(100, 10);
+    sync(&fake);
+    events.push(at(11, 0), &transition("d", TransitionKind::Joined, 11));
+    // etcd replaced: the new history's revisions start again.
+    let new = Epoch(0xcd);
+    let moved = |revision, index| Position {
+        epoch: new,
+        revision,
+        index,
+    };
+    events.push(moved(2, 0), &transition("d", TransitionKind::Removed, 2));
+    events.push(moved(11, 0), &transition("e", TransitionKind::Joined, 11));
+    for (uri, headers) in [
+        (from(11), vec![]),
+        (from(2), vec![]),
+        ("/v1/events".to_owned(), vec![("last-event-id", id(11, 0))]),
+        (
+            "/v1/events".to_owned(),
+            vec![("last-event-id", "3.0".to_owned())],
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = get(&router, &uri, &headers).await;
+        assert_eq!(status, StatusCode::GONE, "{uri} {headers:?}: {body}");
+        let body = json(&body);
+        assert_eq!(body["epoch"], new.to_string(), "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("take a fresh GET /v1/members"),
+            "{body}"
+        );
+    }
+    // The new history itself is served.
+    let served = read_events(
+        &router,
+        &format!("/v1/events?from_revision=2&epoch={new}"),
+        &[],
+        2,
+    )
+    .await;
+    assert_eq!(
+        summary(&served),
+        [
+            triple(&moved(2, 0).to_string(), "removed", "d"),
+            triple(&moved(11, 0).to_string(), "joined", "e"),
+        ]
+    );
+    let (status, body) = get(&router, "/v1/events?from_revision=11", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("epoch"), "{body}");
+}
+
+/// Bad keys are exported per reason, every reason from the start; the count of undecodable
+/// values keeps its own metric.
+#[tokio::test]
+async fn bad_keys_are_exported_by_reason() {
+    let (fake, _, router) = setup(10, 0);
+    sync(&fake);
+    {
+        let mut health = fake.health.lock().unwrap();
+        health.skipped = 2;
+        health.bad_keys.insert(BadKeyReason::InvalidName, 3_000);
+        health
+            .bad_keys
+            .insert(BadKeyReason::LivenessWithoutRecord, 1);
+    }
+    let (status, text) = get(&router, "/metrics", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "muster_bad_keys_total{reason=\"unknown_kind\"} 0",
+        "muster_bad_keys_total{reason=\"empty_name\"} 0",
+        "muster_bad_keys_total{reason=\"name_too_long\"} 0",
+        "muster_bad_keys_total{reason=\"invalid_name\"} 3000",
+        "muster_bad_keys_total{reason=\"liveness_without_record\"} 1",
+        "muster_decode_errors_total 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
 }
 
 #[tokio::test]

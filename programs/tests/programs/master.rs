@@ -244,7 +244,11 @@ async fn the_event_stream_follows_and_resumes() {
     })
     .await;
     // Snapshot, then the events after it: no gap.
-    let from = format!("{url}/v1/events?from_revision={}", start.revision + 1);
+    let from = format!(
+        "{url}/v1/events?from_revision={}&epoch={}",
+        start.revision + 1,
+        start.epoch
+    );
     let mut stream = open_events(&from, None).await;
 
     let mut worker = Proc::worker(&worker_flags(&group, "x"));
@@ -256,8 +260,8 @@ async fn the_event_stream_follows_and_resumes() {
     let (id, event) = &joined[0];
     assert_eq!(
         id,
-        &format!("{}.0", event.revision),
-        "ids are REVISION.INDEX"
+        &format!("{}-{}.0", start.epoch, event.revision),
+        "ids are EPOCH-REVISION.INDEX"
     );
     worker.signal(Signal::SIGTERM);
     worker.exit_with(0).await;

@@ -133,6 +133,7 @@ pub fn replay(view: &mut BTreeMap<String, Replayed>, t: &Transition) -> Result<(
         (TransitionKind::Restarted, Some(_)) => Some(Alive),
         (TransitionKind::Left, Some(Alive)) => None,
         (TransitionKind::Failed, Some(Suspect)) => None,
+        (TransitionKind::Removed, Some(_)) => None,
         (kind, before) => {
             return Err(format!(
                 "{kind} cannot follow {}",
@@ -143,6 +144,7 @@ pub fn replay(view: &mut BTreeMap<String, Replayed>, t: &Transition) -> Result<(
     let expected_state = match t.kind {
         TransitionKind::Left => Some(MemberState::Left),
         TransitionKind::Failed => Some(MemberState::Failed),
+        TransitionKind::Removed => Some(MemberState::Removed),
         _ => None,
     };
     if let Some(expected) = expected_state {
@@ -267,19 +269,25 @@ fn describe(member: Option<&Member>) -> String {
 /// (2) `Left` only after a leave: the k-th `Left` of a name in one master life needs k
 /// leaves of that name that this life could have seen (see [`History::leaves_visible`]).
 ///
-/// One exception, because no master can do better with today's keyspace: a `Left`
-/// *inferred by a relist* (at a revision where the member's record and liveness were not
-/// deleted together, so it cannot come from the watch: it came from diffing a listing
-/// after compaction). A master that last saw a member `Alive`, then lost to compaction the
-/// history in which it crashed and was reaped by another master, finds only "record gone"
-/// (or "record re-created") and reports `Left`. See [`is_inferred`].
+/// No exception: a master that finds a member gone by diffing a listing (after
+/// compaction, or a restart) cannot know whether it left or crashed and was reaped, and
+/// says `Removed`, never `Left`.
 pub fn lefts_follow_leaves(life: &Life, history: &History) -> Result<(), String> {
     let mut lefts: BTreeMap<&str, usize> = BTreeMap::new();
     for d in &life.delivered {
-        if d.transition.kind != TransitionKind::Left || is_inferred(&d.transition, history) {
+        if d.transition.kind != TransitionKind::Left {
             continue;
         }
         let name = d.transition.member.name();
+        if !history.left_at(name, d.transition.revision) {
+            return Err(format!(
+                "{} reported Left for {name} at revision {}, where its record and liveness \
+                 were not deleted together: a guess (a relist cannot know why a member is \
+                 gone; it must say Removed)",
+                life.label(),
+                d.transition.revision,
+            ));
+        }
         let count = lefts.entry(name).or_default();
         *count += 1;
         let leaves = history.leaves_visible(name, life.started_op, d.op)
@@ -297,12 +305,6 @@ pub fn lefts_follow_leaves(life: &Life, history: &History) -> Result<(), String>
         }
     }
     Ok(())
-}
-
-/// Whether a `Left` was inferred by a relist rather than seen in the watch: its member's
-/// record and liveness were not deleted together at its revision.
-pub fn is_inferred(t: &Transition, history: &History) -> bool {
-    t.kind == TransitionKind::Left && !history.left_at(t.member.name(), t.revision)
 }
 
 /// (3) `Suspect` only after a lost lease: a crash, restart, hang or partition of the name's

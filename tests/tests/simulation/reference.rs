@@ -290,9 +290,9 @@ impl History {
     }
 
     /// Whether `name`'s record and liveness were deleted together at `revision`. A master
-    /// that follows the watch reports `Left` only at such a revision (a record deleted while
-    /// the liveness stays is not something any op here does: an eviction deletes both too);
-    /// a `Left` anywhere else was inferred by a relist (see `lefts_follow_leaves`).
+    /// reports `Left` only at such a revision (a record deleted while the liveness stays is
+    /// not something any op here does: an eviction deletes both too); a relist that finds a
+    /// member gone says `Removed` (see `lefts_follow_leaves`).
     pub fn left_at(&self, name: &str, revision: Revision) -> bool {
         self.leave_deletions
             .get(name)

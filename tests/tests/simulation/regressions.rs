@@ -157,13 +157,12 @@ fn a_relist_does_not_hasten_a_reap() {
     );
 }
 
-/// Not a bug, a limit of the keyspace, and the one exception to "`Left` only after a
-/// leave": a master that last saw a member `Alive`, then lost to compaction the history in
-/// which it crashed and was reaped by another master, relists and finds only "record gone".
-/// It reports `Left`; it cannot know better. The checker tolerates exactly this (a `Left` at
-/// a revision where the member's two keys were not deleted together) and the trace marks it.
+/// A master that last saw a member `Alive`, then lost to compaction the history in which it
+/// crashed and was reaped by another master, relists and finds only "record gone". It cannot
+/// know why, and says so: `Removed`. (It used to report `Left`, a guess presented as a fact,
+/// which the checker had to tolerate; now every `Left` must be a leave seen on the watch.)
 #[test]
-fn a_relist_may_infer_left_for_a_member_reaped_while_the_master_was_away() {
+fn a_relist_says_removed_for_a_member_reaped_while_the_master_was_away() {
     let trace = sut::run(&Schedule {
         masters: 2,
         workers: 1,
@@ -181,11 +180,13 @@ fn a_relist_may_infer_left_for_a_member_reaped_while_the_master_was_away() {
     })
     .unwrap_or_else(|failure| panic!("{failure}"));
     assert!(
-        trace
-            .iter()
-            .any(|line| line.contains("m0: left w0") && line.contains("inferred by a relist")),
-        "m0 no longer infers Left here; if it now knows better, drop the exception in \
-         assertions::lefts_follow_leaves:\n{}",
+        trace.iter().any(|line| line.contains("m0: removed w0")),
+        "m0 should report w0 removed (cause unknown) after the relist:\n{}",
+        trace.join("\n")
+    );
+    assert!(
+        !trace.iter().any(|line| line.contains("m0: left w0")),
+        "m0 reported a leave it never saw:\n{}",
         trace.join("\n")
     );
 }

@@ -879,19 +879,14 @@ impl Sim {
                 .try_next_transition()
                 .expect("the subscriber lagged")
             {
-                let inferred = if assertions::is_inferred(&t, &self.history) {
-                    " (inferred by a relist: no leave at this revision)"
-                } else {
-                    ""
-                };
                 lines.push(format!(
-                    "  {}: {} {} rev {} inc {} cpus {}{inferred}",
+                    "  {}: {} {} rev {} inc {} cpus {}",
                     ms.life.label(),
                     t.kind,
                     t.member.name(),
                     t.revision,
                     t.member.incarnation.0,
-                    t.member.info.cpus
+                    t.member.info.cpus,
                 ));
                 ms.life.deliver(self.op, t);
             }
