@@ -59,9 +59,10 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             if flag == "--etcd" && (rest.is_empty() || rest == ["--in-process"]) =>
         {
             let in_process = !rest.is_empty();
-            let (etcd, endpoints) = match std::env::var(muster_etcd_backend::ENDPOINTS_VAR) {
-                Ok(list) if !list.trim().is_empty() => (None, EtcdConfig::from_env().endpoints),
-                _ => {
+            let (etcd, endpoints) = match std::env::var_os(muster_etcd_backend::ENDPOINTS_VAR) {
+                // Set (even blank, which is an error rather than "start a container").
+                Some(_) => (None, EtcdConfig::from_env()?.endpoints),
+                None => {
                     println!("starting etcd in a container (image {}) ...", muster_testkit::etcd::image());
                     let etcd = Etcd::start().map_err(|e| anyhow::anyhow!("{e}"))?;
                     let endpoint = etcd.endpoint();

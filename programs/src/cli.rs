@@ -1,5 +1,5 @@
 //! What both programs' command lines share: the etcd connection and the group's prefix, and
-//! the parsers for durations and `key=value` labels.
+//! the parsers for endpoint lists, durations, `key=value` labels and member addresses.
 //!
 //! Every flag can also come from an environment variable (`MUSTER_*`), so a program runs the
 //! same from a shell, a systemd unit or a container spec.
@@ -9,17 +9,22 @@ use std::time::Duration;
 use clap::Args;
 use muster_etcd_backend::EtcdConfig;
 
+use crate::fatal::Fatal;
+
 /// The default key prefix: the group named `default`.
 pub const DEFAULT_PREFIX: &str = "/muster/default/";
 
 /// Flags both programs take: where etcd is, which group, how long to wait for etcd.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// etcd client URLs, comma-separated [default: http://127.0.0.1:2379].
+    /// etcd client URLs, comma-separated [default: http://127.0.0.1:2379]. A blank list
+    /// (or a blank MUSTER_ENDPOINTS) is an error, not the default.
+    ///
+    /// Kept as given and parsed by [`endpoints`](Self::endpoints), not by clap, so that an
+    /// error never repeats the list (clap's would quote the whole value).
     #[arg(
         long,
         env = muster_etcd_backend::ENDPOINTS_VAR,
-        value_delimiter = ',',
         value_name = "URLS",
         global = true
     )]
@@ -48,23 +53,39 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// The endpoints to use: `--endpoints` (or `MUSTER_ENDPOINTS`, the variable the library's
-    /// `EtcdConfig::from_env` reads too), else `http://127.0.0.1:2379`; blanks and empty
-    /// entries removed.
-    pub fn endpoints(&self) -> Vec<String> {
-        let given: Vec<String> = self
-            .endpoints
-            .iter()
-            .map(|e| e.trim())
-            .filter(|e| !e.is_empty())
-            .map(str::to_owned)
-            .collect();
+    /// The endpoints to use: every `--endpoints` list (or `MUSTER_ENDPOINTS`, the variable
+    /// the library's `EtcdConfig::from_env` reads too), each parsed by
+    /// [`parse_endpoint_list`], else `http://127.0.0.1:2379` when neither is given. A blank
+    /// list, only commas or an empty entry is bad input (exit status 2), never the default.
+    pub fn endpoints(&self) -> Result<Vec<String>, Fatal> {
+        let mut given = Vec::new();
+        for list in &self.endpoints {
+            given.extend(parse_endpoint_list(list).map_err(Fatal::usage)?);
+        }
         if given.is_empty() {
-            EtcdConfig::default().endpoints
+            Ok(EtcdConfig::default().endpoints)
         } else {
-            given
+            Ok(given)
         }
     }
+}
+
+/// Parses one `--endpoints` (or `MUSTER_ENDPOINTS`) value with the library's rule
+/// ([`muster_etcd_backend::parse_endpoints`]): blank, only commas, or an empty entry is an
+/// error, never the default. The error says which entry, without repeating the list.
+///
+/// ```
+/// use muster_programs::cli::parse_endpoint_list;
+/// assert_eq!(parse_endpoint_list("http://a:2379,http://b:2379").unwrap().len(), 2);
+/// assert!(parse_endpoint_list("").is_err());
+/// assert!(parse_endpoint_list(",").is_err());
+/// ```
+pub fn parse_endpoint_list(text: &str) -> Result<Vec<String>, String> {
+    muster_etcd_backend::parse_endpoints(
+        text,
+        "the etcd endpoint list (--endpoints or MUSTER_ENDPOINTS)",
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`), e.g. `10s`, `1.5s`,
@@ -120,8 +141,34 @@ pub fn parse_label(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parses a member name, with muster's rules (1-128 printable characters, no '/', no
-/// whitespace).
+/// Parses a member address (`--addr`): `HOST:PORT` by
+/// [`muster_core::validate_addr`]'s rules. An empty one is an error here: a member without
+/// an address is asked for with `--no-addr`.
+///
+/// ```
+/// use muster_programs::cli::parse_addr;
+/// assert!(parse_addr("10.0.0.5:8080").is_ok());
+/// assert!(parse_addr("[::1]:8080").is_ok());
+/// for bad in ["", "not-an-addr", "10.0.0.1", ":99999"] {
+///     assert!(parse_addr(bad).is_err(), "{bad}");
+/// }
+/// ```
+pub fn parse_addr(text: &str) -> Result<String, String> {
+    const WHAT_TO_DO: &str = "use HOST:PORT with a DNS name, an IPv4 address or a bracketed IPv6 address and a port from 1 to 65535, e.g. 10.0.0.5:8080 or [::1]:8080; or pass --no-addr to register without an address";
+    if text.is_empty() {
+        return Err(format!("the address is empty; {WHAT_TO_DO}"));
+    }
+    match muster_core::validate_addr(text) {
+        Ok(()) => Ok(text.to_owned()),
+        Err(muster_core::Error::InvalidAddr { reason, .. }) => Err(format!(
+            "{text:?} is not a member address: {reason}; {WHAT_TO_DO}"
+        )),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
+/// Parses a member name, with muster's rules (1 to 128 printable characters, counted as
+/// characters rather than bytes; no '/', no whitespace).
 pub fn parse_name(text: &str) -> Result<String, String> {
     muster_core::validate_name(text)
         .map(|()| text.to_owned())

@@ -18,12 +18,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Connects to the endpoints of `common`, retrying until `common.connect_timeout` has
 /// passed. The error names the endpoints and the last failure.
 pub async fn connect(common: &CommonArgs) -> Result<EtcdStore, Fatal> {
-    let endpoints = common.endpoints();
-    if endpoints.is_empty() {
-        return Err(Fatal::usage(
-            "no etcd endpoints given; pass --endpoints (or MUSTER_ENDPOINTS), e.g. http://127.0.0.1:2379",
-        ));
-    }
+    // Never empty: a blank list is an error, no list at all the default.
+    let endpoints = common.endpoints()?;
     let wait = common.connect_timeout;
     // The store keeps etcd-backend's default timeouts for its whole life; the start-up wait
     // is bounded from outside, so one slow attempt cannot outlast it.

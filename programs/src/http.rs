@@ -9,12 +9,15 @@
 //! | `GET /metrics` | Prometheus text (OpenMetrics when the `Accept` header asks for it); see [`metrics`](crate::metrics) |
 //! | `GET /healthz` | `200` when the master has synced and its watch is open, else `503` with the reason |
 //!
-//! Every error is JSON: `{"error": "..."}` (plus `oldest_revision` for `410`).
+//! Every error is JSON: `{"error": "..."}` (plus `oldest_revision` for `410`), including
+//! `404` for an unknown path, `405` for a method other than `GET` and `400` for a path axum
+//! cannot decode.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -54,6 +57,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
 }
 
@@ -109,10 +113,24 @@ fn not_synced(api: &Api) -> Response {
     response
 }
 
+/// The endpoints, for the messages of `404` and `405`.
+const ENDPOINTS: &str = "GET /v1/members, /v1/members/{name}, /v1/events, /metrics or /healthz";
+
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint; try GET /v1/members, /v1/members/{name}, /v1/events, /metrics or /healthz",
+        format!("no such endpoint; try {ENDPOINTS}"),
+    )
+}
+
+/// A known path with another method than `GET` (axum's own answer has an empty body).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}: this API is read-only; use {ENDPOINTS}",
+            uri.path()
+        ),
     )
 }
 
@@ -205,7 +223,24 @@ async fn members(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> Resp
     Json(ViewJson::new(&view, |m| filter.keeps(m))).into_response()
 }
 
-async fn member(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+async fn member(
+    State(api): State<Arc<Api>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Response {
+    // axum's own rejection (e.g. a name that is not UTF-8 once percent-decoded) is plain
+    // text: answer it in the API's JSON like every other error.
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the member name in the path cannot be read ({}); use /v1/members/{{name}} with a UTF-8 name, percent-encoded",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
     if let Err(e) = validate_name(&name) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
@@ -250,11 +285,13 @@ async fn events(
             continue;
         }
         match value.trim().parse::<i64>() {
-            Ok(revision) if revision >= 1 => from = Some(revision),
+            // 0 means "from the very start", like `Last-Event-ID: EPOCH-0.0`: both are
+            // served only if the buffer holds everything since then.
+            Ok(revision) if revision >= 0 => from = Some(revision),
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("from_revision={value:?} is not a revision (a whole number >= 1)"),
+                    format!("from_revision={value:?} is not a revision (a whole number >= 0)"),
                 )
             }
         }

@@ -3,12 +3,18 @@
 //! The programs people run: `muster-worker` and `muster-master`, on real etcd.
 //!
 //! - `muster-worker --name api-1 --addr 10.0.0.5:8080 --label zone=a` registers a member
-//!   and keeps it alive until SIGINT/SIGTERM, then leaves. With `-- COMMAND...` it is the
+//!   and keeps it alive until SIGINT/SIGTERM, then leaves. `--addr HOST:PORT` is required;
+//!   a member without an address is asked for with `--no-addr`. With `-- COMMAND...` it is the
 //!   command's sidecar: registers while it runs (with `--wait-ready`, once `--addr` accepts
 //!   connections), forwards signals, leaves when it exits and exits with its status.
 //! - `muster-master` prints the live membership (a table on a terminal, JSON lines
 //!   otherwise), serves it over HTTP with `--http ADDR` (members, server-sent events,
 //!   Prometheus metrics, health), and has the one-shots `list` and `evict NAME`.
+//!
+//! Bad input (README, "What the programs accept": a blank `--endpoints`, a missing or
+//! malformed `--addr`, a TTL outside 1 s to 1 hour, a label key given twice, a record too
+//! large for etcd, ...) is one error line and exit status 2 before anything is written; the
+//! rules themselves live in the library crates and are only applied here.
 //!
 //! # Layout
 //!

@@ -15,10 +15,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A member name was rejected before it could become a key.
-    #[error("invalid member name {name:?}: {reason}; use 1-128 printable characters without '/' or whitespace")]
+    #[error("invalid member name {name:?}: {reason}; use 1 to 128 printable characters (not bytes) without '/' or whitespace")]
     InvalidName {
         /// The name as given.
         name: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+
+    /// A member address was rejected before it could be registered.
+    #[error("invalid member address {addr:?}: {reason}; use HOST:PORT with a DNS name, an IPv4 address or a bracketed IPv6 address and a port from 1 to 65535 (e.g. 10.0.0.5:8080, api.internal:443, [::1]:8080), or an empty address for a member without one")]
+    InvalidAddr {
+        /// The address as given.
+        addr: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+
+    /// A label key was rejected before it could be registered.
+    #[error("invalid label key {key:?}: {reason}; use a non-empty key without '=' or control characters, e.g. zone")]
+    InvalidLabel {
+        /// The key as given.
+        key: String,
         /// Which rule it broke.
         reason: &'static str,
     },
@@ -112,7 +130,8 @@ impl Error {
     /// gone (`LeaseNotFound`: register again on a new one), history was compacted
     /// (`Compacted`: list again), a value written by someone else did not decode (`Decode`:
     /// it may be fixed). Not retryable: the request itself is wrong and the same request can
-    /// never succeed (`InvalidName`, `InvalidPrefix`, `ValueTooLarge`, `Rejected`).
+    /// never succeed (`InvalidName`, `InvalidAddr`, `InvalidLabel`, `InvalidPrefix`,
+    /// `ValueTooLarge`, `Rejected`).
     ///
     /// ```
     /// use muster_core::Error;
@@ -128,6 +147,8 @@ impl Error {
             | Error::Compacted { .. }
             | Error::Decode { .. } => true,
             Error::InvalidName { .. }
+            | Error::InvalidAddr { .. }
+            | Error::InvalidLabel { .. }
             | Error::InvalidPrefix { .. }
             | Error::ValueTooLarge { .. }
             | Error::Rejected { .. } => false,

@@ -11,7 +11,8 @@
 //! - `keyspace`: [`Keyspace`], the two keys per member under a prefix, the eviction markers
 //!   beside them, and how any key under it classifies ([`KeyClass`], [`BadKeyReason`]).
 //! - `member`: [`MemberInfo`], [`Record`], [`Liveness`]: the keys' JSON values;
-//!   [`validate_name`].
+//!   [`validate_name`] (1 to 128 characters), [`validate_addr`] (`HOST:PORT`, or empty for
+//!   no address), [`validate_label_key`], all three applied by [`MemberInfo::validate`].
 //! - `protocol`: every transaction of the two-key protocol (register, update, leave, evict,
 //!   reap) and the one way to read a member's values back, as [`Keyspace`] methods;
 //!   [`EvictionMarker`], the value an eviction leaves.
@@ -36,7 +37,10 @@ pub mod testing;
 pub use backoff::Backoff;
 pub use error::{Error, Result};
 pub use keyspace::{BadKeyReason, KeyClass, KeyKind, Keyspace};
-pub use member::{validate_name, Incarnation, Liveness, MemberInfo, Record, MAX_NAME_LEN};
+pub use member::{
+    validate_addr, validate_label_key, validate_name, Incarnation, Liveness, MemberInfo, Record,
+    MAX_NAME_LEN,
+};
 pub use membership::{
     BadKey, Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
 };

@@ -11,21 +11,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The longest member name, in bytes.
+/// The longest member name, in characters (Unicode scalar values, as `str::chars` counts
+/// them; so at most 512 bytes).
 pub const MAX_NAME_LEN: usize = 128;
 
-/// Checks that `name` can be used as a member name: 1 to [`MAX_NAME_LEN`] bytes, printable,
-/// no whitespace, no `/`, and not `.` or `..`.
+/// Checks that `name` can be used as a member name: 1 to [`MAX_NAME_LEN`] characters
+/// (counted as `str::chars` counts them, not bytes: `"é".repeat(128)` is a valid name of 256
+/// bytes), printable, no whitespace, no `/`, and not `.` or `..`.
 ///
 /// ```
 /// assert!(muster_core::validate_name("api-1").is_ok());
+/// assert!(muster_core::validate_name(&"é".repeat(128)).is_ok());
+/// assert!(muster_core::validate_name(&"é".repeat(129)).is_err());
 /// assert!(muster_core::validate_name("a/b").is_err());
 /// ```
 pub fn validate_name(name: &str) -> Result<()> {
+    // Up to MAX_NAME_LEN bytes is at most that many characters: count only longer names.
+    let too_long = name.len() > MAX_NAME_LEN && name.chars().count() > MAX_NAME_LEN;
     let reason = if name.is_empty() {
         Some("it is empty")
-    } else if name.len() > MAX_NAME_LEN {
-        Some("it is longer than 128 bytes")
+    } else if too_long {
+        Some("it is longer than 128 characters")
     } else if name.contains('/') {
         Some("it contains '/'")
     } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -44,13 +50,158 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// The longest host part of an address, in bytes (DNS's limit for a name).
+const MAX_HOST_LEN: usize = 253;
+
+/// Checks that `addr` can be registered as a member's address: `HOST:PORT`, or empty for a
+/// member without an address.
+///
+/// - `HOST` is a DNS name (ASCII letters, digits, `-` and `_`, dot-separated labels of 1 to
+///   63 characters not starting or ending with `-`, 253 characters in all; one trailing
+///   `.` allowed; international names in their punycode form), an IPv4 address, or an IPv6
+///   address in brackets (`[::1]`, without a zone).
+/// - `PORT` is a decimal number from 1 to 65535.
+/// - `""` registers the member with no address (a batch worker that serves nothing): the
+///   one documented way to say "no address". Anything else must be a full `HOST:PORT`.
+///
+/// Only registration and updates check this; a record already in the store decodes whatever
+/// its `addr` says.
+///
+/// ```
+/// use muster_core::validate_addr;
+/// for good in ["10.0.0.5:8080", "api.internal:443", "[::1]:8080", ""] {
+///     assert!(validate_addr(good).is_ok(), "{good}");
+/// }
+/// for bad in ["not-an-addr", "10.0.0.1", ":8080", "h:99999", "h:0", "::1:80"] {
+///     assert!(validate_addr(bad).is_err(), "{bad}");
+/// }
+/// ```
+pub fn validate_addr(addr: &str) -> Result<()> {
+    if addr.is_empty() {
+        return Ok(());
+    }
+    match addr_problem(addr) {
+        Some(reason) => Err(Error::InvalidAddr {
+            addr: addr.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with a non-empty `addr`, if anything.
+fn addr_problem(addr: &str) -> Option<&'static str> {
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return Some("its '[' has no matching ']'");
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return Some("the part in brackets is not an IPv6 address");
+        }
+        match after.strip_prefix(':') {
+            Some(port) => (None, port),
+            None => return Some("it has no ':PORT' after the bracketed IPv6 address"),
+        }
+    } else {
+        match addr.rsplit_once(':') {
+            None => return Some("it has no port"),
+            Some((host, _)) if host.contains(':') => {
+                return Some("it has more than one ':' (an IPv6 address goes in brackets)")
+            }
+            Some((host, port)) => (Some(host), port),
+        }
+    };
+    if let Some(problem) = port_problem(port) {
+        return Some(problem);
+    }
+    host.and_then(host_problem)
+}
+
+/// What is wrong with the port of an address, if anything.
+fn port_problem(port: &str) -> Option<&'static str> {
+    if port.is_empty() {
+        return Some("it has no port after ':'");
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Some("its port is not a number");
+    }
+    match port.parse::<u32>() {
+        Ok(0) => Some("port 0 is not a port clients can connect to"),
+        Ok(1..=65535) => None,
+        _ => Some("its port is over 65535"),
+    }
+}
+
+/// What is wrong with the host of an address (not a bracketed IPv6 one), if anything.
+fn host_problem(host: &str) -> Option<&'static str> {
+    if host.is_empty() {
+        return Some("it has no host (clients need one to connect to)");
+    }
+    if host.len() > MAX_HOST_LEN {
+        return Some("its host is longer than 253 characters");
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return match host.parse::<std::net::Ipv4Addr>() {
+            Ok(_) => None,
+            Err(_) => Some("its host is not a valid IPv4 address"),
+        };
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Some("its host has an empty part between dots");
+        }
+        if label.len() > 63 {
+            return Some("a part of its host is longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Some("its host is not a DNS name or an IP address (a DNS name has only ASCII letters, digits, '-', '_' and dots; use punycode for international names)");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some("a part of its host starts or ends with '-'");
+        }
+    }
+    None
+}
+
+/// Checks that `key` can be used as a label key: not empty, no `=` (the HTTP API's filter
+/// `label=KEY=VALUE` splits at the first one) and no control characters. Values are
+/// free-form.
+///
+/// ```
+/// assert!(muster_core::validate_label_key("zone").is_ok());
+/// assert!(muster_core::validate_label_key("a=b").is_err());
+/// ```
+pub fn validate_label_key(key: &str) -> Result<()> {
+    let reason = if key.is_empty() {
+        Some("it is empty")
+    } else if key.contains('=') {
+        Some("it contains '='")
+    } else if key.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidLabel {
+            key: key.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A member's record: what the group knows about it. Stored without a lease at
 /// `{prefix}members/{name}`; its existence *is* membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// The member's unique name within the group.
     pub name: String,
-    /// Where to reach it (free-form, usually `host:port`).
+    /// Where to reach it: `HOST:PORT`, or empty for a member without an address (see
+    /// [`validate_addr`], which registration applies).
     #[serde(default)]
     pub addr: String,
     /// How many CPUs it offers.
@@ -87,6 +238,25 @@ impl MemberInfo {
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
+    }
+
+    /// Checks everything registration requires of a member's metadata: a valid name
+    /// ([`validate_name`]), an address that is `HOST:PORT` or empty ([`validate_addr`]),
+    /// and valid label keys ([`validate_label_key`]). `Worker::register` and
+    /// `Worker::update` call it before writing anything.
+    ///
+    /// ```
+    /// use muster_core::MemberInfo;
+    /// assert!(MemberInfo::new("api-1", "10.0.0.5:8080").validate().is_ok());
+    /// assert!(MemberInfo::new("batch-1", "").validate().is_ok()); // no address
+    /// assert!(MemberInfo::new("api-1", "10.0.0.5").validate().is_err()); // no port
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        validate_addr(&self.addr)?;
+        self.labels
+            .keys()
+            .try_for_each(|key| validate_label_key(key))
     }
 
     /// Encodes the record as JSON.
@@ -240,6 +410,108 @@ mod tests {
             let err = validate_name(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidName { .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn the_name_limit_counts_characters_not_bytes() {
+        // 128 two-, three- and four-byte characters: 256, 384 and 512 bytes, all valid.
+        for c in ['é', '名', '🦀'] {
+            let at_limit = c.to_string().repeat(MAX_NAME_LEN);
+            assert!(at_limit.len() > MAX_NAME_LEN);
+            assert!(validate_name(&at_limit).is_ok(), "{c:?} x 128");
+            let over = format!("{at_limit}{c}");
+            let err = validate_name(&over).unwrap_err();
+            assert!(
+                err.to_string().contains("longer than 128 characters"),
+                "{err}"
+            );
+        }
+        // Mixed: 127 ASCII characters and one multibyte one is 128 characters.
+        let mixed = format!("{}é", "x".repeat(127));
+        assert!(validate_name(&mixed).is_ok());
+        assert!(validate_name(&format!("{mixed}x")).is_err());
+    }
+
+    #[test]
+    fn addresses_are_host_and_port_or_empty() {
+        for good in [
+            "",
+            "10.0.0.5:8080",
+            "127.0.0.1:1",
+            "h:65535",
+            "api.internal:443",
+            "api.example.com.:443",
+            "web_1:80",
+            "xn--bcher-kva.example:80",
+            "[::1]:8080",
+            "[2001:db8::7]:443",
+            "localhost:9001",
+        ] {
+            assert!(validate_addr(good).is_ok(), "{good:?} should be valid");
+        }
+        for (bad, reason) in [
+            ("not-an-addr", "no port"),
+            ("10.0.0.1", "no port"),
+            ("h:", "no port"),
+            (":8080", "no host"),
+            (":99999", "over 65535"),
+            ("h:99999", "over 65535"),
+            ("h:0", "port 0"),
+            ("h:http", "not a number"),
+            ("h:+80", "not a number"),
+            ("::1:80", "more than one ':'"),
+            ("h:80:90", "more than one ':'"),
+            ("[::1]", "no ':PORT'"),
+            ("[::1:80", "no matching ']'"),
+            ("[10.0.0.1]:80", "not an IPv6 address"),
+            ("999.0.0.1:80", "not a valid IPv4"),
+            ("10.0.0:80", "not a valid IPv4"),
+            ("a..b:80", "empty part"),
+            ("-a:80", "starts or ends with '-'"),
+            ("bücher.example:80", "not a DNS name"),
+            ("a b:80", "not a DNS name"),
+            ("http://h:80", "more than one ':'"),
+        ] {
+            let err = validate_addr(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidAddr { .. }), "{bad:?}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(reason), "{bad:?}: {text}");
+            // What to do, every time.
+            assert!(text.contains("use HOST:PORT"), "{text}");
+        }
+        let long = format!("{0}.{0}.{0}.{0}:80", "a".repeat(63));
+        assert!(validate_addr(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("253"));
+        let label = format!("{}.b:80", "a".repeat(64));
+        assert!(validate_addr(&label)
+            .unwrap_err()
+            .to_string()
+            .contains("63"));
+    }
+
+    #[test]
+    fn validate_checks_name_addr_and_label_keys() {
+        assert!(MemberInfo::new("a", "h:1")
+            .label("zone", "")
+            .validate()
+            .is_ok());
+        let err = MemberInfo::new("a b", "h:1").validate().unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{err}");
+        let err = MemberInfo::new("a", "h").validate().unwrap_err();
+        assert!(matches!(err, Error::InvalidAddr { .. }), "{err}");
+        for (key, reason) in [("", "empty"), ("a=b", "'='"), ("a\nb", "control")] {
+            let err = MemberInfo::new("a", "h:1")
+                .label(key, "v")
+                .validate()
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidLabel { .. }), "{err}");
+            assert!(err.to_string().contains(reason), "{err}");
+        }
+        // Decoding stays lenient: a record already in the store is read whatever its addr.
+        let info = MemberInfo::from_json("k", br#"{"name":"a","addr":"pid:4000000"}"#).unwrap();
+        assert_eq!(info.addr, "pid:4000000");
     }
 
     #[test]

@@ -6,6 +6,84 @@ use std::time::Duration;
 /// library ([`EtcdConfig::from_env`]) and the programs (`--endpoints`) alike.
 pub const ENDPOINTS_VAR: &str = "MUSTER_ENDPOINTS";
 
+/// What is wrong with a list of etcd endpoints: the one error type of this crate's own (its
+/// store calls fail with [`muster_core::Error`]; [`EtcdStore::connect`](crate::EtcdStore::connect)
+/// reports these as [`muster_core::Error::Rejected`]).
+///
+/// A blank list is an error, never a fallback to the default: a variable set to nothing
+/// (a template that did not fill it in) must not quietly point muster at whatever etcd
+/// runs on `127.0.0.1:2379`. Only a list that is absent altogether means the default.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The list names no endpoint: it is empty, blank, or only commas and spaces.
+    #[error("{from} names no etcd endpoint (it is blank or only commas); give one or more comma-separated etcd client URLs, e.g. http://127.0.0.1:2379, or give none at all (not a blank one) to use that default")]
+    NoEndpoints {
+        /// Where the list came from (a variable, a flag, a field).
+        from: String,
+    },
+    /// One entry of the list is blank (`a,,b`, a leading or trailing comma).
+    #[error("{from} has an empty entry (entry {entry} of {entries}); separate etcd client URLs with single commas, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379")]
+    EmptyEndpoint {
+        /// Where the list came from.
+        from: String,
+        /// Which entry is blank, counting from 1.
+        entry: usize,
+        /// How many entries the list has.
+        entries: usize,
+    },
+    /// The variable is set but its value is not UTF-8.
+    #[error("{from} is not valid UTF-8; set it to comma-separated etcd client URLs, e.g. http://127.0.0.1:2379")]
+    NotUnicode {
+        /// The variable.
+        from: String,
+    },
+}
+
+/// Parses a comma-separated list of etcd client URLs, as `MUSTER_ENDPOINTS` and the
+/// programs' `--endpoints` give it: entries are trimmed; a list with no endpoint
+/// ([`ConfigError::NoEndpoints`]) or with a blank entry ([`ConfigError::EmptyEndpoint`]) is
+/// an error. `from` names the list's source in the error (e.g. `"MUSTER_ENDPOINTS"`).
+///
+/// The URLs themselves are checked by [`EtcdStore::connect`](crate::EtcdStore::connect).
+/// Errors never repeat the list (an endpoint could carry credentials); they say which entry.
+///
+/// ```
+/// use muster_etcd_backend::{parse_endpoints, ConfigError};
+/// assert_eq!(
+///     parse_endpoints(" http://a:2379, http://b:2379 ", "test"),
+///     Ok(vec!["http://a:2379".to_string(), "http://b:2379".to_string()])
+/// );
+/// assert!(matches!(parse_endpoints("", "test"), Err(ConfigError::NoEndpoints { .. })));
+/// assert!(matches!(parse_endpoints(",", "test"), Err(ConfigError::NoEndpoints { .. })));
+/// assert!(matches!(
+///     parse_endpoints("http://a:2379,,http://b:2379", "test"),
+///     Err(ConfigError::EmptyEndpoint { entry: 2, entries: 3, .. })
+/// ));
+/// ```
+pub fn parse_endpoints(list: &str, from: &str) -> Result<Vec<String>, ConfigError> {
+    let entries: Vec<String> = list.split(',').map(|e| e.trim().to_owned()).collect();
+    check_endpoints(&entries, from)?;
+    Ok(entries)
+}
+
+/// Checks that `endpoints` names at least one endpoint and has no blank entry.
+fn check_endpoints(endpoints: &[String], from: &str) -> Result<(), ConfigError> {
+    if endpoints.iter().all(|e| e.trim().is_empty()) {
+        return Err(ConfigError::NoEndpoints {
+            from: from.to_owned(),
+        });
+    }
+    match endpoints.iter().position(|e| e.trim().is_empty()) {
+        Some(blank) => Err(ConfigError::EmptyEndpoint {
+            from: from.to_owned(),
+            entry: blank + 1,
+            entries: endpoints.len(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Connection settings for [`EtcdStore`](crate::EtcdStore).
 ///
 /// Start from [`EtcdConfig::new`] or [`Default`] (`http://127.0.0.1:2379`) and change fields.
@@ -71,18 +149,37 @@ impl EtcdConfig {
         }
     }
 
-    /// Settings whose endpoints come from `MUSTER_ENDPOINTS` (comma-separated), or
-    /// `http://127.0.0.1:2379` when it is unset or empty.
-    pub fn from_env() -> Self {
+    /// Settings whose endpoints come from `MUSTER_ENDPOINTS` (comma-separated, parsed by
+    /// [`parse_endpoints`]), or `http://127.0.0.1:2379` when it is unset. Set but blank, only
+    /// commas, with an empty entry or not UTF-8, it is an error: a blank variable must not
+    /// quietly mean the local default.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), muster_etcd_backend::ConfigError> {
+    /// let config = muster_etcd_backend::EtcdConfig::from_env()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_env() -> Result<Self, ConfigError> {
         match std::env::var(ENDPOINTS_VAR) {
-            Ok(list) if !list.trim().is_empty() => EtcdConfig::new(
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|e| !e.is_empty())
-                    .map(String::from),
-            ),
-            _ => EtcdConfig::default(),
+            Ok(list) => Ok(EtcdConfig::new(parse_endpoints(&list, ENDPOINTS_VAR)?)),
+            Err(std::env::VarError::NotPresent) => Ok(EtcdConfig::default()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode {
+                from: ENDPOINTS_VAR.to_owned(),
+            }),
         }
+    }
+
+    /// Checks the endpoints: at least one, none blank (what
+    /// [`EtcdStore::connect`](crate::EtcdStore::connect) requires before it tries them).
+    ///
+    /// ```
+    /// use muster_etcd_backend::EtcdConfig;
+    /// assert!(EtcdConfig::default().validate().is_ok());
+    /// assert!(EtcdConfig::new(Vec::<String>::new()).validate().is_err());
+    /// assert!(EtcdConfig::new(["http://a:2379", " "]).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_endpoints(&self.endpoints, "EtcdConfig::endpoints")
     }
 }
 
@@ -106,6 +203,91 @@ impl Default for EtcdConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blank_endpoint_lists_are_errors_not_the_default() {
+        for blank in ["", " ", ",", " , ", ",,,"] {
+            let err = parse_endpoints(blank, ENDPOINTS_VAR).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::NoEndpoints { .. }),
+                "{blank:?}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with("MUSTER_ENDPOINTS names no etcd endpoint"),
+                "{text}"
+            );
+            assert!(text.contains("e.g. http://127.0.0.1:2379"), "{text}");
+        }
+        for (list, entry, entries) in [
+            ("http://a:2379,", 2, 2),
+            (",http://a:2379", 1, 2),
+            ("http://a:2379, ,http://b:2379", 2, 3),
+        ] {
+            let err = parse_endpoints(list, "--endpoints").unwrap_err();
+            assert_eq!(
+                err,
+                ConfigError::EmptyEndpoint {
+                    from: "--endpoints".into(),
+                    entry,
+                    entries
+                }
+            );
+            let text = err.to_string();
+            assert!(text.contains("empty entry"), "{text}");
+            // The list itself is not repeated: an endpoint may carry credentials.
+            assert!(!text.contains("http://a:2379"), "{text}");
+        }
+        assert_eq!(
+            parse_endpoints("http://a:2379", "x").unwrap(),
+            ["http://a:2379"]
+        );
+        assert!(EtcdConfig::new([""]).validate().is_err());
+        assert!(EtcdConfig::new(["http://a:2379"]).validate().is_ok());
+    }
+
+    /// `from_env` in a child process of this test binary (so that setting the variable
+    /// races no other test): unset is the default, blank or with an empty entry an error.
+    #[test]
+    fn from_env_uses_the_default_only_when_the_variable_is_unset() {
+        const NAME: &str =
+            "config::tests::from_env_uses_the_default_only_when_the_variable_is_unset";
+        const CHILD: &str = "MUSTER_FROM_ENV_TEST_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            match EtcdConfig::from_env() {
+                Ok(config) => println!("from_env: ok {}", config.endpoints.join(" ")),
+                Err(err) => println!("from_env: err {err}"),
+            }
+            return;
+        }
+        for (value, expect) in [
+            (None, "ok http://127.0.0.1:2379"),
+            (Some("http://a:1, http://b:2"), "ok http://a:1 http://b:2"),
+            (Some(""), "err MUSTER_ENDPOINTS names no etcd endpoint"),
+            (Some("  "), "err MUSTER_ENDPOINTS names no etcd endpoint"),
+            (Some(","), "err MUSTER_ENDPOINTS names no etcd endpoint"),
+            (
+                Some("http://a:1,"),
+                "err MUSTER_ENDPOINTS has an empty entry",
+            ),
+        ] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1");
+            match value {
+                None => child.env_remove(ENDPOINTS_VAR),
+                Some(value) => child.env(ENDPOINTS_VAR, value),
+            };
+            let output = child.output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let said = stdout
+                .lines()
+                .find_map(|line| line.split_once("from_env: ").map(|(_, said)| said))
+                .unwrap_or_else(|| panic!("{value:?}: the child said nothing: {stdout}"));
+            assert!(said.starts_with(expect), "{value:?}: {said}");
+        }
+    }
 
     #[test]
     fn new_keeps_default_timeouts() {

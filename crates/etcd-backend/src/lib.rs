@@ -17,7 +17,9 @@
 //!
 //! # Layout
 //!
-//! - [`EtcdConfig`] (`config.rs`): endpoints and timeouts.
+//! - [`EtcdConfig`] (`config.rs`): endpoints and timeouts; [`parse_endpoints`] and
+//!   [`EtcdConfig::from_env`] (`MUSTER_ENDPOINTS`), which refuse a blank list
+//!   ([`ConfigError`]) rather than fall back to the default.
 //! - [`EtcdStore`] (`store.rs`): the `Store` implementation: KV, transactions, leases.
 //! - `keepers.rs`: the lease keep-alive streams, shared by all the store's leases (up to
 //!   [`EtcdConfig::keep_alive_streams`], the lease id picks one; answers routed back by
@@ -41,5 +43,5 @@ mod keepers;
 mod store;
 mod watch;
 
-pub use config::{EtcdConfig, ENDPOINTS_VAR};
+pub use config::{parse_endpoints, ConfigError, EtcdConfig, ENDPOINTS_VAR};
 pub use store::EtcdStore;

@@ -84,15 +84,12 @@ impl EtcdStore {
     }
 
     /// Sets up the client without contacting etcd. Fails only for invalid settings (no
-    /// endpoint, a malformed URL).
+    /// endpoint or a blank one, see [`EtcdConfig::validate`]; a malformed URL).
     pub async fn connect_lazy(config: EtcdConfig) -> Result<Self> {
         let errors = ErrorMapper::new(&config.endpoints);
         let ctx = Ctx::new("connect");
-        if config.endpoints.is_empty() {
-            return Err(errors.rejected(
-                &ctx,
-                "no endpoints given; pass at least one, e.g. http://127.0.0.1:2379",
-            ));
+        if let Err(invalid) = config.validate() {
+            return Err(errors.rejected(&ctx, invalid));
         }
         let options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)

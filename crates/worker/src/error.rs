@@ -6,9 +6,21 @@ use muster_core::Incarnation;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The name or prefix was rejected before anything was written.
+    /// The member's metadata (name, address, label keys) or the prefix was rejected before
+    /// anything was written.
     #[error(transparent)]
     Invalid(muster_core::Error),
+
+    /// The lease TTL is outside what a worker accepts
+    /// ([`WorkerConfig::MIN_TTL`](crate::WorkerConfig::MIN_TTL) to
+    /// [`WorkerConfig::MAX_TTL`](crate::WorkerConfig::MAX_TTL)).
+    #[error("invalid lease TTL {ttl:?}: {reason}")]
+    InvalidTtl {
+        /// The TTL as given.
+        ttl: std::time::Duration,
+        /// Which bound it broke, and what to use instead.
+        reason: &'static str,
+    },
 
     /// Another live process holds the name.
     #[error("member name {name:?} is already held by a live process (incarnation {holder}); pick another name, stop that process, or use OnDuplicate::Wait to take over once its lease expires")]

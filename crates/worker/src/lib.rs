@@ -24,6 +24,15 @@
 //!   transactions of `muster_core`'s protocol, it builds none.
 //! - `error`: [`Error`], what can go wrong.
 //!
+//! # What it checks
+//!
+//! Before writing anything, [`Worker::register`] checks the metadata with
+//! `MemberInfo::validate` (a name of 1 to 128 characters; an address that is `HOST:PORT`, or
+//! `""` for a member without one; label keys) and the settings with
+//! [`WorkerConfig::validate`] (a TTL from 1 s to 1 hour: [`WorkerConfig::MIN_TTL`],
+//! [`WorkerConfig::MAX_TTL`]); [`Worker::update`] checks the new metadata the same way. Bad
+//! input is [`Error::Invalid`] or [`Error::InvalidTtl`], never retried.
+//!
 //! # What it writes
 //!
 //! Registration is one transaction: create `{prefix}alive/{name}` on the worker's lease *only

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use muster_core::{validate_name, Incarnation, Keyspace, MemberInfo, Store};
+use muster_core::{Incarnation, Keyspace, MemberInfo, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -36,7 +36,10 @@ pub struct Worker {
 impl Worker {
     /// Registers `info` under `config.prefix` and starts keeping it alive.
     ///
-    /// Returns once the member is registered. Fails at once on an invalid name or prefix, and
+    /// Returns once the member is registered. Fails at once, writing nothing, on an invalid
+    /// prefix or metadata ([`MemberInfo::validate`]: the name, an address that is neither
+    /// `HOST:PORT` nor empty, a bad label key) and on a TTL outside 1 s to 1 hour
+    /// ([`WorkerConfig::validate`]), and
     /// on a name held by another live process (unless [`OnDuplicate::Wait`](crate::OnDuplicate::Wait));
     /// retries an unreachable store with backoff for up to `config.register_timeout`.
     pub async fn register<S: Store>(
@@ -45,7 +48,8 @@ impl Worker {
         config: WorkerConfig,
     ) -> Result<Self, Error> {
         let keyspace = Keyspace::new(config.prefix.clone()).map_err(Error::Invalid)?;
-        validate_name(&info.name).map_err(Error::Invalid)?;
+        info.validate().map_err(Error::Invalid)?;
+        config.validate()?;
         let incarnation = config.incarnation.unwrap_or_else(random_incarnation);
         let (status_tx, status) = watch::channel(Status::Registering);
         let name = info.name.clone();
@@ -84,7 +88,8 @@ impl Worker {
         self.status.clone()
     }
 
-    /// Replaces the member's metadata (the name must stay the same).
+    /// Replaces the member's metadata (the name must stay the same; the rest is checked as
+    /// [`register`](Self::register) checks it, before anything is written).
     ///
     /// The record is rewritten only while this process's liveness key is still its own. If
     /// the lease was lost, the new metadata is written by the automatic re-registration. If
@@ -96,6 +101,7 @@ impl Worker {
                 to: info.name,
             });
         }
+        info.validate().map_err(Error::Invalid)?;
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Update(info, tx))

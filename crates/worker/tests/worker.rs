@@ -120,6 +120,68 @@ async fn bad_names_and_prefixes_are_rejected_before_anything_is_written() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn bad_addresses_label_keys_and_ttls_are_rejected_before_anything_is_written() {
+    let cluster = MemCluster::new();
+    for addr in ["not-an-addr", "10.0.0.1", ":99999", "h:0", "::1:80"] {
+        let err = Worker::register(cluster.client(), MemberInfo::new("a", addr), config(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid(muster_core::Error::InvalidAddr { addr: a, .. }) if a == addr),
+            "{addr:?}: {err}"
+        );
+        assert!(err.to_string().contains("use HOST:PORT"), "{err}");
+    }
+    let err = Worker::register(cluster.client(), info("a").label("a=b", "c"), config(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid(muster_core::Error::InvalidLabel { .. })),
+        "{err}"
+    );
+    for (ttl, needle) in [
+        (Duration::from_secs(100_000 * 3600), "at most 1h"),
+        (Duration::from_secs(3601), "at most 1h"),
+        (Duration::from_millis(999), "at least 1s"),
+        (Duration::ZERO, "at least 1s"),
+    ] {
+        let err = Worker::register(cluster.client(), info("a"), config(1).ttl(ttl))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidTtl { ttl: t, .. } if t == ttl),
+            "{err}"
+        );
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    assert_eq!(cluster.revision(), 1, "nothing was written");
+
+    // No address at all is allowed (an empty one), and so are both TTL bounds.
+    for ttl in [WorkerConfig::MIN_TTL, WorkerConfig::MAX_TTL] {
+        let name = format!("ttl-{}", ttl.as_secs());
+        let worker = Worker::register(
+            cluster.client(),
+            MemberInfo::new(name, ""),
+            config(1).ttl(ttl),
+        )
+        .await
+        .unwrap();
+        // An update is checked as registration is, and a bad one changes nothing.
+        let err = worker
+            .update(MemberInfo::new(worker.name(), "10.0.0.1"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid(muster_core::Error::InvalidAddr { .. })),
+            "{err}"
+        );
+        let stored = record(&cluster.client(), worker.name()).await.unwrap();
+        assert_eq!(stored.info.addr, "");
+        worker.leave().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_second_live_process_with_the_same_name_is_refused() {
     let cluster = MemCluster::new();
     let first = Worker::register(cluster.client(), info("a"), config(1))

@@ -7,14 +7,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use muster_core::{validate_name, MemberInfo};
+use muster_core::MemberInfo;
 use muster_etcd_backend::EtcdStore;
 use muster_worker::{OnDuplicate, Status, Worker, WorkerConfig};
 use nix::sys::signal::Signal;
 use serde::Deserialize;
 
 use crate::child::{self, Child};
-use crate::cli::{parse_duration, parse_label, parse_name, parse_prefix, CommonArgs};
+use crate::cli::{parse_addr, parse_duration, parse_label, parse_name, parse_prefix, CommonArgs};
 use crate::connect::connect;
 use crate::fatal::Fatal;
 use crate::signals::{self, Signals};
@@ -32,6 +32,9 @@ Examples:
   # Register api-1 and keep it registered until ctrl-c or SIGTERM:
   muster-worker --endpoints http://127.0.0.1:2379 --name api-1 --addr 10.0.0.5:8080 --label zone=a
 
+  # A member that serves nothing (a batch worker): no address, on purpose:
+  muster-worker --name batch-7 --no-addr --label queue=images
+
   # As a sidecar: run the server, register once its port accepts connections, leave and
   # exit with its exit status when it stops:
   muster-worker --name api-1 --addr 127.0.0.1:8080 --wait-ready -- ./my-server --port 8080
@@ -41,9 +44,10 @@ Examples:
 
 Logs go to stderr, warnings only; RUST_LOG=info (or debug) says more.
 Exit status: 0 after leaving; 1 when etcd is unreachable, the name is taken, or leaving
-failed; 2 for bad input; 3 when an operator evicted the member (muster-master evict; a
-sidecar stops its command first); in sidecar mode the command's status (128+N if killed by
-signal N).";
+failed; 2 for bad input (a blank --endpoints, a missing or malformed --addr, a TTL outside
+1s..1h, a --label key given twice, a record too large for etcd, ...); 3 when an operator
+evicted the member (muster-master evict; a sidecar stops its command first); in sidecar mode
+the command's status (128+N if killed by signal N).";
 
 /// What to do when the name is held by another live process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,16 +72,23 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// The member's name: 1-128 printable characters, no '/' or whitespace. Required here or
-    /// in --metadata.
+    /// The member's name: 1-128 printable characters (characters, not bytes), no '/' or
+    /// whitespace. Required here or in --metadata.
     #[arg(long, env = "MUSTER_NAME", value_parser = parse_name)]
     pub name: Option<String>,
 
-    /// Where clients reach the member (HOST:PORT); --wait-ready connects to it.
-    #[arg(long, env = "MUSTER_ADDR", value_name = "HOST:PORT")]
+    /// Where clients reach the member: HOST:PORT, with a DNS name, an IPv4 address or a
+    /// bracketed IPv6 address ([::1]:8080) and a port 1-65535; --wait-ready connects to it.
+    /// Required here or in --metadata, unless --no-addr.
+    #[arg(long, env = "MUSTER_ADDR", value_name = "HOST:PORT", value_parser = parse_addr)]
     pub addr: Option<String>,
 
-    /// A label KEY=VALUE; repeat for more (MUSTER_LABELS: comma-separated).
+    /// Register the member without an address (it serves nothing clients connect to).
+    /// Without it, a missing --addr is an error.
+    #[arg(long, env = "MUSTER_NO_ADDR")]
+    pub no_addr: bool,
+
+    /// A label KEY=VALUE; repeat for more, each key once (MUSTER_LABELS: comma-separated).
     #[arg(
         long = "label",
         env = "MUSTER_LABELS",
@@ -97,7 +108,7 @@ pub struct WorkerArgs {
     pub metadata: Option<PathBuf>,
 
     /// Lease TTL: how long after the last keep-alive a crashed or cut-off member turns
-    /// suspect (etcd raises anything below 2s to 2s).
+    /// suspect; from 1s to 1h (etcd raises anything below 2s to 2s).
     #[arg(long, env = "MUSTER_TTL", default_value = "10s", value_parser = parse_ttl, value_name = "DURATION")]
     pub ttl: Duration,
 
@@ -126,18 +137,21 @@ struct MetadataFile {
     labels: BTreeMap<String, String>,
 }
 
+/// Parses `--ttl`: a duration within the worker's bounds ([`WorkerConfig::validate`]: 1 s
+/// to 1 hour).
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        ttl if ttl < Duration::from_secs(1) => Err(format!(
-            "{text:?} is too short for a lease TTL; use at least 1s (etcd's minimum is 2s)"
-        )),
-        ttl => Ok(ttl),
-    }
+    let ttl = parse_duration(text)?;
+    WorkerConfig::new(crate::cli::DEFAULT_PREFIX)
+        .ttl(ttl)
+        .validate()
+        .map(|()| ttl)
+        .map_err(|e| e.to_string())
 }
 
 impl WorkerArgs {
     /// The member's metadata: the --metadata file, overridden by flags, with the machine's
-    /// CPU count when neither gives one.
+    /// CPU count when neither gives one; checked as registration will check it
+    /// ([`MemberInfo::validate`]), so that bad input is exit status 2 before etcd is reached.
     pub fn member_info(&self) -> Result<MemberInfo, Fatal> {
         let file = match &self.metadata {
             None => MetadataFile::default(),
@@ -156,17 +170,58 @@ impl WorkerArgs {
         let name = self.name.clone().or(file.name).ok_or_else(|| {
             Fatal::usage("no member name: pass --name NAME (or MUSTER_NAME), or put \"name\" in the --metadata file")
         })?;
-        validate_name(&name).map_err(|e| Fatal::usage(e.to_string()))?;
+        muster_core::validate_name(&name).map_err(|e| Fatal::usage(e.to_string()))?;
+        let addr = self.addr(file.addr)?;
         let cpus = self.cpus.or(file.cpus).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get() as u32)
                 .unwrap_or(1)
         });
-        let mut info =
-            MemberInfo::new(name, self.addr.clone().or(file.addr).unwrap_or_default()).cpus(cpus);
+        let mut info = MemberInfo::new(name, addr).cpus(cpus);
         info.labels = file.labels;
-        info.labels.extend(self.labels.iter().cloned());
+        // A flag overrides the file's label of the same key; two flags for one key are a
+        // mistake (which value was meant?), not "the last one wins".
+        let mut given = std::collections::BTreeSet::new();
+        for (key, value) in &self.labels {
+            if !given.insert(key.as_str()) {
+                return Err(Fatal::usage(format!(
+                    "label key {key:?} is given twice in --label (or MUSTER_LABELS); give each key once"
+                )));
+            }
+            info.labels.insert(key.clone(), value.clone());
+        }
+        info.validate().map_err(|e| Fatal::usage(e.to_string()))?;
         Ok(info)
+    }
+
+    /// The member's address: `--addr`, else the file's `addr`; `""` with `--no-addr`. No
+    /// address at all without `--no-addr` is an error, and so is an empty one in the file.
+    fn addr(&self, from_file: Option<String>) -> Result<String, Fatal> {
+        if self.no_addr {
+            if self.addr.is_some() {
+                return Err(Fatal::usage(
+                    "--addr (MUSTER_ADDR) and --no-addr (MUSTER_NO_ADDR) contradict each other; give one",
+                ));
+            }
+            if self.wait_ready {
+                return Err(Fatal::usage(
+                    "--wait-ready needs --addr HOST:PORT (where the command will accept connections), not --no-addr",
+                ));
+            }
+            return Ok(String::new());
+        }
+        match self.addr.clone().or(from_file) {
+            Some(addr) if addr.is_empty() => Err(Fatal::usage(
+                "\"addr\" in the --metadata file is empty; put HOST:PORT there (e.g. 10.0.0.5:8080), or remove it and pass --no-addr to register without an address",
+            )),
+            Some(addr) => Ok(addr),
+            None if self.wait_ready => Err(Fatal::usage(
+                "--wait-ready needs --addr HOST:PORT (where the command will accept connections)",
+            )),
+            None => Err(Fatal::usage(
+                "no member address: pass --addr HOST:PORT (or MUSTER_ADDR, or \"addr\" in the --metadata file), e.g. 10.0.0.5:8080, or --no-addr to register a member without an address",
+            )),
+        }
     }
 
     fn config(&self, prefix: String) -> WorkerConfig {
@@ -214,11 +269,6 @@ const NAME: &str = "muster-worker";
 pub async fn run(args: WorkerArgs, signals: Signals) -> Result<u8, Fatal> {
     let info = args.member_info()?;
     let prefix = parse_prefix(&args.common.prefix).map_err(Fatal::usage)?;
-    if args.wait_ready && info.addr.is_empty() {
-        return Err(Fatal::usage(
-            "--wait-ready needs --addr HOST:PORT (where the command will accept connections)",
-        ));
-    }
     if let Some(program) = args.command.first() {
         child::check_program(program)?;
     }
@@ -400,6 +450,14 @@ async fn register(
         )),
         muster_worker::Error::Invalid(e) => Fatal::usage(e.to_string()),
         e @ muster_worker::Error::Evicted { .. } => Fatal::evicted(e.to_string()),
+        e @ muster_worker::Error::InvalidTtl { .. } => Fatal::usage(e.to_string()),
+        // The member's record is bad input too: nothing will make etcd take it.
+        muster_worker::Error::Store {
+            source: e @ muster_core::Error::ValueTooLarge { .. },
+            ..
+        } => Fatal::usage(format!(
+            "cannot register {name:?}: its record is too large for etcd ({e}); use fewer or shorter labels (or raise etcd's --max-request-bytes)"
+        )),
         e => Fatal::failure(format!("cannot register {name:?} under {prefix}: {e}")),
     })?;
     tracing::info!(member = %name, %prefix, incarnation = %worker.incarnation(), "registered");

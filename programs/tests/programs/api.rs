@@ -258,6 +258,74 @@ async fn one_member_by_name() {
         .contains("/v1/members"));
 }
 
+#[tokio::test]
+async fn every_error_is_json_even_the_routers_own() {
+    let (fake, _, router) = setup(10, 0);
+    sync(&fake);
+    let send = |method: &str, uri: &str| {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                content_type,
+                String::from_utf8(body.to_vec()).unwrap(),
+            )
+        }
+    };
+    for (method, uri, status, says) in [
+        // A name that is not UTF-8 once decoded: axum's rejection was plain text.
+        (
+            "GET",
+            "/v1/members/%FF",
+            StatusCode::BAD_REQUEST,
+            "the member name in the path cannot be read",
+        ),
+        // Another method on a known path: axum's answer had an empty body.
+        (
+            "POST",
+            "/v1/members",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST is not allowed on /v1/members",
+        ),
+        (
+            "DELETE",
+            "/v1/members/a",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "DELETE is not allowed on /v1/members/a",
+        ),
+        (
+            "PUT",
+            "/healthz",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read-only",
+        ),
+        ("GET", "/nowhere", StatusCode::NOT_FOUND, "no such endpoint"),
+    ] {
+        let (got, content_type, body) = send(method, uri).await;
+        assert_eq!(got, status, "{method} {uri}: {body}");
+        assert_eq!(content_type, "application/json", "{method} {uri}");
+        let error = json(&body)["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(says), "{method} {uri}: {error}");
+        // ... and what to do.
+        assert!(error.contains("/v1/members"), "{method} {uri}: {error}");
+    }
+}
+
 /// Opens the event stream at `uri`: by the time this returns, the handler has taken its
 /// replay and follows the log live.
 async fn open(router: &Router, uri: &str, headers: &[(&str, &str)]) -> axum::response::Response {
@@ -455,6 +523,18 @@ async fn a_resume_point_from_another_epoch_is_refused_not_served_with_a_gap() {
     let (status, body) = get(&router, "/v1/events?from_revision=11", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("epoch"), "{body}");
+    // "From the very start" is the same request either way (issue 13.7: one was 410, the
+    // other 200): this buffer does not reach back that far, so both are refused.
+    let start = format!("/v1/events?from_revision=0&epoch={new}");
+    let (by_query, _) = get(&router, &start, &[]).await;
+    let start_id = format!("{new}-0.0");
+    let (by_id, _) = get(
+        &router,
+        "/v1/events",
+        &[("last-event-id", start_id.as_str())],
+    )
+    .await;
+    assert_eq!((by_query, by_id), (StatusCode::GONE, StatusCode::GONE));
 }
 
 /// Bad keys are exported per reason, every reason from the start; the count of undecodable

@@ -9,7 +9,7 @@ use muster_master::View;
 use muster_programs::render::{EventJson, MemberJson, SyncedJson, ViewJson};
 use nix::sys::signal::Signal;
 
-use crate::support::{args, deadline, worker_flags, Group, Proc};
+use crate::support::{args, deadline, worker_flags, worker_flags_at, Group, Proc};
 use crate::worker::json_master;
 
 /// Starts `muster-master --http 127.0.0.1:0` (plus `extra`) and returns it with its base URL.
@@ -71,7 +71,7 @@ async fn members_and_metrics_match_the_truth() {
     let group = Group::new("master-http");
     let mut workers = Vec::new();
     for (name, zone) in [("a", "a"), ("b", "b"), ("c", "a")] {
-        let mut flags = worker_flags(&group, name);
+        let mut flags = worker_flags_at(&group, name);
         flags.extend(args(&[
             "--addr",
             &format!("{name}.test:80"),
@@ -399,6 +399,123 @@ async fn json_lines_and_the_one_shots() {
     // The evicted worker stops by itself, with the eviction's exit status.
     let said = early.exit_with(3).await;
     assert!(said.contains("early was evicted"), "{said}");
+    master.signal(Signal::SIGTERM);
+    master.exit_with(0).await;
+}
+
+/// Issue 13.1 on real etcd: etcd is replaced by an empty one under a running
+/// `muster-master --http`. The master moves to a new epoch; the open event stream ends
+/// (instead of carrying ids whose revisions went backwards), and resuming from the old
+/// history, by `from_revision` + `epoch` or by `Last-Event-ID`, is refused with 410 and the
+/// new epoch, never answered with a silent gap.
+#[tokio::test]
+async fn a_resume_point_from_before_etcd_was_wiped_is_refused() {
+    let mut etcd = muster_testkit::cluster::Cluster::single()
+        .await
+        .expect("start a dedicated etcd (this test wipes it)");
+    let endpoint = etcd.endpoints()[0].clone();
+    let prefix = "/programs/wiped/";
+    let (mut master, url) = {
+        let mut master = Proc::master(&args(&[
+            "--endpoints",
+            &endpoint,
+            "--prefix",
+            prefix,
+            "--http",
+            "127.0.0.1:0",
+        ]));
+        let line = master.wait_stderr("serving http://").await;
+        let url = line
+            .split("serving ")
+            .nth(1)
+            .and_then(|rest| rest.split("/v1/members").next())
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        (master, url)
+    };
+    let mut worker = Proc::worker(&args(&[
+        "--endpoints",
+        &endpoint,
+        "--prefix",
+        prefix,
+        "--name",
+        "x",
+        "--addr",
+        "10.0.0.1:80",
+        "--ttl",
+        "2s",
+    ]));
+    let members = format!("{url}/v1/members");
+    let before = deadline("x never showed as alive", String::new, async {
+        loop {
+            let (status, body) = get_text(&members).await;
+            if status == 200 {
+                let view: ViewJson = serde_json::from_str(&body).unwrap();
+                if view.members.iter().any(|m| m.name == "x") {
+                    return view;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let old = format!(
+        "{url}/v1/events?from_revision={}&epoch={}",
+        before.revision + 1,
+        before.epoch
+    );
+    let mut stream = open_events(&old, None).await;
+
+    etcd.replace_with_empty().await.expect("replace etcd");
+    let after = deadline(
+        "the master never moved to a new epoch",
+        String::new,
+        async {
+            loop {
+                let (status, body) = get_text(&members).await;
+                if status == 200 {
+                    let view: ViewJson = serde_json::from_str(&body).unwrap();
+                    if view.epoch != before.epoch {
+                        return view;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
+    // The open stream of the old history ends (its reconnect is refused below).
+    deadline("the old event stream did not end", String::new, async {
+        while let Some(chunk) = stream.chunk().await.expect("read the stream") {
+            let text = String::from_utf8_lossy(&chunk).to_string();
+            assert!(
+                !text.contains(&format!("id: {}", after.epoch)),
+                "the old stream carried an event of the new epoch: {text}"
+            );
+        }
+    })
+    .await;
+    let old_id = format!("{}-{}.0", before.epoch, before.revision + 1);
+    for (what, url, id) in [
+        ("from_revision of the old epoch", old.clone(), None),
+        (
+            "Last-Event-ID of the old epoch",
+            format!("{url}/v1/events"),
+            Some(old_id.as_str()),
+        ),
+    ] {
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(id) = id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 410, "{what}");
+        let body: serde_json::Value =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(body["epoch"], after.epoch, "{what}: {body}");
+    }
+    worker.signal(Signal::SIGTERM);
+    worker.exit_with(0).await;
     master.signal(Signal::SIGTERM);
     master.exit_with(0).await;
 }

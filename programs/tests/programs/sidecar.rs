@@ -5,11 +5,15 @@
 use muster_core::MemberState;
 use nix::sys::signal::Signal;
 
-use crate::support::{args, free_port, worker_flags, Group, Proc};
+use crate::support::{args, free_port, worker_flags, worker_flags_at, Group, Proc};
 use crate::worker::json_master;
 
 fn sidecar(group: &Group, name: &str, extra: &[&str], command: &[&str]) -> Proc {
-    let mut flags = worker_flags(group, name);
+    let mut flags = if extra.contains(&"--addr") {
+        worker_flags_at(group, name)
+    } else {
+        worker_flags(group, name)
+    };
     flags.extend(args(extra));
     flags.push("--".into());
     flags.extend(args(command));
@@ -77,7 +81,7 @@ async fn wait_ready_registers_only_once_the_command_listens() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     // The command only sleeps; the test itself opens the port when it chooses.
-    let mut flags = worker_flags(&group, "web-1");
+    let mut flags = worker_flags_at(&group, "web-1");
     flags.extend(args(&[
         "--addr",
         &addr,

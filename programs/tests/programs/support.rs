@@ -41,6 +41,7 @@ const PROGRAM_VARS: &[&str] = &[
     "MUSTER_CONNECT_TIMEOUT",
     "MUSTER_NAME",
     "MUSTER_ADDR",
+    "MUSTER_NO_ADDR",
     "MUSTER_LABELS",
     "MUSTER_CPUS",
     "MUSTER_METADATA",
@@ -355,8 +356,16 @@ pub fn args(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-/// The worker flags for `name` in `group`, with the test TTL.
+/// The worker flags for `name` in `group`, with the test TTL and no address (`--no-addr`).
 pub fn worker_flags(group: &Group, name: &str) -> Vec<String> {
+    let mut flags = worker_flags_at(group, name);
+    flags.push("--no-addr".into());
+    flags
+}
+
+/// The worker flags for `name` in `group`, with the test TTL; the caller says where the
+/// address comes from (`--addr`, `--metadata`).
+pub fn worker_flags_at(group: &Group, name: &str) -> Vec<String> {
     let mut flags = group.flags();
     flags.extend(args(&["--name", name, "--ttl", TTL]));
     flags

@@ -5,7 +5,7 @@ use muster_core::MemberState;
 use muster_programs::render::EventJson;
 use nix::sys::signal::Signal;
 
-use crate::support::{args, worker_flags, Group, Proc};
+use crate::support::{args, worker_flags, worker_flags_at, Group, Proc};
 
 /// The transitions a `--json` master printed so far, without the `synced` marker.
 fn transitions(lines: &[String]) -> Vec<EventJson> {
@@ -48,7 +48,7 @@ async fn registers_flags_and_metadata_then_sigterm_leaves() {
         r#"{"addr": "10.0.0.9:1", "cpus": 3, "labels": {"zone": "a", "tier": "web"}}"#,
     )
     .unwrap();
-    let mut flags = worker_flags(&group, "api-1");
+    let mut flags = worker_flags_at(&group, "api-1");
     flags.extend(args(&[
         "--metadata",
         meta.to_str().unwrap(),
@@ -151,7 +151,7 @@ async fn run_in_process_registers_and_leaves_on_the_shutdown_it_is_given() {
 
     let group = Group::new("run-in-process");
     let mut argv = vec!["muster-worker".to_owned()];
-    argv.extend(worker_flags(&group, "inproc-1"));
+    argv.extend(worker_flags_at(&group, "inproc-1"));
     argv.extend(args(&["--addr", "10.0.0.9:80"]));
     let parsed = WorkerArgs::try_parse_from(&argv).unwrap_or_else(|e| panic!("{e}"));
     let (shutdown, signals) = Signals::channel();

@@ -77,7 +77,8 @@ async fn run(
         .await
         .map_err(|err| err.to_string())?;
     let pid = std::process::id();
-    let info = MemberInfo::new(name, format!("pid:{pid}")).label("pid", pid.to_string());
+    // No address (it serves nothing); the pid is a label.
+    let info = MemberInfo::new(name, "").label("pid", pid.to_string());
     let worker = Worker::register(store, info, WorkerConfig::new(prefix).ttl(ttl))
         .await
         .map_err(|err| err.to_string())?;
