@@ -26,6 +26,8 @@
 //! - [`cluster`]: an etcd cluster of one or more members on a network of its own
 //!   ([`cluster::Cluster`]): find or move the leader, kill, stop, restart, pause, disconnect
 //!   a member, or replace the whole cluster by an empty one.
+//! - [`group`]: a test's own prefix on the shared etcd ([`group::Group`]): its clients,
+//!   keyspace and the truth (a fresh listing).
 //! - [`proxy`]: a TCP proxy in front of etcd that can be cut and healed
 //!   ([`proxy::Proxy`]): a network partition between one client and etcd.
 //! - [`wait`]: waits with a deadline on a master's view, health and transitions and a
@@ -37,6 +39,7 @@ pub mod cluster;
 pub mod docker;
 mod error;
 pub mod etcd;
+pub mod group;
 pub mod proxy;
 pub mod wait;
 

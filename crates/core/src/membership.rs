@@ -776,12 +776,12 @@ fn state_transitions(
     };
     let relived = match tracked {
         Some(t) => t.live_created != liveness.map(|l| l.create_revision),
-        None => comeback(b, liveness) == TransitionKind::Restarted,
+        None => comeback(b, record, liveness) == TransitionKind::Restarted,
     };
     match (b.state, state) {
         (MemberState::Alive, MemberState::Suspect) => kinds.push(TransitionKind::Suspect),
         (MemberState::Suspect, MemberState::Alive) => {
-            kinds.push(comeback(b, liveness));
+            kinds.push(comeback(b, record, liveness));
         }
         (MemberState::Suspect, MemberState::Suspect) if b.incarnation != record.incarnation => {
             // A new process registered and was lost again in between.
@@ -795,7 +795,7 @@ fn state_transitions(
         }
         (MemberState::Alive, MemberState::Alive) if relived => {
             // The liveness key was lost and created again in between.
-            let back = comeback(b, liveness);
+            let back = comeback(b, record, liveness);
             if back == TransitionKind::Recovered {
                 kinds.push(TransitionKind::Suspect);
             }
@@ -1040,11 +1040,12 @@ impl Kinds {
     }
 }
 
-/// `Recovered` if the liveness that came back belongs to the process that wrote the record
-/// we knew, `Restarted` otherwise.
-fn comeback(before: &Member, liveness: Option<&LivenessKey>) -> TransitionKind {
+/// `Recovered` if the liveness that came back, and the record, both belong to the process
+/// that wrote the record we knew; `Restarted` otherwise (a new process, or keys written by
+/// hand that name another one: the member's incarnation changes either way).
+fn comeback(before: &Member, record: &RecordKey, liveness: Option<&LivenessKey>) -> TransitionKind {
     let back = liveness.map(|l| l.liveness.incarnation);
-    if back == Some(before.incarnation) {
+    if back == Some(before.incarnation) && record.incarnation == before.incarnation {
         TransitionKind::Recovered
     } else {
         TransitionKind::Restarted

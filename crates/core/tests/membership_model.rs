@@ -525,8 +525,9 @@ fn expected_kinds(
             kinds
         }
         (Some(b), Some(a)) => {
+            // The same process is back only if both keys still name it.
             let comeback = |incarnation: Incarnation| {
-                if incarnation == b.incarnation {
+                if incarnation == b.incarnation && a.incarnation == b.incarnation {
                     Recovered
                 } else {
                     Restarted
@@ -602,9 +603,15 @@ fn check_kind(
                     && after.is_some_and(|a| a.live.is_none())
                     && earlier.last() == Some(&Joined))
         }
-        Recovered => live_back && back_incarnation == before.map(|b| b.incarnation),
+        Recovered => {
+            live_back
+                && back_incarnation == before.map(|b| b.incarnation)
+                && after.map(|a| a.incarnation) == before.map(|b| b.incarnation)
+        }
         Restarted => {
-            (live_back && back_incarnation != before.map(|b| b.incarnation))
+            (live_back
+                && (back_incarnation != before.map(|b| b.incarnation)
+                    || after.map(|a| a.incarnation) != before.map(|b| b.incarnation)))
                 || restarted_unseen
                 || replaced
         }

@@ -7,13 +7,10 @@
 
 use std::future::Future;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use muster_core::MemberState;
-use muster_etcd_backend::EtcdStore;
 use muster_master::View;
-use muster_testkit::etcd::Etcd;
 pub use muster_testkit::wait::states;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -57,26 +54,22 @@ const PROGRAM_VARS: &[&str] = &[
     "RUST_LOG",
 ];
 
-/// One group under its own prefix on the shared etcd.
-pub struct Group {
-    /// Kept so that the container lives as long as the group.
-    pub etcd: Arc<Etcd>,
-    /// `/programs/{test}/`: tests sharing etcd never see each other.
-    pub prefix: String,
+/// One group under its own prefix (`/programs/{test}/`) on the shared etcd: the kit's
+/// [`muster_testkit::group::Group`], plus what programs need.
+pub struct Group(muster_testkit::group::Group);
+
+impl std::ops::Deref for Group {
+    type Target = muster_testkit::group::Group;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Group {
     /// A group for the test named `test`.
     pub fn new(test: &str) -> Self {
-        Group {
-            etcd: muster_testkit::etcd::shared(),
-            prefix: format!("/programs/{test}/"),
-        }
-    }
-
-    /// etcd's endpoint.
-    pub fn endpoint(&self) -> String {
-        self.etcd.endpoint()
+        Group(muster_testkit::group::Group::new("programs", test))
     }
 
     /// The flags that point a program at this group.
@@ -87,18 +80,6 @@ impl Group {
             "--prefix".into(),
             self.prefix.clone(),
         ]
-    }
-
-    /// A client of its own, as a separate process would have.
-    pub async fn store(&self) -> EtcdStore {
-        self.etcd.store().await
-    }
-
-    /// The truth: the view a master starting now would rebuild, from a fresh listing.
-    pub async fn truth(&self) -> View {
-        muster_master::list(&self.store().await, &self.prefix)
-            .await
-            .unwrap_or_else(|err| panic!("list {}: {err}", self.prefix))
     }
 
     /// Polls the truth (every 50 ms, up to [`DEADLINE`]) until `pred` holds.

@@ -140,7 +140,7 @@ async fn every_transition_of_the_lifecycle_is_reported_with_increasing_revisions
     );
     assert_eq!(
         states(&master.view()),
-        group.truth(&group.store().await).await
+        group.states(&group.store().await).await
     );
     let health = master.health();
     assert!(health.synced && health.watching, "{health:?}");

@@ -5,11 +5,10 @@
 //! view, its transitions, a worker's status) and has a deadline; nothing sleeps in place of
 //! synchronisation.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use muster_core::{
-    Incarnation, Keyspace, MemberInfo, MemberState, Membership, Store, Transition, TransitionKind,
+    Incarnation, MemberInfo, MemberState, Membership, Store, Transition, TransitionKind,
 };
 use muster_etcd_backend::EtcdStore;
 use muster_master::{Master, MasterConfig, Subscription, View};
@@ -27,31 +26,22 @@ pub const TTL: Duration = Duration::from_secs(2);
 /// machine does not make the tests flaky.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// One group under its own prefix on the shared etcd.
-pub struct Group {
-    /// Kept so the container lives as long as the group.
-    pub etcd: Arc<Etcd>,
-    /// `/it/{test}/`: unique per test, so tests sharing etcd never see each other.
-    pub prefix: String,
+/// One group under its own prefix (`/it/{test}/`) on the shared etcd: the kit's
+/// [`muster_testkit::group::Group`], plus masters and workers for it.
+pub struct Group(muster_testkit::group::Group);
+
+impl std::ops::Deref for Group {
+    type Target = muster_testkit::group::Group;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Group {
     /// A group for the test named `test`.
     pub fn new(test: &str) -> Self {
-        Group {
-            etcd: muster_testkit::etcd::shared(),
-            prefix: format!("/it/{test}/"),
-        }
-    }
-
-    /// A new client (its own connections), as a separate process would have.
-    pub async fn store(&self) -> EtcdStore {
-        self.etcd.store().await
-    }
-
-    /// The key layout of this group.
-    pub fn keyspace(&self) -> Keyspace {
-        Keyspace::new(self.prefix.as_str()).expect("a valid prefix")
+        Group(muster_testkit::group::Group::new("it", test))
     }
 
     /// Master settings: this prefix, reaping after `reap_after`.
@@ -78,9 +68,9 @@ impl Group {
             .unwrap_or_else(|err| panic!("register {name}: {err}"))
     }
 
-    /// The view a fresh listing of etcd implies, by name and state: what any master
-    /// starting now would rebuild.
-    pub async fn truth(&self, store: &EtcdStore) -> Vec<(String, MemberState)> {
+    /// The view a fresh listing of etcd through `store` implies, by name and state: what
+    /// any master starting now would rebuild.
+    pub async fn states(&self, store: &EtcdStore) -> Vec<(String, MemberState)> {
         let listing = store.list(&self.prefix).await.expect("list the group");
         let mut machine = Membership::new(self.keyspace(), None);
         machine.resync(&listing, std::time::Instant::now());

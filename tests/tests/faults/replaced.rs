@@ -103,6 +103,12 @@ async fn etcd_replaced_by_an_empty_one_is_noticed_and_the_view_rebuilt() -> Outc
     // current metadata.
     assert_view_is_truth("the master", &master, &store, PREFIX).await?;
     let view = master.view();
+    // A new history of the store: positions from before it can never be mistaken for
+    // positions after it (etcd's new cluster id here).
+    assert_ne!(
+        view.epoch, before.epoch,
+        "the replaced store is a new epoch"
+    );
     for worker in &workers {
         let member = view.get(worker.name()).expect("every worker is back");
         assert_eq!(member.state, MemberState::Alive);
