@@ -11,6 +11,11 @@ pub const USAGE: u8 = 2;
 /// name, port in use, ...).
 pub const FAILURE: u8 = 1;
 
+/// Exit status of `muster-worker` when an operator evicted its member (`muster-master
+/// evict`): the process stopped announcing itself (a sidecar stopped its command first) and
+/// must not simply be restarted into the group by a supervisor that treats 1 as "retry".
+pub const EVICTED: u8 = 3;
+
 /// An error that ends the program: a message for a person and the exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fatal {
@@ -26,6 +31,14 @@ impl Fatal {
         Fatal {
             message: message.into(),
             code: FAILURE,
+        }
+    }
+
+    /// The member was evicted (exit status 3).
+    pub fn evicted(message: impl Into<String>) -> Self {
+        Fatal {
+            message: message.into(),
+            code: EVICTED,
         }
     }
 

@@ -6,6 +6,11 @@
 //! Lease expiry deletes only the liveness key, so a crash (`Suspect`) and a leave (`Left`)
 //! are told apart by *which* keys vanish in one revision.
 //!
+//! Beside them, an eviction leaves a marker, `{prefix}evicted/{name}/{incarnation}` (the
+//! incarnation as 16 hex digits), bound to a lease of the evicting operator: while it exists,
+//! that incarnation cannot register (see `protocol`). Markers are valid keys of the group
+//! ([`KeyKind::Evicted`]) but not members' keys: the state machine ignores them.
+//!
 //! Anything else under the prefix was not written by muster: [`Keyspace::classify`] tells
 //! such a key (a [`BadKeyReason`]) apart from a key outside the prefix, so that the master
 //! can count and log it instead of ignoring it silently.
@@ -13,7 +18,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::member::{validate_name, MAX_NAME_LEN};
+use crate::member::{validate_name, Incarnation, MAX_NAME_LEN};
 
 /// Which kind of key a valid key under the prefix is: each kind lives under its own
 /// sub-prefix ([`KeyKind::dir`]) and names one member.
@@ -26,17 +31,21 @@ pub enum KeyKind {
     Record,
     /// `{prefix}alive/{name}`.
     Liveness,
+    /// `{prefix}evicted/{name}/{incarnation}`: an eviction marker, not a member's key.
+    Evicted,
 }
 
 impl KeyKind {
     /// Every kind of key under a group's prefix.
-    pub const ALL: [KeyKind; 2] = [KeyKind::Record, KeyKind::Liveness];
+    pub const ALL: [KeyKind; 3] = [KeyKind::Record, KeyKind::Liveness, KeyKind::Evicted];
 
-    /// The sub-prefix this kind's keys live under, ending in `/` (`members/`, `alive/`).
+    /// The sub-prefix this kind's keys live under, ending in `/` (`members/`, `alive/`,
+    /// `evicted/`).
     pub fn dir(self) -> &'static str {
         match self {
             KeyKind::Record => "members/",
             KeyKind::Liveness => "alive/",
+            KeyKind::Evicted => "evicted/",
         }
     }
 }
@@ -160,6 +169,19 @@ impl Keyspace {
         format!("{}alive/{}", self.prefix, name)
     }
 
+    /// The eviction marker of incarnation `incarnation` of `name`.
+    pub fn eviction_key(&self, name: &str, incarnation: Incarnation) -> String {
+        format!("{}evicted/{}/{}", self.prefix, name, incarnation)
+    }
+
+    /// Parses an eviction marker's key into the member name and the evicted incarnation.
+    pub fn parse_eviction<'k>(&self, key: &'k str) -> Option<(&'k str, Incarnation)> {
+        let rest = key.strip_prefix(self.prefix.as_str())?;
+        let (name, incarnation) = rest.strip_prefix("evicted/")?.rsplit_once('/')?;
+        validate_name(name).ok()?;
+        Some((name, parse_incarnation(incarnation)?))
+    }
+
     /// Parses a key under the prefix into its kind and member name. Every other key (outside
     /// the prefix, or a bad one under it: see [`classify`](Self::classify)) gives `None`.
     pub fn parse<'k>(&self, key: &'k str) -> Option<(KeyKind, &'k str)> {
@@ -190,6 +212,18 @@ impl Keyspace {
         let Some((kind, name)) = found else {
             return KeyClass::Bad(BadKeyReason::UnknownKind);
         };
+        // A marker's key names the member, then the evicted incarnation.
+        let name = match (kind, name.rsplit_once('/')) {
+            (KeyKind::Evicted, Some((name, incarnation)))
+                if parse_incarnation(incarnation).is_some() =>
+            {
+                name
+            }
+            (KeyKind::Evicted, _) if !name.is_empty() => {
+                return KeyClass::Bad(BadKeyReason::InvalidName)
+            }
+            _ => name,
+        };
         match validate_name(name) {
             Ok(()) => KeyClass::Valid { kind, name },
             Err(_) if name.is_empty() => KeyClass::Bad(BadKeyReason::EmptyName),
@@ -197,6 +231,14 @@ impl Keyspace {
             Err(_) => KeyClass::Bad(BadKeyReason::InvalidName),
         }
     }
+}
+
+/// An incarnation as a marker's key spells it: 16 hex digits.
+fn parse_incarnation(text: &str) -> Option<Incarnation> {
+    if text.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok().map(Incarnation)
 }
 
 #[cfg(test)]
@@ -212,6 +254,13 @@ mod tests {
             ks.parse(&ks.liveness_key("a")),
             Some((KeyKind::Liveness, "a"))
         );
+        let marker = ks.eviction_key("a", Incarnation(0xab));
+        assert_eq!(marker, "/g/evicted/a/00000000000000ab");
+        assert_eq!(ks.parse(&marker), Some((KeyKind::Evicted, "a")));
+        assert_eq!(ks.parse_eviction(&marker), Some(("a", Incarnation(0xab))));
+        assert_eq!(ks.parse("/g/evicted/a"), None);
+        assert_eq!(ks.parse("/g/evicted/a/ab"), None);
+        assert_eq!(ks.parse("/g/evicted/a b/00000000000000ab"), None);
         assert_eq!(ks.parse("/g/other/a"), None);
         assert_eq!(ks.parse("/g/members/a/b"), None);
         assert_eq!(ks.parse("/h/members/a"), None);
@@ -259,9 +308,23 @@ mod tests {
     fn every_kind_classifies_its_own_keys_as_valid() {
         let ks = Keyspace::new("/g/").unwrap();
         for kind in KeyKind::ALL {
-            let key = format!("/g/{}a", kind.dir());
+            let key = match kind {
+                KeyKind::Evicted => ks.eviction_key("a", Incarnation(7)),
+                _ => format!("/g/{}a", kind.dir()),
+            };
             assert_eq!(ks.classify(&key), KeyClass::Valid { kind, name: "a" });
         }
+        let bad = |key: &str| match ks.classify(key) {
+            KeyClass::Bad(reason) => Some(reason),
+            _ => None,
+        };
+        assert_eq!(bad("/g/evicted/"), Some(BadKeyReason::EmptyName));
+        assert_eq!(bad("/g/evicted/a"), Some(BadKeyReason::InvalidName));
+        assert_eq!(bad("/g/evicted/a/7"), Some(BadKeyReason::InvalidName));
+        assert_eq!(
+            bad("/g/evicted/a b/0000000000000007"),
+            Some(BadKeyReason::InvalidName)
+        );
     }
 
     #[test]

@@ -8,13 +8,14 @@
 //!   list at a revision, watch from a revision), and its types. Backends implement it:
 //!   `muster-etcd-backend` over real etcd, `muster-mem-backend` in memory on a simulated
 //!   clock.
-//! - `keyspace`: [`Keyspace`], the two keys per member under a prefix, and how any key
-//!   under it classifies ([`KeyClass`], [`BadKeyReason`]).
+//! - `keyspace`: [`Keyspace`], the two keys per member under a prefix, the eviction markers
+//!   beside them, and how any key under it classifies ([`KeyClass`], [`BadKeyReason`]).
 //! - `member`: [`MemberInfo`], [`Record`], [`Liveness`]: the keys' JSON values;
 //!   [`validate_name`] (1 to 128 characters), [`validate_addr`] (`HOST:PORT`, or empty for
 //!   no address), [`validate_label_key`], all three applied by [`MemberInfo::validate`].
 //! - `protocol`: every transaction of the two-key protocol (register, update, leave, evict,
-//!   reap) and the one way to read a member's values back, as [`Keyspace`] methods.
+//!   reap) and the one way to read a member's values back, as [`Keyspace`] methods;
+//!   [`EvictionMarker`], the value an eviction leaves.
 //! - `membership`: [`Membership`], the pure state machine. Observations and `now` in,
 //!   [`Transition`]s out.
 //! - `backoff`: [`Backoff`], capped exponential backoff with jitter, shared by master and
@@ -43,6 +44,7 @@ pub use member::{
 pub use membership::{
     BadKey, Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
 };
+pub use protocol::EvictionMarker;
 pub use store::{
     Condition, Event, EventKind, KeyValue, Lease, LeaseId, Listing, Op, Revision, Store,
     StoreStatus, Txn, TxnOutcome, WatchBatch, WatchStream,

@@ -396,7 +396,12 @@ impl Membership {
                 }
                 bad_keys.insert(kv.key.clone(), kv.mod_revision);
             }
-            if let KeyClass::Valid { kind, name } = class {
+            // Eviction markers are valid keys, but not members' keys.
+            if let KeyClass::Valid {
+                kind: kind @ (KeyKind::Record | KeyKind::Liveness),
+                name,
+            } = class
+            {
                 let keys = match fresh.get_mut(name) {
                     Some(keys) => keys,
                     None => fresh.entry(name.to_owned()).or_default(),
@@ -479,6 +484,11 @@ impl Membership {
         let mut n = 0;
         for event in events {
             let (kind, name) = match self.keyspace.classify(&event.kv.key) {
+                // Eviction markers are valid keys, but not members' keys.
+                KeyClass::Valid {
+                    kind: KeyKind::Evicted,
+                    ..
+                } => continue,
                 KeyClass::Valid { kind, name } => (kind, name),
                 KeyClass::Bad(reason) => {
                     observe_bad_key(&mut self.bad_keys, reason, event, &mut step.bad_keys);
@@ -1065,6 +1075,8 @@ fn observe(
         EventKind::Delete => match kind {
             KeyKind::Record => keys.record = None,
             KeyKind::Liveness => keys.liveness = None,
+            // Never passed in: the callers skip markers.
+            KeyKind::Evicted => {}
         },
     }
 }
@@ -1114,6 +1126,8 @@ fn decode_into(
                 }
             }
         }
+        // Never passed in: the callers skip markers.
+        KeyKind::Evicted => {}
     }
 }
 

@@ -6,26 +6,58 @@
 //!
 //! | write | guard | effect |
 //! |---|---|---|
-//! | register | liveness key absent | liveness key on the lease + record, one revision |
+//! | register | liveness key absent, no eviction marker for this incarnation | liveness key on the lease + record, one revision |
 //! | update | liveness key still on this lease | record rewritten |
 //! | leave | liveness key still on this lease | both keys deleted, one revision (`Left`) |
 //! | leave, lease lost | liveness key absent | record deleted (`Failed`: it was `Suspect`) |
-//! | evict | both keys unchanged since read | both keys deleted, one revision |
+//! | evict | both keys unchanged since read | both keys deleted and the marker put, one revision |
 //! | reap | record unchanged and liveness absent | record deleted (`Failed`) |
 //!
 //! Every guard makes a write lose, never clobber, when someone else moved first: of several
 //! masters reaping the same member exactly one wins, and a worker never rewrites a record
 //! another live process holds.
+//!
+//! # Evictions hold
+//!
+//! An eviction writes, in the transaction that deletes the member's keys, an eviction marker
+//! `{prefix}evicted/{name}/{incarnation}` ([`EvictionMarker`]) on a lease of the evicting
+//! operator's (its TTL is the hold time). Every registration of that incarnation is guarded
+//! by the marker's absence, so the evicted process cannot register again while the marker
+//! exists: the block is one condition of the registration itself, not a read before it.
+//! A new process (a new incarnation) is not blocked.
 
 use crate::error::{Error, Result};
 use crate::keyspace::Keyspace;
-use crate::member::{Liveness, Record};
+use crate::member::{Incarnation, Liveness, Record};
 use crate::store::{Condition, KeyValue, LeaseId, Revision, Txn};
+
+/// The value of an eviction marker, `{prefix}evicted/{name}/{incarnation}`: JSON, for the
+/// people reading it (`etcdctl get --prefix`); its key is what blocks the incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EvictionMarker {
+    /// The evicted incarnation (also in the key).
+    pub incarnation: Incarnation,
+    /// When the operator evicted it, in milliseconds since the Unix epoch (the evicting
+    /// command's clock).
+    #[serde(default)]
+    pub at_unix_ms: u64,
+    /// How long the eviction holds (the hold lease's TTL), in milliseconds.
+    #[serde(default)]
+    pub hold_ms: u64,
+}
+
+impl EvictionMarker {
+    /// Encodes as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("EvictionMarker always serializes")
+    }
+}
 
 impl Keyspace {
     /// Registers `record`: creates its liveness key on `lease` if no process holds the name,
     /// and writes the record, in one transaction. Fails (`succeeded == false`) when the
-    /// liveness key exists: another live process, or this one's earlier registration.
+    /// liveness key exists (another live process, or this one's earlier registration), or
+    /// when this incarnation was evicted (its eviction marker exists).
     ///
     /// ```
     /// use muster_core::{Incarnation, Keyspace, MemberInfo, Record};
@@ -41,6 +73,9 @@ impl Keyspace {
         };
         Txn::new()
             .when(Condition::Absent(live.clone()))
+            .when(Condition::Absent(
+                self.eviction_key(&record.info.name, record.incarnation),
+            ))
             .put(live, liveness.to_json(), lease)
             .put(self.record_key(&record.info.name), record.to_json(), 0)
     }
@@ -76,12 +111,16 @@ impl Keyspace {
 
     /// Evicts `name`: deletes both keys in one revision, only if the record is still at
     /// `record_revision` and the liveness key still at `liveness_revision` (`None`: absent)
-    /// — both as the operator read them.
+    /// — both as the operator read them — and in the same revision puts `marker` (naming
+    /// the evicted incarnation) at its [`eviction_key`](Keyspace::eviction_key) on `hold`,
+    /// the lease whose TTL is how long the eviction holds.
     pub fn evict_txn(
         &self,
         name: &str,
         record_revision: Revision,
         liveness_revision: Option<Revision>,
+        marker: &EvictionMarker,
+        hold: LeaseId,
     ) -> Txn {
         let record = self.record_key(name);
         let live = self.liveness_key(name);
@@ -94,6 +133,20 @@ impl Keyspace {
             .when(live_guard)
             .delete(record)
             .delete(live)
+            .put(
+                self.eviction_key(name, marker.incarnation),
+                marker.to_json(),
+                hold,
+            )
+    }
+
+    /// Reads an eviction marker's value from `kv`. [`Error::Decode`] if it does not decode;
+    /// the key alone (its existence) is what blocks a registration.
+    pub fn decode_eviction(&self, kv: &KeyValue) -> Result<EvictionMarker> {
+        serde_json::from_slice(&kv.value).map_err(|e| Error::Decode {
+            key: kv.key.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Reaps `name`: deletes its record only if it is still at `record_revision` and the
@@ -156,7 +209,13 @@ mod tests {
             incarnation: Incarnation(9),
         };
         let txn = ks.register_txn(&record, 42);
-        assert_eq!(txn.when, vec![Condition::Absent("/g/alive/a".into())]);
+        assert_eq!(
+            txn.when,
+            vec![
+                Condition::Absent("/g/alive/a".into()),
+                Condition::Absent("/g/evicted/a/0000000000000009".into()),
+            ]
+        );
         assert_eq!(
             txn.then,
             vec![

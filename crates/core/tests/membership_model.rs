@@ -60,7 +60,8 @@ const REAP_RETRY: Duration = Duration::from_secs(1);
 /// One write attempt; it makes one revision, or none when its guard fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum WriteOp {
-    /// A worker registers: record and liveness in one txn, only if the liveness key is absent.
+    /// A worker registers: record and liveness in one txn, only if the liveness key is absent
+    /// and its incarnation has no eviction marker.
     Register {
         name: &'static str,
         incarnation: u64,
@@ -81,6 +82,12 @@ enum WriteOp {
     Edit { name: &'static str, info: u32 },
     /// An operator deletes the record.
     Evict { name: &'static str },
+    /// The protocol's eviction: both keys deleted and an eviction marker put (naming the
+    /// live incarnation, else the record's), in one txn, if a decodable record exists.
+    EvictHeld { name: &'static str },
+    /// The holds of `name`'s eviction markers end: they are deleted (a revision with no
+    /// member key in it).
+    HoldEnds { name: &'static str },
     /// Another master reaps: the record, only if the liveness key is absent.
     Reap { name: &'static str },
     /// Something writes an undecodable value at one of the member's keys.
@@ -126,6 +133,8 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
         2 => name().prop_map(|name| WriteOp::Leave { name }),
         1 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Edit { name, info }),
         1 => name().prop_map(|name| WriteOp::Evict { name }),
+        1 => name().prop_map(|name| WriteOp::EvictHeld { name }),
+        1 => name().prop_map(|name| WriteOp::HoldEnds { name }),
         2 => name().prop_map(|name| WriteOp::Reap { name }),
         1 => (name(), any::<bool>(), 0..4u8)
             .prop_map(|(name, liveness, kind)| WriteOp::Garbage { name, liveness, kind }),
@@ -276,7 +285,8 @@ impl Reference {
                 incarnation,
                 info,
             } => {
-                if present(&lkey(name)) {
+                let marker = keyspace().eviction_key(name, Incarnation(incarnation));
+                if present(&lkey(name)) || present(&marker) {
                     return vec![];
                 }
                 vec![
@@ -317,6 +327,28 @@ impl Reference {
                 _ => vec![],
             },
             WriteOp::Evict { name } => vec![(del_record(name), Meaning::Foreign)],
+            WriteOp::EvictHeld { name } => {
+                let Some(Meaning::Record(record)) = self.meaning.get(&rkey(name)) else {
+                    return vec![];
+                };
+                let blocked = match self.meaning.get(&lkey(name)) {
+                    Some(Meaning::Live(incarnation)) => *incarnation,
+                    _ => record.incarnation,
+                };
+                evict(name, blocked.0)
+                    .into_iter()
+                    .map(|w| (w, Meaning::Foreign))
+                    .collect()
+            }
+            WriteOp::HoldEnds { name } => {
+                let markers = format!("{PREFIX}evicted/{name}/");
+                self.sim
+                    .kvs
+                    .keys()
+                    .filter(|key| key.starts_with(&markers))
+                    .map(|key| (Write::Delete(key.clone()), Meaning::Foreign))
+                    .collect()
+            }
             WriteOp::Reap { name } => {
                 if present(&lkey(name)) {
                     return vec![];
@@ -1264,6 +1296,24 @@ fn tour() -> Vec<Action> {
         A::Write(W::Reap { name: "c" }),             // Failed
         A::Write(W::Replace { name: "a", info: 2 }), // Restarted (liveness key kept)
         A::Gap(vec![W::Leave { name: "a" }]),        // Removed: the listing cannot say why
+        A::Write(W::Register {
+            name: "b",
+            incarnation: 1,
+            info: 0,
+        }), // Joined
+        A::Write(W::EvictHeld { name: "b" }),        // Left, marker for incarnation 1
+        A::Write(W::Register {
+            name: "b",
+            incarnation: 1,
+            info: 0,
+        }), // refused by the marker: nothing
+        A::MasterRestart,                            // a listing holding a marker: no b
+        A::Write(W::HoldEnds { name: "b" }),         // a revision with no member key
+        A::Write(W::Register {
+            name: "b",
+            incarnation: 1,
+            info: 0,
+        }), // Joined again once the hold ended
     ]
 }
 

@@ -302,6 +302,51 @@ fn left_when_an_operator_evicts_the_record_of_an_alive_member() {
 }
 
 #[test]
+fn an_eviction_with_its_marker_is_left_for_an_alive_member_and_the_marker_is_no_member() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    alive(&mut sim, &mut m, "a", 1, clock);
+    let step = m.apply(&sim.txn(&evict("a", 1)), clock.at(3));
+    assert_eq!(kinds(&step), vec![Left]);
+    assert!(step.skipped.is_empty(), "{:?}", step.skipped);
+    assert!(
+        step.bad_keys.is_empty(),
+        "a marker is no bad key: {:?}",
+        step.bad_keys
+    );
+    assert_eq!(m.get("a"), None);
+    assert_eq!(m.revision(), 3);
+    // A listing holding only the marker has no member, and nothing to report.
+    let mut fresh = machine();
+    let step = fresh.resync(&sim.listing(), clock.at(4));
+    assert_eq!(kinds(&step), vec![]);
+    assert!(step.skipped.is_empty(), "{:?}", step.skipped);
+    assert!(step.bad_keys.is_empty(), "{:?}", step.bad_keys);
+    assert_eq!(fresh.view().len(), 0);
+    // The marker's hold ending is a revision of its own, with nothing to report.
+    let step = m.apply(&sim.txn(&[del_marker("a", 1)]), clock.at(5));
+    assert_eq!(kinds(&step), vec![]);
+    assert_eq!(m.revision(), 4);
+    // A new incarnation joins under the name.
+    let step = m.apply(&sim.txn(&register("a", &info("a", 2), 2)), clock.at(6));
+    assert_eq!(kinds(&step), vec![Joined]);
+}
+
+#[test]
+fn an_eviction_of_a_suspect_member_with_its_marker_is_failed() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    alive(&mut sim, &mut m, "a", 1, clock);
+    m.apply(&sim.txn(&[del_live("a")]), clock.at(1));
+    let step = m.apply(
+        &sim.txn(&[del_record("a"), put_marker("a", 1)]),
+        clock.at(2),
+    );
+    assert_eq!(kinds(&step), vec![Failed]);
+    assert_eq!(m.get("a"), None);
+}
+
+#[test]
 fn failed_when_the_record_is_deleted_while_suspect() {
     let clock = Clock::start();
     let (mut sim, mut m) = (Sim::new(), machine());

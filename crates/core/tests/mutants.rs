@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use common::*;
 use muster_core::{
-    Condition, Incarnation, KeyValue, MemberInfo, MemberState, Membership, Op, Record,
-    TransitionKind, Txn,
+    Condition, EvictionMarker, Incarnation, KeyValue, MemberInfo, MemberState, Membership, Op,
+    Record, TransitionKind, Txn,
 };
 use TransitionKind::*;
 
@@ -423,27 +423,41 @@ fn leave_without_a_lease_deletes_the_record_only_while_no_liveness_key_exists() 
 }
 
 #[test]
-fn evict_deletes_both_keys_only_if_both_are_as_the_operator_read_them() {
+fn evict_deletes_both_keys_only_if_both_are_as_the_operator_read_them_and_leaves_a_marker() {
     let ks = keyspace();
-    let both_deleted = vec![Op::Delete { key: rkey("a") }, Op::Delete { key: lkey("a") }];
+    let marker = EvictionMarker {
+        incarnation: Incarnation(3),
+        at_unix_ms: 10,
+        hold_ms: 20,
+    };
+    let mkey = ks.eviction_key("a", Incarnation(3));
+    let then = vec![
+        Op::Delete { key: rkey("a") },
+        Op::Delete { key: lkey("a") },
+        Op::Put {
+            key: mkey,
+            value: marker.to_json(),
+            lease: 77,
+        },
+    ];
     assert_eq!(
-        ks.evict_txn("a", 5, Some(6)),
+        ks.evict_txn("a", 5, Some(6), &marker, 77),
         Txn {
             when: vec![
                 Condition::ModRevision(rkey("a"), 5),
                 Condition::ModRevision(lkey("a"), 6),
             ],
-            then: both_deleted.clone(),
+            then: then.clone(),
         }
     );
     assert_eq!(
-        ks.evict_txn("a", 5, None),
+        ks.evict_txn("a", 5, None, &marker, 77),
         Txn {
             when: vec![
                 Condition::ModRevision(rkey("a"), 5),
                 Condition::Absent(lkey("a")),
             ],
-            then: both_deleted,
+            then,
         }
     );
 }

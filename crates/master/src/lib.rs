@@ -54,5 +54,5 @@ mod task;
 pub use config::MasterConfig;
 pub use error::Error;
 pub use master::Master;
-pub use ops::{evict, list, Eviction, OpsError};
+pub use ops::{evict, list, Eviction, OpsError, DEFAULT_EVICTION_HOLD};
 pub use shared::{Epoch, Event, Health, Position, Subscription, View};

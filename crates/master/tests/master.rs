@@ -15,6 +15,8 @@ const PREFIX: &str = "/g/";
 const TTL: Duration = Duration::from_secs(2);
 const REAP: Duration = Duration::from_secs(10);
 const DEADLINE: Duration = Duration::from_secs(120);
+/// How long evictions hold in these tests.
+const HOLD: Duration = Duration::from_secs(60);
 
 fn master_config(seed: u64) -> MasterConfig {
     MasterConfig::new(PREFIX).reap_after(Some(REAP)).seed(seed)
@@ -499,7 +501,7 @@ async fn a_silently_stuck_watch_is_noticed_and_reopened() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_evicted_live_worker_is_left_and_learns_of_it_at_its_next_keep_alive() {
+async fn an_evicted_live_worker_is_left_stops_for_good_and_a_new_process_takes_the_name() {
     let cluster = MemCluster::new();
     let master = Master::start(cluster.client(), master_config(1)).unwrap();
     let mut events = master.subscribe();
@@ -507,20 +509,82 @@ async fn an_evicted_live_worker_is_left_and_learns_of_it_at_its_next_keep_alive(
     let mut status = a.status();
     until(&mut events, TransitionKind::Joined, "a").await;
 
-    let eviction = muster_master::evict(&cluster.client(), PREFIX, "a")
+    let eviction = muster_master::evict(&cluster.client(), PREFIX, "a", HOLD)
         .await
         .unwrap();
     assert_eq!(eviction.was, MemberState::Alive);
-    until(&mut events, TransitionKind::Left, "a").await;
-    // Its lease was revoked with the keys: the worker notices and registers again.
+    assert_eq!(eviction.blocked, Incarnation(1));
+    assert_eq!(eviction.hold, HOLD);
+    assert!(eviction.lease_revoked);
+    let left = until(&mut events, TransitionKind::Left, "a").await;
+    assert_eq!(left.last().unwrap().revision, eviction.revision);
+    // Its lease was revoked: the worker notices, its registration meets the marker, it stops.
     let noticed = tokio::time::timeout(
         DEADLINE,
-        status.wait_for(|s| matches!(s, muster_worker::Status::Reregistered { .. })),
+        status.wait_for(|s| {
+            *s == muster_worker::Status::Evicted {
+                revision: eviction.revision,
+            }
+        }),
     )
-    .await;
+    .await
+    .map(|r| r.is_ok());
     assert!(
-        matches!(noticed, Ok(Ok(_))),
-        "the worker never noticed its eviction"
+        noticed == Ok(true),
+        "the worker never noticed its eviction: {:?}",
+        *status.borrow()
     );
+    let err = a.update(info("a")).await.unwrap_err();
+    assert!(matches!(err, muster_worker::Error::Evicted { .. }), "{err}");
+
+    // A new process takes the name while the marker still holds; nothing came in between.
+    let (b, store) = join(&cluster, "a", 2).await;
+    let got = until(&mut events, TransitionKind::Joined, "a").await;
+    assert_eq!(summary(&got), vec![(TransitionKind::Joined, "a".into())]);
+    assert_eq!(got[0].member.incarnation, Incarnation(2));
+    assert!(store.get(&eviction.marker).await.unwrap().is_some());
+    assert!(
+        master.health().bad_keys.is_empty(),
+        "a marker is no bad key: {:?}",
+        master.health()
+    );
+    b.leave().await.unwrap();
+    until(&mut events, TransitionKind::Left, "a").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_evicted_suspect_member_is_failed_and_its_process_is_refused_when_it_returns() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    let (a, store) = join(&cluster, "a", 1).await;
+    let mut status = a.status();
     until(&mut events, TransitionKind::Joined, "a").await;
+    cluster.partition(store.id());
+    until(&mut events, TransitionKind::Suspect, "a").await;
+
+    let eviction = muster_master::evict(&cluster.client(), PREFIX, "a", HOLD)
+        .await
+        .unwrap();
+    assert_eq!(eviction.was, MemberState::Suspect);
+    assert!(!eviction.lease_revoked, "a suspect member has no lease");
+    until(&mut events, TransitionKind::Failed, "a").await;
+
+    cluster.heal(store.id());
+    let noticed = tokio::time::timeout(
+        DEADLINE,
+        status.wait_for(|s| matches!(s, muster_worker::Status::Evicted { .. })),
+    )
+    .await
+    .map(|r| r.is_ok());
+    assert!(
+        noticed == Ok(true),
+        "the returning worker was not refused: {:?}",
+        *status.borrow()
+    );
+    // Nothing of it reached the view: the next transition is the new process's.
+    let (_b, _) = join(&cluster, "a", 2).await;
+    let got = until(&mut events, TransitionKind::Joined, "a").await;
+    assert_eq!(summary(&got), vec![(TransitionKind::Joined, "a".into())]);
+    assert_eq!(got[0].member.incarnation, Incarnation(2));
 }

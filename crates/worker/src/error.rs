@@ -50,6 +50,19 @@ pub enum Error {
         source: muster_core::Error,
     },
 
+    /// An operator evicted this process: an eviction marker refuses its incarnation's
+    /// registrations (see [`Status::Evicted`](crate::Status::Evicted)). The worker has stopped
+    /// and does not retry; a new process (a new incarnation) may register under the name.
+    #[error("member {name:?} (incarnation {incarnation}) was evicted by an operator at revision {revision} and has stopped; a new process may register under the name")]
+    Evicted {
+        /// The member's name.
+        name: String,
+        /// The evicted incarnation (this process's).
+        incarnation: Incarnation,
+        /// The revision of the eviction.
+        revision: muster_core::Revision,
+    },
+
     /// The worker's background task has stopped (it left, failed, or was abandoned).
     #[error("the worker has stopped; register again to rejoin")]
     Stopped,

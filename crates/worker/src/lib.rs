@@ -39,6 +39,15 @@
 //! if absent*, and write `{prefix}members/{name}` (no lease). Lease expiry then removes only
 //! the liveness key (the master sees `Suspect`), while `leave` removes both (`Left`).
 //!
+//! # Evictions hold
+//!
+//! Every registration is also guarded by the absence of this incarnation's eviction marker
+//! (`{prefix}evicted/{name}/{incarnation}`, written by `muster_master::evict`). An evicted
+//! worker learns of it at its next keep-alive (the eviction revokes its lease) or its next
+//! record write: registering again is refused, it reads the marker, reports
+//! [`Status::Evicted`] and stops for good; the handle's calls return [`Error::Evicted`]. A
+//! new process (a new incarnation) may register under the name.
+//!
 //! # Many workers in one process
 //!
 //! A process hosting many members (a job runner with thousands of slots, a test harness)

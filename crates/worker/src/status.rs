@@ -41,6 +41,16 @@ pub enum Status {
     },
     /// Left the group gracefully.
     Left,
+    /// An operator evicted this process (`muster_master::evict`, `muster-master evict`): its
+    /// keys were deleted and an eviction marker naming its incarnation refuses its
+    /// registrations. The worker noticed (its lease was revoked, or its record write was
+    /// refused, and registering again met the marker), stopped announcing itself, and does
+    /// not retry: its handle's calls return [`Error::Evicted`](crate::Error::Evicted). A new
+    /// process (a new incarnation) may register under the name.
+    Evicted {
+        /// The revision of the eviction (the marker's creation).
+        revision: Revision,
+    },
     /// A registration was refused in a way retrying the same request cannot fix (the name
     /// was taken over by another live process with `OnDuplicate::Fail`, a value over the
     /// store's limit, a request the store rejects), or the first registration ran out of

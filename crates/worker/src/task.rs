@@ -29,6 +29,8 @@ pub(crate) enum Command {
 enum Refused {
     /// Another live process holds the name.
     Duplicate(Incarnation),
+    /// This incarnation was evicted: its eviction marker exists (created at this revision).
+    Evicted(Revision),
     /// The store failed or was slow; retrying may work.
     Transient(Error),
     /// Retrying the same thing cannot work (e.g. the value is too large).
@@ -121,6 +123,7 @@ impl<S: Store> Core<S> {
                     self.set_status(Status::WaitingForName { holder });
                     None
                 }
+                Err(Refused::Evicted(revision)) => return Err(self.evicted(revision)),
                 Err(Refused::Fatal(error)) => {
                     self.set_status(Status::Failed {
                         error: error.to_string(),
@@ -172,7 +175,7 @@ impl<S: Store> Core<S> {
     }
 
     /// Renews the lease, or re-registers if it is lost. Returns `false` when the worker
-    /// must stop (the name was taken over and the policy is to fail).
+    /// must stop (it was evicted, or the name was taken over and the policy is to fail).
     async fn tick(&mut self) -> bool {
         let Some(lease) = self.lease else {
             return self.reregister().await;
@@ -241,6 +244,11 @@ impl<S: Store> Core<S> {
                 self.set_status(Status::WaitingForName { holder });
                 self.next = Instant::now() + self.backoff.next_delay();
             }
+            Err(Refused::Evicted(revision)) => {
+                let error = self.evicted(revision);
+                tracing::warn!(%error, "evicted; stopping");
+                return false;
+            }
             Err(Refused::Transient(error)) => self.retry_later(&error),
             Err(Refused::Fatal(error)) => {
                 self.set_status(Status::Failed {
@@ -252,8 +260,20 @@ impl<S: Store> Core<S> {
         true
     }
 
+    /// Reports the eviction (created at `revision`) and returns its error.
+    fn evicted(&self, revision: Revision) -> Error {
+        self.set_status(Status::Evicted { revision });
+        Error::Evicted {
+            name: self.info.name.clone(),
+            incarnation: self.incarnation,
+            revision,
+        }
+    }
+
     /// One registration attempt: grant a lease, then create the liveness key (only if
-    /// absent) and write the record in one transaction.
+    /// absent, and only if this incarnation was not evicted) and write the record in one
+    /// transaction. A refusal reads the eviction marker first (an eviction is final), then
+    /// the liveness key.
     async fn try_register(&mut self) -> Result<(), Refused> {
         let lease = self
             .call("granting a lease", self.store.grant(self.config.ttl))
@@ -271,10 +291,20 @@ impl<S: Store> Core<S> {
             self.dirty = false;
             return Ok(());
         }
-        // Someone holds the liveness key. Give our lease back, then see who.
+        // Evicted, or someone holds the liveness key. Give our lease back, then see which.
         let _ = self
             .call("revoking an unused lease", self.store.revoke(lease.id))
             .await;
+        let marker_key = self
+            .keyspace
+            .eviction_key(&self.info.name, self.incarnation);
+        let marker = self
+            .call("reading the eviction marker", self.store.get(&marker_key))
+            .await
+            .map_err(classify)?;
+        if let Some(marker) = marker {
+            return Err(Refused::Evicted(marker.create_revision));
+        }
         let holder = self
             .call("reading the liveness key", self.store.get(&live_key))
             .await

@@ -105,18 +105,32 @@ impl Worker {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Update(info, tx))
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+            .map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())?
     }
 
     /// Leaves the group: deletes both keys in one transaction and revokes the lease. The
-    /// master reports `Left`.
+    /// master reports `Left`. After an eviction: [`Error::Evicted`] (there is nothing left to
+    /// delete).
     pub async fn leave(self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Leave(tx))
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+            .map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())?
+    }
+
+    /// Why a call found the background task gone: [`Error::Evicted`] if it stopped because
+    /// this process was evicted, else [`Error::Stopped`].
+    fn stopped(&self) -> Error {
+        match *self.status.borrow() {
+            Status::Evicted { revision } => Error::Evicted {
+                name: self.name.clone(),
+                incarnation: self.incarnation,
+                revision,
+            },
+            _ => Error::Stopped,
+        }
     }
 
     /// Stops keeping the lease alive without leaving, as a crash would: the liveness key

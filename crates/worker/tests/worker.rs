@@ -470,3 +470,208 @@ async fn an_unreachable_store_fails_registration_after_the_register_timeout() {
     );
     assert!(err.to_string().contains("granting a lease"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Evictions hold
+// ---------------------------------------------------------------------------------------------
+
+/// How long the evictions of these tests hold.
+const HOLD: Duration = Duration::from_secs(30);
+
+/// Evicts `name` as `muster_master::evict` does, with the protocol's transaction: grants a
+/// lease of [`HOLD`] for the marker, deletes both keys and puts the marker in one revision,
+/// then (if `revoke`) revokes the member's lease. Returns the eviction's revision.
+async fn evict(store: &MemStore, name: &str, revoke: bool) -> i64 {
+    let ks = keys();
+    let record = store.get(&ks.record_key(name)).await.unwrap().unwrap();
+    let live = store.get(&ks.liveness_key(name)).await.unwrap();
+    let incarnation = match &live {
+        Some(kv) => Liveness::from_json(&kv.key, &kv.value).unwrap().incarnation,
+        None => {
+            Record::from_json(&record.key, &record.value)
+                .unwrap()
+                .incarnation
+        }
+    };
+    let hold = store.grant(HOLD).await.unwrap();
+    let marker = muster_core::EvictionMarker {
+        incarnation,
+        at_unix_ms: 0,
+        hold_ms: HOLD.as_millis() as u64,
+    };
+    let txn = ks.evict_txn(
+        name,
+        record.mod_revision,
+        live.as_ref().map(|kv| kv.mod_revision),
+        &marker,
+        hold.id,
+    );
+    let outcome = store.txn(txn).await.unwrap();
+    assert!(outcome.succeeded, "the eviction's guards held");
+    if let (true, Some(live)) = (revoke, &live) {
+        store.revoke(live.lease).await.unwrap();
+    }
+    outcome.revision
+}
+
+/// Watches `name`'s keys from `from` until the eviction marker of `incarnation` is deleted
+/// (its hold ends), with a deadline; returns every put of a record or liveness key of
+/// `incarnation` seen before.
+async fn puts_until_marker_gone(
+    store: &MemStore,
+    name: &str,
+    incarnation: u64,
+    from: i64,
+) -> Vec<String> {
+    use futures::StreamExt;
+    let ks = keys();
+    let marker = ks.eviction_key(name, Incarnation(incarnation));
+    let mut watch = store.watch(PREFIX, from).await.unwrap();
+    let mut puts = Vec::new();
+    let watched = async {
+        while let Some(batch) = watch.next().await {
+            for event in batch.expect("watch failed").events {
+                if event.kv.key == marker && event.kind == muster_core::EventKind::Delete {
+                    return true;
+                }
+                let ours = [ks.record_key(name), ks.liveness_key(name)].contains(&event.kv.key);
+                if ours && event.kind == muster_core::EventKind::Put {
+                    puts.push(String::from_utf8_lossy(&event.kv.value).into_owned());
+                }
+            }
+        }
+        false
+    };
+    let ended = tokio::time::timeout(HOLD * 4, watched).await;
+    assert_eq!(ended, Ok(true), "the marker of {name} never went away");
+    puts.retain(|value| value.contains(&format!("\"incarnation\":{incarnation}")));
+    puts
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_evicted_live_worker_stops_reports_evicted_and_never_registers_again() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let observer = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+
+    let revision = evict(&observer, "a", true).await;
+    wait_status(&mut status, "evicted", |s| {
+        *s == Status::Evicted { revision }
+    })
+    .await;
+    let puts = puts_until_marker_gone(&observer, "a", 1, revision + 1).await;
+    assert_eq!(
+        puts,
+        Vec::<String>::new(),
+        "the evicted process wrote again"
+    );
+    assert!(record(&observer, "a").await.is_none());
+    assert!(liveness(&observer, "a").await.is_none());
+
+    let err = worker.update(info("a").cpus(3)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Evicted { ref name, incarnation: Incarnation(1), revision: r } if name == "a" && r == revision),
+        "{err}"
+    );
+    let err = worker.leave().await.unwrap_err();
+    assert!(matches!(err, Error::Evicted { .. }), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_process_joins_under_an_evicted_name_while_the_marker_holds() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    let revision = evict(&store, "a", true).await;
+    wait_status(&mut status, "evicted", |s| {
+        matches!(s, Status::Evicted { .. })
+    })
+    .await;
+
+    let marker = keys().eviction_key("a", Incarnation(1));
+    assert!(store.get(&marker).await.unwrap().is_some());
+    let next = Worker::register(cluster.client(), info("a"), config(2))
+        .await
+        .unwrap();
+    let (live, _) = liveness(&store, "a").await.unwrap();
+    assert_eq!(live.incarnation, Incarnation(2));
+    assert!(store.get(&marker).await.unwrap().is_some());
+    // The old process stays out while the new one holds the name.
+    assert!(puts_until_marker_gone(&store, "a", 1, revision + 1)
+        .await
+        .is_empty());
+    next.leave().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn registering_an_evicted_incarnation_again_fails_with_evicted() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    let revision = evict(&store, "a", true).await;
+    wait_status(&mut status, "evicted", |s| {
+        matches!(s, Status::Evicted { .. })
+    })
+    .await;
+
+    let err = Worker::register(cluster.client(), info("a"), config(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Evicted { revision: r, .. } if r == revision),
+        "{err}"
+    );
+    assert!(liveness(&store, "a").await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_evicted_worker_whose_lease_survived_notices_at_its_next_record_write() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    // The operator could not revoke the lease: keep-alives still succeed.
+    let revision = evict(&store, "a", false).await;
+    worker.update(info("a").cpus(5)).await.unwrap();
+    wait_status(&mut status, "evicted", |s| {
+        *s == Status::Evicted { revision }
+    })
+    .await;
+    assert!(record(&store, "a").await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_evicted_while_cut_off_is_refused_when_it_comes_back() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let observer = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let mut status = worker.status();
+    cluster.partition(store.id());
+    wait_liveness_gone(&observer, "a").await;
+    // Suspect now: the eviction has no lease to revoke.
+    let revision = evict(&observer, "a", true).await;
+    cluster.heal(store.id());
+    wait_status(&mut status, "evicted", |s| {
+        *s == Status::Evicted { revision }
+    })
+    .await;
+    assert!(puts_until_marker_gone(&observer, "a", 1, revision + 1)
+        .await
+        .is_empty());
+    assert!(record(&observer, "a").await.is_none());
+}

@@ -38,7 +38,7 @@ Examples:
 
   # Operators, without a running master:
   muster-master list
-  muster-master evict api-1
+  muster-master evict api-1              # its process is refused for an hour (--hold)
 
 Output: a table when stdout is a terminal, JSON lines otherwise (or force with --table/--json).
 JSON fields: kind, name, state, revision, addr, cpus, labels, incarnation, at_unix_ms; one
@@ -112,12 +112,19 @@ pub enum MasterCommand {
         #[arg(long, env = "MUSTER_JSON")]
         json: bool,
     },
-    /// Remove a member gracefully: deletes its record and liveness key in one transaction,
-    /// so masters report it left (or failed, if it was already suspect).
+    /// Remove a member and keep its process out: deletes its record and liveness key in one
+    /// transaction, so masters report it left (or failed, if it was already suspect), and
+    /// leaves an eviction marker that refuses that process's registrations for --hold. The
+    /// evicted muster-worker stops (a sidecar stops its command) and exits with status 3; a
+    /// new process under the name may join at once.
     Evict {
         /// The member's name.
         #[arg(value_parser = parse_name, env = "MUSTER_NAME")]
         name: String,
+        /// How long the evicted process stays refused (its marker's lease). Long enough for a
+        /// process cut off from etcd to come back and notice; a marker costs one key.
+        #[arg(long, value_parser = parse_duration, default_value = "1h", value_name = "DURATION")]
+        hold: Duration,
     },
 }
 
@@ -173,21 +180,35 @@ async fn one_shot(args: &MasterArgs, prefix: &str) -> Result<u8, Fatal> {
             print(&text).map_err(|e| Fatal::failure(format!("writing to stdout: {e}")))?;
             Ok(0)
         }
-        Some(MasterCommand::Evict { name }) => {
+        Some(MasterCommand::Evict { name, hold }) => {
             let store = connect(&args.common).await?;
-            let eviction = muster_master::evict(&store, &prefix, name)
+            let eviction = muster_master::evict(&store, &prefix, name, *hold)
                 .await
                 .map_err(|e| Fatal::failure(e.to_string()))?;
+            if eviction.was == MemberState::Alive && !eviction.lease_revoked {
+                tracing::warn!(
+                    member = %name,
+                    "could not revoke the evicted process's lease: it learns of its eviction only when it next writes its record or loses its lease"
+                );
+            }
             let line = format!(
-                "evicted {name} from {prefix} at revision {}: it was {}, so masters report it {}\n",
+                "evicted {name} from {prefix} at revision {}: it was {}, so masters report it {}; incarnation {} is refused for {} ({})\n",
                 eviction.revision,
                 eviction.was,
-                eviction.reported_as()
+                eviction.reported_as(),
+                eviction.blocked,
+                humantime_secs(eviction.hold),
+                eviction.marker,
             );
             print(&line).map_err(|e| Fatal::failure(format!("writing to stdout: {e}")))?;
             Ok(0)
         }
     }
+}
+
+/// A duration in whole seconds, as `3600s`.
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
 }
 
 /// Watches until SIGINT/SIGTERM: prints, and serves HTTP if asked.

@@ -45,8 +45,9 @@ Examples:
 Logs go to stderr, warnings only; RUST_LOG=info (or debug) says more.
 Exit status: 0 after leaving; 1 when etcd is unreachable, the name is taken, or leaving
 failed; 2 for bad input (a blank --endpoints, a missing or malformed --addr, a TTL outside
-1s..1h, a --label key given twice, a record too large for etcd, ...); in sidecar mode the
-command's status (128+N if killed by signal N).";
+1s..1h, a --label key given twice, a record too large for etcd, ...); 3 when an operator
+evicted the member (muster-master evict; a sidecar stops its command first); in sidecar mode
+the command's status (128+N if killed by signal N).";
 
 /// What to do when the name is held by another live process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -321,16 +322,9 @@ async fn standalone(
                 let now = status.borrow_and_update().clone();
                 log_status(worker.name(), &now);
                 if changed.is_err() {
-                    // The worker's task has ended (e.g. its name was taken over while it was
-                    // cut off from etcd): it will not register again.
-                    let why = match now {
-                        Status::Failed { error } => error,
-                        other => format!("{other:?}"),
-                    };
-                    return Err(Fatal::failure(format!(
-                        "{} is no longer registered and has stopped trying: {why}",
-                        worker.name()
-                    )));
+                    // The worker's task has ended (evicted, or its name was taken over while
+                    // it was cut off from etcd): it will not register again.
+                    return Err(stopped(worker.name(), now));
                 }
             }
         }
@@ -412,6 +406,13 @@ async fn sidecar(
             changed = status.changed(), if worker.is_some() => match changed {
                 Ok(()) => log_status(&name, &status.borrow_and_update().clone()),
                 Err(_) => {
+                    let now = status.borrow_and_update().clone();
+                    if matches!(now, Status::Evicted { .. }) {
+                        // An operator wants this process out: the command goes too.
+                        tracing::error!(member = %name, command = child.display(), "evicted; stopping the command");
+                        child.stop(STOP_GRACE).await;
+                        return Err(stopped(&name, now));
+                    }
                     tracing::error!(member = %name, "the worker stopped; the command keeps running unregistered");
                     worker = None;
                 }
@@ -448,6 +449,7 @@ async fn register(
             "member name {name:?} is already held by a live process (incarnation {holder}) under {prefix}; pick another --name, stop that process, or pass --on-duplicate wait to take the name once its lease expires"
         )),
         muster_worker::Error::Invalid(e) => Fatal::usage(e.to_string()),
+        e @ muster_worker::Error::Evicted { .. } => Fatal::evicted(e.to_string()),
         e @ muster_worker::Error::InvalidTtl { .. } => Fatal::usage(e.to_string()),
         // The member's record is bad input too: nothing will make etcd take it.
         muster_worker::Error::Store {
@@ -467,6 +469,22 @@ async fn leave(worker: Worker) -> Result<u8, Fatal> {
     worker.leave().await.map_err(|e| leave_error(&name, e))?;
     tracing::info!(member = %name, "left the group");
     Ok(0)
+}
+
+/// The fatal end of a worker whose task stopped with `status`: exit status 3 if it was
+/// evicted, 1 otherwise.
+fn stopped(name: &str, status: Status) -> Fatal {
+    match status {
+        Status::Evicted { revision } => Fatal::evicted(format!(
+            "{name} was evicted by an operator (muster-master evict) at revision {revision}; stopped, and will not register again (a new process may)"
+        )),
+        Status::Failed { error } => Fatal::failure(format!(
+            "{name} is no longer registered and has stopped trying: {error}"
+        )),
+        other => Fatal::failure(format!(
+            "{name} is no longer registered and has stopped trying: {other:?}"
+        )),
+    }
 }
 
 fn leave_error(name: &str, e: muster_worker::Error) -> Fatal {
@@ -501,6 +519,9 @@ fn log_status(name: &str, status: &Status) {
         ),
         Status::Failed { error } => tracing::error!(member = name, %error, "worker failed"),
         Status::Left => tracing::info!(member = name, "left"),
+        Status::Evicted { revision } => {
+            tracing::warn!(member = name, revision, "evicted by an operator")
+        }
         Status::Registering => {}
     }
 }

@@ -400,9 +400,9 @@ async fn json_lines_and_the_one_shots() {
         .await;
     assert!(group.truth().await.members.is_empty());
 
-    // The evicted worker does not know; stopping it is still clean.
-    early.signal(Signal::SIGTERM);
-    early.exit_with(0).await;
+    // The evicted worker stops by itself, with the eviction's exit status.
+    let said = early.exit_with(3).await;
+    assert!(said.contains("early was evicted"), "{said}");
     master.signal(Signal::SIGTERM);
     master.exit_with(0).await;
 }

@@ -124,3 +124,26 @@ async fn a_command_that_exits_before_it_listens_is_never_registered() {
     proc.exit_with(4).await;
     assert!(group.truth().await.members.is_empty());
 }
+
+#[tokio::test]
+async fn an_evicted_sidecar_stops_its_command_and_exits_3() {
+    let group = Group::new("sidecar-evicted");
+    // The command reports SIGTERM on stdout and exits 0 on it.
+    let script = "trap 'echo got-term; exit 0' TERM; echo started; while :; do sleep 0.05; done";
+    let mut proc = sidecar(&group, "srv-ev", &[], &["sh", "-c", script]);
+    proc.wait_stdout("the command starting", |l| l.iter().any(|l| l == "started"))
+        .await;
+    group.wait_state("srv-ev", MemberState::Alive).await;
+
+    let mut flags = group.flags();
+    flags.extend(args(&["evict", "srv-ev"]));
+    Proc::master(&flags).exit_with(0).await;
+    let stderr = proc.exit_with(3).await;
+    assert!(stderr.contains("srv-ev was evicted"), "{stderr}");
+    assert!(
+        proc.stdout.borrow().iter().any(|l| l == "got-term"),
+        "the command was not stopped: {:#?}",
+        proc.stdout.borrow()
+    );
+    assert!(group.truth().await.members.is_empty());
+}

@@ -170,3 +170,44 @@ async fn run_in_process_registers_and_leaves_on_the_shutdown_it_is_given() {
     assert_eq!(code, 0);
     group.wait_gone("inproc-1").await;
 }
+
+#[tokio::test]
+async fn an_evicted_worker_exits_3_and_a_new_process_may_take_the_name() {
+    let group = Group::new("worker-evicted");
+    let mut master = json_master(&group).await;
+    let mut worker = Proc::worker(&worker_flags(&group, "ev"));
+    group.wait_state("ev", MemberState::Alive).await;
+
+    let mut flags = group.flags();
+    flags.extend(args(&["evict", "ev", "--hold", "10m"]));
+    let mut evict = Proc::master(&flags);
+    evict.exit_with(0).await;
+    let said = evict.stdout.borrow().join("\n");
+    assert!(said.contains("report it left"), "{said}");
+    assert!(said.contains("refused for 600s"), "{said}");
+
+    let stderr = worker.exit_with(3).await;
+    assert!(stderr.contains("ev was evicted"), "{stderr}");
+    // It never came back: the master saw it join once and leave once.
+    let mut next = Proc::worker(&worker_flags(&group, "ev"));
+    group.wait_state("ev", MemberState::Alive).await;
+    let lines = master
+        .wait_stdout("ev joined again", |l| {
+            l.iter()
+                .filter(|l| l.contains("\"kind\":\"joined\"") && l.contains("\"ev\""))
+                .count()
+                >= 2
+        })
+        .await;
+    let kinds: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<EventJson>(l).ok())
+        .filter(|e| e.name == "ev")
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["joined", "left", "joined"], "{lines:#?}");
+    next.signal(Signal::SIGTERM);
+    next.exit_with(0).await;
+    master.signal(Signal::SIGTERM);
+    master.exit_with(0).await;
+}

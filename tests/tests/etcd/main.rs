@@ -2,10 +2,11 @@
 //!
 //! Tests that stop, pause or compact etcd, or need exact revisions (`conformance`, `faults`,
 //! `store`), start their own container ([`muster_testkit::etcd::Etcd`]). The master and worker
-//! tests (`lifecycle`, `process`) share one container (`support`), each under a prefix of its
+//! tests (`lifecycle`, `evict`, `process`) share one container (`support`), each under a prefix of its
 //! own. Real time throughout: never tokio's paused clock here.
 
 mod conformance;
+mod evict;
 mod faults;
 mod lifecycle;
 mod many;

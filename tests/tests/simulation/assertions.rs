@@ -290,11 +290,12 @@ pub fn lefts_follow_leaves(life: &Life, history: &History) -> Result<(), String>
         }
         let count = lefts.entry(name).or_default();
         *count += 1;
-        let leaves = history.leaves_visible(name, life.started_op, d.op);
+        let leaves = history.leaves_visible(name, life.started_op, d.op)
+            + history.evictions_visible(name, life.started_op, d.op);
         if *count > leaves {
             return Err(format!(
                 "{} reported Left for {name} at revision {} (drained after op {}), \
-                 its Left #{count} in this master life, but only {leaves} Leave op(s) of {name} \
+                 its Left #{count} in this master life, but only {leaves} Leave or Evict op(s) of {name} \
                  could explain it (issued by then, not finished before op {} when this life started)",
                 life.label(),
                 d.transition.revision,
@@ -542,7 +543,8 @@ pub fn no_early_reaps(history: &History, reap_after: Duration) -> Result<(), Str
                 }
                 let waited = gone_at.map(|gone| change.at - gone);
                 let early = !matches!(waited, Some(waited) if waited >= reap_after);
-                if early && !history.leaving_at(name, change.at) {
+                let evicted = history.evicted_at(name, change.revision);
+                if early && !evicted && !history.leaving_at(name, change.at) {
                     return Err(format!(
                         "the record of {name} was deleted at revision {} only {waited:?} after its liveness \
                          key went (reap_after {reap_after:?}), and no leave of {name} was in flight",
@@ -582,6 +584,27 @@ pub fn cut_off_workers_lose_liveness(
                  (revision {}) is still in the store",
                 kv.mod_revision
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 12: an evicted incarnation never reappears. After the revision of an eviction
+/// (whose marker holds for longer than any run), no record or liveness key carrying the
+/// incarnation it refused is written again.
+pub fn evicted_never_reappear(history: &History) -> Result<(), String> {
+    for (name, evictions) in &history.evictions {
+        let puts = history.incarnation_puts.get(name).map_or(&[][..], |p| p);
+        for eviction in evictions {
+            if let Some((revision, _)) = puts
+                .iter()
+                .find(|(r, i)| *r > eviction.revision && *i == eviction.blocked)
+            {
+                return Err(format!(
+                    "incarnation {} of {name}, evicted at revision {} (op {}), wrote its keys again at revision {revision}",
+                    eviction.blocked.0, eviction.revision, eviction.op
+                ));
+            }
         }
     }
     Ok(())

@@ -319,3 +319,31 @@ fn the_checker_rejects_an_early_reap_and_transitions_out_of_order() {
     let err = assertions::deliveries_in_revision_order(&life).unwrap_err();
     assert!(err.contains("at revision 4 after"), "{err}");
 }
+
+#[test]
+fn the_checker_rejects_an_evicted_incarnation_that_writes_again() {
+    let mut history = History::default();
+    history.evicted(
+        "w0",
+        crate::reference::EvictionRecord {
+            op: 3,
+            revision: 10,
+            blocked: Incarnation(1),
+        },
+    );
+    history
+        .incarnation_puts
+        .insert("w0".into(), vec![(2, Incarnation(1)), (12, Incarnation(2))]);
+    // Before the eviction, and a new process after it: fine.
+    assert_eq!(assertions::evicted_never_reappear(&history), Ok(()));
+    history
+        .incarnation_puts
+        .get_mut("w0")
+        .unwrap()
+        .push((14, Incarnation(1)));
+    let err = assertions::evicted_never_reappear(&history).unwrap_err();
+    assert!(
+        err.contains("incarnation 1 of w0, evicted at revision 10") && err.contains("revision 14"),
+        "{err}"
+    );
+}

@@ -1,5 +1,5 @@
 //! The whole-system simulation: real masters and workers on the in-memory backend, under
-//! random schedules of joins, updates, leaves, crashes, restarts, hangs, partitions, failed
+//! random schedules of joins, updates, leaves, crashes, restarts, evictions, hangs, partitions, failed
 //! calls (of workers and of masters), watch drops, compactions, master restarts and the
 //! passing of time, on tokio's paused clock.
 //!
@@ -7,7 +7,7 @@
 //!
 //! 1. a connected master's view equals what a fresh listing of the store says (state,
 //!    incarnation, metadata, record revision), at the store's revision;
-//! 2. `Left` only after a `Leave` of that name;
+//! 2. `Left` only after a `Leave` (or an `Evict`) of that name;
 //! 3. `Suspect` only after a lost lease (crash, restart, hang or partition of its worker, or
 //!    a blip of failed calls landing on a failure streak already under way);
 //! 4. a worker healthy for `HEALTHY_AFTER` is `Alive`, with its incarnation and latest
@@ -22,9 +22,13 @@
 //!    less than a TTL ago;
 //! 10. no early reap: a record deleted on its own goes only after its liveness has been gone
 //!     for `reap_after` (unless its worker was leaving), never while the liveness exists;
-//! 11. a worker cut off (partitioned or hung) for longer than a TTL has no liveness key.
+//! 11. a worker cut off (partitioned or hung) for longer than a TTL has no liveness key;
+//! 12. an evicted incarnation never writes its keys again (the marker holds longer than any
+//!     run), and in the finale every evicted process has stopped, reporting
+//!     `Status::Evicted` at its eviction's revision.
 //!
-//! Invariant 2 has one exception, which no master can avoid with today's keyspace: a `Left`
+//! Invariant 2 counts an eviction as a leave (it is reported `Left` for an alive member), and
+//! invariant 10 lets an eviction delete a suspect member's record at once. Invariant 2 has one exception, which no master can avoid with today's keyspace: a `Left`
 //! inferred by a relist after compaction (see `assertions::lefts_follow_leaves`).
 //!
 //! # Layout (after firezone's tunnel tests)

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use muster_core::{EventKind, Revision};
+use muster_core::{EventKind, Incarnation, Revision};
 use tokio::time::Instant;
 
 use crate::transition::{worker_name, Op};
@@ -60,9 +60,11 @@ impl Reference {
         let master = |m: usize| self.masters.get(m);
         match *op {
             Op::Join { w } => worker(w).is_some_and(|s| !s.has_process),
-            Op::Update { w, .. } | Op::Leave { w } | Op::Crash { w } | Op::Restart { w } => {
-                worker(w).is_some_and(|s| s.has_process)
-            }
+            Op::Update { w, .. }
+            | Op::Leave { w }
+            | Op::Crash { w }
+            | Op::Restart { w }
+            | Op::Evict { w } => worker(w).is_some_and(|s| s.has_process),
             Op::Hang { w } => worker(w).is_some_and(|s| !s.hung),
             Op::Unhang { w } => worker(w).is_some_and(|s| s.hung),
             Op::Partition { w } => worker(w).is_some_and(|s| !s.partitioned),
@@ -83,7 +85,9 @@ impl Reference {
     pub fn apply(&mut self, op: &Op) {
         match *op {
             Op::Join { w } | Op::Restart { w } => self.workers[w].has_process = true,
-            Op::Leave { w } | Op::Crash { w } => self.workers[w].has_process = false,
+            Op::Leave { w } | Op::Crash { w } | Op::Evict { w } => {
+                self.workers[w].has_process = false
+            }
             Op::Hang { w } => self.workers[w].hung = true,
             Op::Unhang { w } => self.workers[w].hung = false,
             Op::Partition { w } => self.workers[w].partitioned = true,
@@ -139,6 +143,17 @@ pub struct LeaveRecord {
     pub done_at: Option<Instant>,
 }
 
+/// One eviction the operator made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvictionRecord {
+    /// The step (1-based op number) that made it.
+    pub op: usize,
+    /// The revision of its transaction.
+    pub revision: Revision,
+    /// The incarnation its marker refuses.
+    pub blocked: Incarnation,
+}
+
 /// What one revision did to one name's two keys, as the observer's watch saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyChange {
@@ -165,6 +180,11 @@ pub struct History {
     /// The revisions at which each name's record and liveness were deleted together (what
     /// a leave does), from `key_log`.
     pub leave_deletions: BTreeMap<String, BTreeSet<Revision>>,
+    /// Every eviction that removed a member, per name, in order.
+    pub evictions: BTreeMap<String, Vec<EvictionRecord>>,
+    /// Every put of a record or a liveness key, per name: its revision and the incarnation
+    /// it carries, from the observer's watch.
+    pub incarnation_puts: BTreeMap<String, Vec<(Revision, Incarnation)>>,
 }
 
 impl History {
@@ -221,6 +241,32 @@ impl History {
             .push(op_number);
     }
 
+    /// Records an eviction of `name` by step `op_number`.
+    pub fn evicted(&mut self, name: &str, record: EvictionRecord) {
+        self.evictions
+            .entry(name.to_owned())
+            .or_default()
+            .push(record);
+    }
+
+    /// How many evictions of `name` could explain a `Left` delivered during step
+    /// `delivered` to a master life that started at step `life_started`.
+    pub fn evictions_visible(&self, name: &str, life_started: usize, delivered: usize) -> usize {
+        self.evictions.get(name).map_or(0, |evictions| {
+            evictions
+                .iter()
+                .filter(|e| e.op <= delivered && e.op >= life_started)
+                .count()
+        })
+    }
+
+    /// Whether `name`'s record was deleted by an eviction at `revision`.
+    pub fn evicted_at(&self, name: &str, revision: Revision) -> bool {
+        self.evictions
+            .get(name)
+            .is_some_and(|evictions| evictions.iter().any(|e| e.revision == revision))
+    }
+
     /// Whether a leave of `name` was in flight at `at` (issued, not yet seen finished).
     pub fn leaving_at(&self, name: &str, at: Instant) -> bool {
         self.leaves.get(name).is_some_and(|leaves| {
@@ -244,9 +290,9 @@ impl History {
     }
 
     /// Whether `name`'s record and liveness were deleted together at `revision`. A master
-    /// reports `Left` only at such a revision (a record deleted while the liveness stays
-    /// would be an eviction, which no op here does); a relist that finds a member gone says
-    /// `Removed` (see `lefts_follow_leaves`).
+    /// reports `Left` only at such a revision (a record deleted while the liveness stays is
+    /// not something any op here does: an eviction deletes both too); a relist that finds a
+    /// member gone says `Removed` (see `lefts_follow_leaves`).
     pub fn left_at(&self, name: &str, revision: Revision) -> bool {
         self.leave_deletions
             .get(name)

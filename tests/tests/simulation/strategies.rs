@@ -51,6 +51,7 @@ fn raw_op(masters: usize, workers: usize) -> impl Strategy<Value = Op> {
         2 => w.clone().prop_map(|w| Op::Leave { w }),
         2 => w.clone().prop_map(|w| Op::Crash { w }),
         2 => w.clone().prop_map(|w| Op::Restart { w }),
+        1 => w.clone().prop_map(|w| Op::Evict { w }),
         1 => w.clone().prop_map(|w| Op::Hang { w }),
         2 => w.clone().prop_map(|w| Op::Unhang { w }),
         2 => w.clone().prop_map(|w| Op::Partition { w }),

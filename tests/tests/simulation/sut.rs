@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::assertions::{self, HealthyWorker, Life, ProcessLife};
-use crate::reference::{History, KeyChange, Reference};
+use crate::reference::{EvictionRecord, History, KeyChange, Reference};
 use crate::transition::{worker_name, Op, Schedule};
 
 /// The group's prefix.
@@ -43,6 +43,9 @@ pub const REAP_AFTER: Duration = Duration::from_secs(30);
 /// of its last keep-alive), then one retry (at most TTL/3 apart while waiting for a name)
 /// and the registration itself; with a blip of failed calls, three more retries.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// How long the simulation's evictions hold: longer than any run, so an evicted
+/// incarnation must never come back.
+const EVICTION_HOLD: Duration = Duration::from_secs(3600);
 /// A worker's store client fails a hung call after this (its renewals: after TTL/2).
 const WORKER_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// A master's store client fails a hung call after this.
@@ -148,6 +151,15 @@ struct Leaving {
     task: JoinHandle<Result<(), String>>,
 }
 
+/// A process an operator evicted: it must stop by itself, reporting the eviction.
+enum Evicted {
+    /// It was registered: its worker must report `Status::Evicted`.
+    Worker(Worker),
+    /// Its registration task had not been collected: it must end with `Error::Evicted`, or
+    /// with a worker that reports `Status::Evicted`.
+    Registering(Registration),
+}
+
 /// One worker name: its client and its processes.
 struct Slot {
     /// The member name.
@@ -158,6 +170,8 @@ struct Slot {
     process: Process,
     /// Earlier processes still leaving.
     leaving: Vec<Leaving>,
+    /// Processes evicted by an operator: (incarnation, eviction revision, the process).
+    evicted: Vec<(Incarnation, Revision, Evicted)>,
     /// Whether the client is partitioned.
     partitioned: bool,
     /// Whether the client is hung.
@@ -273,6 +287,7 @@ impl Sim {
                     .with_request_timeout(WORKER_REQUEST_TIMEOUT),
                 process: Process::Idle,
                 leaving: Vec::new(),
+                evicted: Vec::new(),
                 partitioned: false,
                 hung: false,
                 healthy_since: now,
@@ -380,6 +395,7 @@ impl Sim {
                 self.crash(w).await?;
                 self.spawn_process(w)
             }
+            Op::Evict { w } => self.evict(w).await,
             Op::Hang { w } => {
                 let slot = &mut self.slots[w];
                 self.cluster.hang(slot.client.id());
@@ -615,6 +631,100 @@ impl Sim {
         Ok(())
     }
 
+    /// An operator evicts `w`'s name; the current process is gone either way: it stops by
+    /// itself if the eviction named it, else the operator kills it (a crash).
+    async fn evict(&mut self, w: usize) -> Result<(), String> {
+        let name = self.slots[w].name.clone();
+        let evicted = tokio::time::timeout(
+            CALL_DEADLINE,
+            muster_master::evict(&self.observer, PREFIX, &name, EVICTION_HOLD),
+        )
+        .await
+        .map_err(|_| format!("evicting {name} got no answer within {CALL_DEADLINE:?}"))?;
+        let current = match &self.slots[w].process {
+            Process::Running { incarnation, .. } | Process::Registering { incarnation, .. } => {
+                Some(*incarnation)
+            }
+            Process::Idle => None,
+        };
+        match evicted {
+            Ok(eviction) => {
+                self.note(format_args!(
+                    "  {name}: evicted at revision {} (was {}), incarnation {} refused",
+                    eviction.revision, eviction.was, eviction.blocked.0
+                ));
+                self.history.evicted(
+                    &name,
+                    EvictionRecord {
+                        op: self.op,
+                        revision: eviction.revision,
+                        blocked: eviction.blocked,
+                    },
+                );
+                if Some(eviction.blocked) == current {
+                    let slot = &mut self.slots[w];
+                    let process = match std::mem::replace(&mut slot.process, Process::Idle) {
+                        Process::Running { worker, .. } => Evicted::Worker(worker),
+                        Process::Registering { task, .. } => Evicted::Registering(task),
+                        Process::Idle => unreachable!("it has the evicted incarnation"),
+                    };
+                    slot.evicted
+                        .push((eviction.blocked, eviction.revision, process));
+                    if let Some(p) = self.processes.get_mut(&eviction.blocked) {
+                        // Its liveness key went with the eviction.
+                        p.ended = Some(Instant::now());
+                    }
+                    return Ok(());
+                }
+            }
+            Err(e) => self.note(format_args!("  {name}: eviction refused: {e}")),
+        }
+        // The eviction did not name the current process: the operator kills it.
+        self.history.lease_loss(&name, self.op);
+        self.crash(w).await
+    }
+
+    /// Every evicted process must have stopped, reporting its eviction.
+    async fn check_evicted_stopped(&mut self) -> Result<(), String> {
+        for slot in &mut self.slots {
+            for (incarnation, revision, process) in std::mem::take(&mut slot.evicted) {
+                let name = &slot.name;
+                let expected = muster_worker::Status::Evicted { revision };
+                let status = match process {
+                    Evicted::Worker(worker) => worker.status().borrow().clone(),
+                    Evicted::Registering(task) if !task.is_finished() => {
+                        return Err(format!(
+                            "process {} of {name}, evicted at revision {revision}, is still registering",
+                            incarnation.0
+                        ))
+                    }
+                    Evicted::Registering(task) => match task.await {
+                        Ok(Ok(worker)) => worker.status().borrow().clone(),
+                        Ok(Err(muster_worker::Error::Evicted { revision: r, .. }))
+                            if r == revision =>
+                        {
+                            expected.clone()
+                        }
+                        Ok(Err(e)) => {
+                            return Err(format!(
+                                "the registration of process {} of {name}, evicted at revision {revision}, failed otherwise: {e}",
+                                incarnation.0
+                            ))
+                        }
+                        Err(e) => return Err(format!("the registration task of {name} failed: {e}")),
+                    },
+                };
+                if status != expected {
+                    return Err(format!(
+                        "process {} of {name}, evicted at revision {revision}, reports {status:?}, not {expected:?}",
+                        incarnation.0
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn restart_master(&mut self, m: usize) -> Result<(), String> {
         self.drain()?;
         let ms = &mut self.masters[m];
@@ -719,6 +829,25 @@ impl Sim {
                 let Some((kind, name)) = self.keyspace.parse(&event.kv.key) else {
                     continue;
                 };
+                if kind == KeyKind::Evicted {
+                    continue;
+                }
+                if event.kind == muster_core::EventKind::Put {
+                    let incarnation = match kind {
+                        KeyKind::Record => {
+                            muster_core::Record::from_json(&event.kv.key, &event.kv.value)
+                                .map(|r| r.incarnation)
+                        }
+                        _ => muster_core::Liveness::from_json(&event.kv.key, &event.kv.value)
+                            .map(|l| l.incarnation),
+                    }
+                    .map_err(|e| format!("the observer saw an undecodable value: {e}"))?;
+                    self.history
+                        .incarnation_puts
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push((event.revision(), incarnation));
+                }
                 let change = changes
                     .entry((event.revision(), name))
                     .or_insert_with(|| KeyChange {
@@ -730,6 +859,7 @@ impl Sim {
                 match kind {
                     KeyKind::Record => change.record = Some(event.kind),
                     KeyKind::Liveness => change.liveness = Some(event.kind),
+                    KeyKind::Evicted => unreachable!("skipped above"),
                 }
             }
             for ((_, name), change) in changes {
@@ -866,6 +996,7 @@ impl Sim {
         }
         assertions::no_ghost_liveness(listing, &self.keyspace, &self.processes, now, TTL)?;
         assertions::no_early_reaps(&self.history, REAP_AFTER)?;
+        assertions::evicted_never_reappear(&self.history)?;
         let cut_off: Vec<(String, Duration)> = self
             .slots
             .iter()
@@ -899,6 +1030,7 @@ impl Sim {
             ms.hung = false;
         }
         tokio::time::sleep(FINALE).await;
-        self.settle_and_check().await
+        self.settle_and_check().await?;
+        self.check_evicted_stopped().await
     }
 }

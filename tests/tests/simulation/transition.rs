@@ -21,6 +21,11 @@ pub enum Op {
     /// Worker `w` crashes and a new process (new incarnation) takes the name over, waiting
     /// for the old liveness to expire.
     Restart { w: usize },
+    /// An operator evicts worker `w` (`muster_master::evict`, on a client never faulted) and
+    /// the current process of `w` is gone: it stops by itself if the eviction named it (it
+    /// must report `Status::Evicted` and never register again); otherwise (the record found
+    /// was an older process's, or there was none yet) the operator kills it, as a crash.
+    Evict { w: usize },
     /// Worker `w`'s client hangs: calls and watch deliveries are held (keep-alives stop).
     Hang { w: usize },
     /// Releases a hung worker client.
@@ -60,6 +65,7 @@ impl Op {
             Op::Leave { .. } => "leave",
             Op::Crash { .. } => "crash",
             Op::Restart { .. } => "restart",
+            Op::Evict { .. } => "evict",
             Op::Hang { .. } => "hang",
             Op::Unhang { .. } => "unhang",
             Op::Partition { .. } => "partition",
@@ -78,12 +84,13 @@ impl Op {
     }
 
     /// Every kind, as [`kind`](Self::kind) names them.
-    pub const KINDS: [&'static str; 19] = [
+    pub const KINDS: [&'static str; 20] = [
         "join",
         "update",
         "leave",
         "crash",
         "restart",
+        "evict",
         "hang",
         "unhang",
         "partition",

@@ -180,6 +180,33 @@ pub fn del_live(name: &str) -> Write {
     Write::Delete(lkey(name))
 }
 
+/// Put the eviction marker of incarnation `incarnation` of `name`.
+pub fn put_marker(name: &str, incarnation: u64) -> Write {
+    let marker = muster_core::EvictionMarker {
+        incarnation: Incarnation(incarnation),
+        at_unix_ms: 0,
+        hold_ms: 0,
+    };
+    Write::Put(
+        keyspace().eviction_key(name, Incarnation(incarnation)),
+        marker.to_json(),
+    )
+}
+
+/// Delete the eviction marker of incarnation `incarnation` of `name` (its hold expired).
+pub fn del_marker(name: &str, incarnation: u64) -> Write {
+    Write::Delete(keyspace().eviction_key(name, Incarnation(incarnation)))
+}
+
+/// Evict `name`: both keys deleted and the marker put, in one transaction.
+pub fn evict(name: &str, incarnation: u64) -> Vec<Write> {
+    vec![
+        del_record(name),
+        del_live(name),
+        put_marker(name, incarnation),
+    ]
+}
+
 /// Register `name`: record and liveness in one transaction.
 pub fn register(name: &str, info: &MemberInfo, incarnation: u64) -> Vec<Write> {
     vec![
