@@ -1,6 +1,8 @@
 //! Evictions hold, on real etcd: `muster_master::evict` of a live worker is reported `Left`,
 //! the worker learns of it at its next keep-alive, reports `Status::Evicted` and never
-//! registers again while the marker holds; a new process takes the name at once.
+//! registers again while the marker holds; a new process takes the name at once. A member
+//! evicted while suspect (cut off, lease expired) is `Failed`, and its process is refused
+//! when the network heals.
 
 use std::time::Duration;
 
@@ -139,4 +141,71 @@ async fn a_new_process_joins_while_the_marker_of_the_evicted_one_still_holds() {
         .revoke(marker.lease)
         .await
         .expect("revoke the hold lease");
+}
+
+/// A member evicted while it is suspect (its process cut off from etcd, its lease expired)
+/// is reported `Failed`; when the network heals, the process finds its lease gone, tries to
+/// register again, is refused by the marker (atomically, in the registration itself),
+/// reports `Status::Evicted` and writes nothing.
+#[tokio::test]
+async fn an_evicted_suspect_member_is_failed_and_its_process_is_refused_when_it_returns() {
+    let group = Group::new("evict-suspect");
+    let master = group.master(None).await;
+    let mut events = master.subscribe();
+    master.ready().await.expect("the master stopped");
+    let proxy = muster_testkit::proxy::Proxy::start(&group.endpoint())
+        .await
+        .expect("start a proxy");
+    let mut config = group.etcd.config();
+    config.endpoints = vec![proxy.endpoint()];
+    let own = muster_testkit::etcd::connect(config).await;
+    let a = muster_worker::Worker::register(own, info("a"), group.worker_config())
+        .await
+        .expect("register a");
+    until(&mut events, TransitionKind::Joined, "a").await;
+
+    proxy.cut();
+    until(&mut events, TransitionKind::Suspect, "a").await;
+    let store = group.store().await;
+    let eviction = muster_master::evict(&store, &group.prefix, "a", HOLD)
+        .await
+        .expect("evict");
+    assert_eq!(eviction.reported_as(), TransitionKind::Failed);
+    assert_eq!(eviction.blocked, a.incarnation());
+    let t = until(&mut events, TransitionKind::Failed, "a").await;
+    assert_eq!(t.last().unwrap().revision, eviction.revision);
+
+    // Watch the group's keys from the eviction on, then let the process back.
+    let keyspace = group.keyspace();
+    let ours = [keyspace.record_key("a"), keyspace.liveness_key("a")];
+    let mut watch = store
+        .watch(&group.prefix, eviction.revision + 1)
+        .await
+        .expect("watch");
+    proxy.heal();
+    let status = status_until(&a, "evicted", |s| matches!(s, Status::Evicted { .. })).await;
+    assert_eq!(
+        status,
+        Status::Evicted {
+            revision: eviction.revision
+        }
+    );
+    let mut writes = Vec::new();
+    let watched = async {
+        while let Some(batch) = watch.next().await {
+            for event in batch.expect("watch").events {
+                if event.kv.key == eviction.marker && event.kind == EventKind::Delete {
+                    return true;
+                }
+                if ours.contains(&event.kv.key) {
+                    writes.push((event.kind, event.kv.key, event.kv.mod_revision));
+                }
+            }
+        }
+        false
+    };
+    let ended = tokio::time::timeout(HOLD + DEADLINE, watched).await;
+    assert_eq!(ended, Ok(true), "the marker's hold never ended");
+    assert_eq!(writes, vec![], "the evicted process wrote again");
+    assert!(master.member("a").is_none());
 }
