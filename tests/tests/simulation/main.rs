@@ -28,8 +28,10 @@
 //!     `Status::Evicted` at its eviction's revision.
 //!
 //! Invariant 2 counts an eviction as a leave (it is reported `Left` for an alive member), and
-//! invariant 10 lets an eviction delete a suspect member's record at once. Invariant 2 has one exception, which no master can avoid with today's keyspace: a `Left`
-//! inferred by a relist after compaction (see `assertions::lefts_follow_leaves`).
+//! invariant 10 lets an eviction delete a suspect member's record at once. Invariant 2 has no
+//! exception: a relist that finds a member gone cannot know why and says `Removed`, so every
+//! `Left` sits at a revision where the member's two keys were deleted together (see
+//! `assertions::lefts_follow_leaves`).
 //!
 //! # Layout (after firezone's tunnel tests)
 //!
