@@ -43,5 +43,8 @@ mod keepers;
 mod store;
 mod watch;
 
-pub use config::{parse_endpoints, ConfigError, EtcdConfig, ENDPOINTS_VAR};
+pub use config::{
+    parse_endpoints, ConfigError, Credentials, EtcdConfig, Password, Pem, Security, TlsConfig,
+    CACERT_VAR, CERT_VAR, ENDPOINTS_VAR, KEY_VAR, PASSWORD_FILE_VAR, TLS_SERVER_NAME_VAR, USER_VAR,
+};
 pub use store::EtcdStore;
