@@ -648,6 +648,112 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_no_secret() {
+        let config = EtcdConfig {
+            tls: Some(TlsConfig {
+                ca: Some(Pem::File("ca.pem".into())),
+                cert: Some(Pem::Bytes(b"-----BEGIN CERTIFICATE-----".to_vec())),
+                key: Some(Pem::Bytes(
+                    b"-----BEGIN PRIVATE KEY----- secret-key".to_vec(),
+                )),
+                server_name: None,
+            }),
+            credentials: Some(Credentials {
+                user: "root".into(),
+                password: Password::Value("hunter2".into()),
+            }),
+            ..EtcdConfig::new(["https://a:2379"])
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("secret-key"), "{text}");
+        assert!(
+            text.contains("<redacted>") && text.contains("ca.pem"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn security_settings_must_agree_with_the_endpoints_and_each_other() {
+        let with = |endpoint: &str, given: Security| {
+            let mut config = EtcdConfig::new([endpoint]);
+            config.set_security(given, "--user").map(|()| config)
+        };
+        let ca = || Some(PathBuf::from("ca.pem"));
+        let err = with("https://a:2379", Security::default()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::HttpsWithoutTls { entry: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--cacert"), "{err}");
+        let tls = Security {
+            cacert: ca(),
+            ..Security::default()
+        };
+        let err = with("http://a:2379", tls.clone()).unwrap_err();
+        assert!(matches!(err, ConfigError::TlsWithHttp { .. }), "{err}");
+        assert!(with("https://a:2379", tls).unwrap().tls.is_some());
+        let err = with(
+            "https://a:2379",
+            Security {
+                cert: Some("c.pem".into()),
+                ..Security::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::NoCa), "{err}");
+        let err = with(
+            "https://a:2379",
+            Security {
+                cacert: ca(),
+                cert: Some("c.pem".into()),
+                ..Security::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::HalfIdentity { .. }), "{err}");
+        let err = with(
+            "http://a:2379",
+            Security {
+                user: Some("root".into()),
+                ..Security::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--password-file"), "{err}");
+        let err = with(
+            "http://a:2379",
+            Security {
+                user: Some("root:hunter2".into()),
+                password_file: Some("pw".into()),
+                ..Security::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::PasswordInUser { .. }), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn password_files_lose_one_trailing_newline_and_errors_name_the_path() {
+        let dir = std::env::temp_dir().join(format!("muster-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "hunter2\n").unwrap();
+        assert_eq!(Password::File(file.clone()).load().unwrap(), "hunter2");
+        std::fs::write(&file, "\n").unwrap();
+        let err = Password::File(file.clone()).load().unwrap_err();
+        assert!(matches!(err, ConfigError::EmptyFile { .. }), "{err}");
+        let missing = dir.join("missing");
+        let err = Password::File(missing.clone()).load().unwrap_err();
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn new_keeps_default_timeouts() {
         let config = EtcdConfig::new(["http://a:2379", "http://b:2379"]);
         assert_eq!(config.endpoints, ["http://a:2379", "http://b:2379"]);

@@ -418,6 +418,33 @@ mod tests {
     }
 
     #[test]
+    fn auth_refusals_are_rejected_and_say_what_to_do() {
+        for (message, says) in [
+            (
+                "etcdserver: authentication failed, invalid user ID or password",
+                "--password-file",
+            ),
+            ("etcdserver: user name is empty", "--user"),
+            (
+                "etcdserver: authentication is not enabled",
+                "authentication is off",
+            ),
+            ("etcdserver: permission denied", "readwrite"),
+        ] {
+            let err = mapper().map_status(&Ctx::new("connect"), Code::InvalidArgument, message);
+            assert!(matches!(err, Error::Rejected { .. }), "{err}");
+            assert!(err.to_string().contains(says), "{says:?} not in {err}");
+        }
+        let err = mapper().map_status(
+            &Ctx::new("connect"),
+            Code::Unknown,
+            "transport error: invalid peer certificate: UnknownIssuer",
+        );
+        assert!(matches!(err, Error::Rejected { .. }), "{err}");
+        assert!(err.to_string().contains("--cacert"), "{err}");
+    }
+
+    #[test]
     fn refused_requests_are_rejected_errors_without_etcd_client_types() {
         let err = mapper().map_status(
             &Ctx::new("txn"),
