@@ -647,6 +647,74 @@ mod tests {
         }
     }
 
+    /// `from_env` with the TLS and auth variables, in a child process as above.
+    #[test]
+    fn from_env_reads_the_tls_and_auth_variables() {
+        const NAME: &str = "config::tests::from_env_reads_the_tls_and_auth_variables";
+        const CHILD: &str = "MUSTER_FROM_ENV_SECURITY_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            match EtcdConfig::from_env() {
+                Ok(config) => println!(
+                    "from_env: ok tls={} user={}",
+                    config.tls.is_some(),
+                    config.credentials.map(|c| c.user).unwrap_or_default()
+                ),
+                Err(err) => println!("from_env: err {err}"),
+            }
+            return;
+        }
+        let https = [(ENDPOINTS_VAR, "https://a:2379")];
+        for (vars, expect) in [
+            (&[(CACERT_VAR, "ca.pem")][..], "err TLS settings"),
+            (
+                &[(ENDPOINTS_VAR, "https://a:2379")][..],
+                "err etcd endpoint 1 of 1 is https://",
+            ),
+            (&[https[0], (CACERT_VAR, "ca.pem")][..], "ok tls=true user="),
+            (
+                &[(USER_VAR, "muster"), (PASSWORD_FILE_VAR, "pw")][..],
+                "ok tls=false user=muster",
+            ),
+            (
+                &[(USER_VAR, "muster")][..],
+                "err an etcd user is given without a password",
+            ),
+            (
+                &[(USER_VAR, "muster:hunter2"), (PASSWORD_FILE_VAR, "pw")][..],
+                "err MUSTER_USER holds a ':'",
+            ),
+            (
+                &[(CACERT_VAR, ""), (USER_VAR, "")][..],
+                "ok tls=false user=",
+            ),
+        ] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1");
+            for var in [
+                ENDPOINTS_VAR,
+                CACERT_VAR,
+                CERT_VAR,
+                KEY_VAR,
+                TLS_SERVER_NAME_VAR,
+                USER_VAR,
+                PASSWORD_FILE_VAR,
+            ] {
+                child.env_remove(var);
+            }
+            child.envs(vars.iter().copied());
+            let output = child.output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let said = stdout
+                .lines()
+                .find_map(|line| line.split_once("from_env: ").map(|(_, said)| said))
+                .unwrap_or_else(|| panic!("{vars:?}: the child said nothing: {stdout}"));
+            assert!(said.starts_with(expect), "{vars:?}: {said}");
+            assert!(!said.contains("hunter2"), "{said}");
+        }
+    }
+
     #[test]
     fn debug_shows_no_secret() {
         let config = EtcdConfig {

@@ -152,6 +152,7 @@ async fn auth_errors_exit_2_and_never_show_the_password() {
     ] {
         let mut proc = Proc::worker(&flags);
         let stderr = proc.exit_with(2).await;
+        eprintln!("{stderr}");
         assert!(stderr.contains(says), "{says:?} not in {stderr}");
         assert!(
             !stderr.contains(wrong_password),
