@@ -1,20 +1,23 @@
-//! What both programs' command lines share: the etcd connection and the group's prefix, and
+//! What both programs' command lines share: the etcd connection (endpoints, TLS, user) and
+//! the group's prefix, and
 //! the parsers for endpoint lists, durations, `key=value` labels and member addresses.
 //!
 //! Every flag can also come from an environment variable (`MUSTER_*`), so a program runs the
 //! same from a shell, a systemd unit or a container spec.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use muster_etcd_backend::EtcdConfig;
+use muster_etcd_backend::{EtcdConfig, Security};
 
 use crate::fatal::Fatal;
 
 /// The default key prefix: the group named `default`.
 pub const DEFAULT_PREFIX: &str = "/muster/default/";
 
-/// Flags both programs take: where etcd is, which group, how long to wait for etcd.
+/// Flags both programs take: where etcd is, how to prove who we are to it (TLS, a user),
+/// which group, how long to wait for etcd. The TLS and auth flags are etcdctl's names.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// etcd client URLs, comma-separated [default: http://127.0.0.1:2379]. A blank list
@@ -50,6 +53,42 @@ pub struct CommonArgs {
         global = true
     )]
     pub connect_timeout: Duration,
+
+    /// The CA bundle (PEM) that signed etcd's server certificate; needs https:// endpoints.
+    #[arg(long, env = muster_etcd_backend::CACERT_VAR, value_name = "PATH", global = true)]
+    pub cacert: Option<PathBuf>,
+
+    /// A client certificate (PEM) for etcd's --client-cert-auth; with --key.
+    #[arg(long, env = muster_etcd_backend::CERT_VAR, value_name = "PATH", global = true)]
+    pub cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM); with --cert.
+    #[arg(long, env = muster_etcd_backend::KEY_VAR, value_name = "PATH", global = true)]
+    pub key: Option<PathBuf>,
+
+    /// The name etcd's certificate must carry, when it is not the endpoints' host.
+    #[arg(
+        long,
+        env = muster_etcd_backend::TLS_SERVER_NAME_VAR,
+        value_name = "NAME",
+        global = true
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// The etcd user (the name only: `name:password` is refused), for etcd with auth
+    /// enabled; with --password-file.
+    #[arg(long, env = muster_etcd_backend::USER_VAR, value_name = "NAME", global = true)]
+    pub user: Option<String>,
+
+    /// A file holding the etcd user's password (one trailing newline is ignored). There is
+    /// no flag or variable holding the password itself.
+    #[arg(
+        long,
+        env = muster_etcd_backend::PASSWORD_FILE_VAR,
+        value_name = "PATH",
+        global = true
+    )]
+    pub password_file: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -67,6 +106,31 @@ impl CommonArgs {
         } else {
             Ok(given)
         }
+    }
+
+    /// The store settings: [`endpoints`](Self::endpoints) and the TLS and auth flags
+    /// (`--cacert`, `--cert`, `--key`, `--tls-server-name`, `--user`, `--password-file`).
+    /// A contradiction (https:// without `--cacert`, TLS flags with http://, `--cert`
+    /// without `--key`, `--user` without `--password-file`, `--user name:password`) is bad
+    /// input (exit status 2). Files are read when connecting.
+    pub fn config(&self) -> Result<EtcdConfig, Fatal> {
+        let mut config = EtcdConfig::new(self.endpoints()?);
+        let path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        let text = |t: &Option<String>| t.clone().filter(|t| !t.trim().is_empty());
+        config
+            .set_security(
+                Security {
+                    cacert: path(&self.cacert),
+                    cert: path(&self.cert),
+                    key: path(&self.key),
+                    server_name: text(&self.tls_server_name),
+                    user: text(&self.user),
+                    password_file: path(&self.password_file),
+                },
+                "--user (MUSTER_USER)",
+            )
+            .map_err(|err| Fatal::usage(err.to_string()))?;
+        Ok(config)
     }
 }
 

@@ -2,11 +2,13 @@
 //!
 //! A program that starts before etcd (a boot race, a container started in parallel) keeps
 //! trying for `--connect-timeout`; after that it says which endpoints it could not reach
-//! and exits, rather than hang or retry silently forever.
+//! and exits, rather than hang or retry silently forever. A refusal that waiting cannot fix
+//! (a wrong password, a TLS handshake failure, a file that cannot be read) ends the wait at
+//! once with exit status 2: the backend reports them as `Rejected`.
 
 use std::time::Duration;
 
-use muster_etcd_backend::{EtcdConfig, EtcdStore};
+use muster_etcd_backend::EtcdStore;
 use tokio::time::Instant;
 
 use crate::cli::CommonArgs;
@@ -18,12 +20,13 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Connects to the endpoints of `common`, retrying until `common.connect_timeout` has
 /// passed. The error names the endpoints and the last failure.
 pub async fn connect(common: &CommonArgs) -> Result<EtcdStore, Fatal> {
-    // Never empty: a blank list is an error, no list at all the default.
-    let endpoints = common.endpoints()?;
+    // Never empty: a blank list is an error, no list at all the default. TLS and auth
+    // settings that contradict each other or the endpoints are bad input (exit 2).
+    let config = common.config()?;
+    let endpoints = config.endpoints.clone();
     let wait = common.connect_timeout;
     // The store keeps etcd-backend's default timeouts for its whole life; the start-up wait
     // is bounded from outside, so one slow attempt cannot outlast it.
-    let config = EtcdConfig::new(endpoints.iter().cloned());
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(100);
     let mut last_error = None;

@@ -449,6 +449,7 @@ impl Cluster {
             hostname: Some(name),
             env,
             hint: QUORUM_HINT,
+            files: Vec::new(),
         }
     }
 

@@ -256,6 +256,8 @@ pub(crate) struct Spec {
     pub env: Vec<(String, String)>,
     /// What may explain a member that does not become ready.
     pub hint: &'static str,
+    /// Files to copy into the container before it starts: path inside it, content.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// One etcd container: testcontainers' handle. Dropping it removes the container (with its
@@ -316,6 +318,11 @@ impl EtcdContainer {
         }
         for (key, value) in &spec.env {
             request = request.with_env_var(key.clone(), value.clone());
+        }
+        for (path, content) in &spec.files {
+            // Readable by any user: the image may run etcd as a user of its own.
+            let target = testcontainers::CopyTargetOptions::new(path.clone()).with_mode(0o644);
+            request = request.with_copy_to(target, content.clone());
         }
         match request.start().await {
             Ok(container) => Ok(EtcdContainer {

@@ -31,6 +31,8 @@ pub struct Etcd {
     container: EtcdContainer,
     /// The host port mapped to etcd's client port 2379.
     port: u16,
+    /// The client TLS settings when etcd serves TLS ([`Etcd::start_tls`]).
+    tls: Option<muster_etcd_backend::TlsConfig>,
 }
 
 impl Etcd {
@@ -45,17 +47,41 @@ impl Etcd {
     /// Like [`start`](Self::start), with extra etcd settings as `ETCD_*` environment
     /// variables, e.g. `("ETCD_GRPC_KEEPALIVE_MIN_TIME", "1s")`.
     pub fn start_with(env: &[(&str, &str)]) -> Result<Etcd> {
-        let extra: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        Etcd::start_spec(env, None)
+    }
+
+    /// Starts etcd serving TLS only (`https://`) with `certs`' server certificate, and
+    /// requiring a client certificate signed by `certs`' CA (`--client-cert-auth`), plus
+    /// `env` as in [`start_with`](Self::start_with). The files are copied into the
+    /// container. [`config`](Self::config) carries the client certificate.
+    pub fn start_tls(certs: &crate::tls::Certs, env: &[(&str, &str)]) -> Result<Etcd> {
+        Etcd::start_spec(env, Some(certs))
+    }
+
+    fn start_spec(env: &[(&str, &str)], certs: Option<&crate::tls::Certs>) -> Result<Etcd> {
+        let dir = crate::tls::CONTAINER_DIR;
+        let mut extra: Vec<(String, String)> = Vec::new();
+        let scheme = if certs.is_some() { "https" } else { "http" };
+        if certs.is_some() {
+            extra.extend([
+                ("ETCD_CERT_FILE".to_string(), format!("{dir}/server.pem")),
+                ("ETCD_KEY_FILE".to_string(), format!("{dir}/server-key.pem")),
+                ("ETCD_TRUSTED_CA_FILE".to_string(), format!("{dir}/ca.pem")),
+                ("ETCD_CLIENT_CERT_AUTH".to_string(), "true".to_string()),
+            ]);
+        }
+        extra.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let files = certs.map(|c| c.server_files()).unwrap_or_default();
+        let tls = certs.map(|c| c.client_tls());
         block_on(async move {
             let image = docker::image();
+            let listen = format!("{scheme}://0.0.0.0:2379");
+            let advertise = format!("{scheme}://127.0.0.1:2379");
             let settings = [
                 ("ETCD_NAME", "muster-test"),
                 ("ETCD_DATA_DIR", "/tmp/muster-etcd"),
-                ("ETCD_LISTEN_CLIENT_URLS", "http://0.0.0.0:2379"),
-                ("ETCD_ADVERTISE_CLIENT_URLS", "http://127.0.0.1:2379"),
+                ("ETCD_LISTEN_CLIENT_URLS", listen.as_str()),
+                ("ETCD_ADVERTISE_CLIENT_URLS", advertise.as_str()),
                 ("ETCD_LISTEN_PEER_URLS", "http://127.0.0.1:2380"),
                 ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://127.0.0.1:2380"),
                 ("ETCD_INITIAL_CLUSTER", "muster-test=http://127.0.0.1:2380"),
@@ -73,13 +99,20 @@ impl Etcd {
                 hostname: None,
                 env,
                 hint: "",
+                files,
             };
             // A free port can be taken by someone else before Docker binds it: try a few.
             let mut attempts = 0;
             loop {
                 let port = free_port()?;
                 match EtcdContainer::start(spec.clone(), port).await {
-                    Ok(container) => return Ok(Etcd { container, port }),
+                    Ok(container) => {
+                        return Ok(Etcd {
+                            container,
+                            port,
+                            tls,
+                        })
+                    }
                     Err(err) if port_taken(&err) && attempts < 4 => attempts += 1,
                     Err(err) => return Err(err),
                 }
@@ -87,9 +120,16 @@ impl Etcd {
         })
     }
 
-    /// etcd's client URL on this host, e.g. `http://127.0.0.1:41234`.
+    /// etcd's client URL on this host, e.g. `http://127.0.0.1:41234` (`https://` when it
+    /// serves TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The host port of etcd's client URL.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The container id.
@@ -108,15 +148,76 @@ impl Etcd {
         block_on(self.container.pid())
     }
 
-    /// Store settings for this etcd, with timeouts short enough for tests.
+    /// Store settings for this etcd, with timeouts short enough for tests (and the client
+    /// certificate when it serves TLS).
     pub fn config(&self) -> EtcdConfig {
-        test_config(vec![self.endpoint()])
+        EtcdConfig {
+            tls: self.tls.clone(),
+            ..test_config(vec![self.endpoint()])
+        }
     }
 
     /// A new client of this etcd (its own connections), as a separate process would have.
     /// Panics when it cannot connect.
     pub async fn store(&self) -> EtcdStore {
         connect(self.config()).await
+    }
+
+    /// Turns etcd's authentication on, as `etcdctl user add root`, `role add root`,
+    /// `user grant-role root root`, `auth enable` would: afterwards every request needs the
+    /// user `root` with `password` (or, on a TLS etcd with `--client-cert-auth`, a client
+    /// certificate whose common name is `root`). Blocks for a few round trips.
+    pub fn enable_auth(&self, password: &str) -> Result<()> {
+        let endpoint = self.endpoint();
+        let tls = self.tls.clone();
+        let password = password.to_owned();
+        let fail = {
+            let endpoint = endpoint.clone();
+            move |step: &str, err: etcd_client::Error| Error::Etcd {
+                what: format!("enabling auth on etcd at {endpoint} ({step})"),
+                message: err.to_string(),
+            }
+        };
+        block_on(async move {
+            let mut options = etcd_client::ConnectOptions::new();
+            if let Some(tls) = &tls {
+                let pem = |pem: &Option<muster_etcd_backend::Pem>| match pem {
+                    Some(muster_etcd_backend::Pem::File(path)) => {
+                        std::fs::read(path).unwrap_or_default()
+                    }
+                    Some(muster_etcd_backend::Pem::Bytes(bytes)) => bytes.clone(),
+                    None => Vec::new(),
+                };
+                options = options.with_tls(
+                    etcd_client::TlsOptions::new()
+                        .ca_certificate(etcd_client::Certificate::from_pem(pem(&tls.ca)))
+                        .identity(etcd_client::Identity::from_pem(
+                            pem(&tls.cert),
+                            pem(&tls.key),
+                        )),
+                );
+            }
+            let mut client = etcd_client::Client::connect([endpoint.as_str()], Some(options))
+                .await
+                .map_err(|e| fail("connect", e))?;
+            client
+                .user_add("root", password, None)
+                .await
+                .map_err(|e| fail("user add root", e))?;
+            client
+                .role_add("root")
+                .await
+                .map_err(|e| fail("role add root", e))?;
+            client
+                .user_grant_role("root", "root")
+                .await
+                .map_err(|e| fail("user grant-role root root", e))?;
+            client
+                .auth_enable()
+                .await
+                .map_err(|e| fail("auth enable", e))?;
+            Ok(())
+        })
     }
 
     /// Stops etcd (SIGTERM, then SIGKILL after 10 s). Its data survives for [`restart`](Self::restart).

@@ -30,6 +30,8 @@
 //!   keyspace and the truth (a fresh listing).
 //! - [`proxy`]: a TCP proxy in front of etcd that can be cut and healed
 //!   ([`proxy::Proxy`]): a network partition between one client and etcd.
+//! - [`tls`]: certificates made at test time ([`tls::Certs`]: a CA, etcd's server
+//!   certificate, a client certificate, an unrelated CA) for an etcd that serves TLS.
 //! - [`wait`]: waits with a deadline on a master's view, health and transitions and a
 //!   worker's status, and the readers their messages use.
 //! - [`clock`]: a runtime on tokio's paused clock, for the simulated runs.
@@ -41,6 +43,7 @@ mod error;
 pub mod etcd;
 pub mod group;
 pub mod proxy;
+pub mod tls;
 pub mod wait;
 
 pub use error::{BoxError, Error, Result};

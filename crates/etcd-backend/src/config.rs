@@ -1,10 +1,25 @@
-//! How to reach etcd and how long to wait for it.
+//! How to reach etcd, how to prove who we are to it, and how long to wait for it.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The one environment variable that names etcd's endpoints (comma-separated), for the
 /// library ([`EtcdConfig::from_env`]) and the programs (`--endpoints`) alike.
 pub const ENDPOINTS_VAR: &str = "MUSTER_ENDPOINTS";
+
+/// The CA bundle (PEM file) that signed etcd's server certificate (etcdctl's `--cacert`).
+pub const CACERT_VAR: &str = "MUSTER_CACERT";
+/// The client certificate (PEM file) for mutual TLS (etcdctl's `--cert`).
+pub const CERT_VAR: &str = "MUSTER_CERT";
+/// The client certificate's private key (PEM file) (etcdctl's `--key`).
+pub const KEY_VAR: &str = "MUSTER_KEY";
+/// The name etcd's certificate must carry, when it is not the endpoints' host.
+pub const TLS_SERVER_NAME_VAR: &str = "MUSTER_TLS_SERVER_NAME";
+/// The etcd user name (etcdctl's `--user`, without its `:password` form).
+pub const USER_VAR: &str = "MUSTER_USER";
+/// A file holding the etcd user's password (the programs' `--password-file`). There is no
+/// variable holding the password itself, see [`EtcdConfig::from_env`].
+pub const PASSWORD_FILE_VAR: &str = "MUSTER_PASSWORD_FILE";
 
 /// What is wrong with a list of etcd endpoints: the one error type of this crate's own (its
 /// store calls fail with [`muster_core::Error`]; [`EtcdStore::connect`](crate::EtcdStore::connect)
@@ -37,6 +52,60 @@ pub enum ConfigError {
     NotUnicode {
         /// The variable.
         from: String,
+    },
+    /// An endpoint is `https://` but no TLS settings are given.
+    #[error("etcd endpoint {entry} of {entries} is https:// but no CA bundle is given; pass the CA that signed etcd's certificate with --cacert ({CACERT_VAR}) (and --cert/--key if etcd asks for a client certificate), or use http:// if etcd does not serve TLS")]
+    HttpsWithoutTls {
+        /// Which endpoint, counting from 1.
+        entry: usize,
+        /// How many endpoints there are.
+        entries: usize,
+    },
+    /// TLS settings are given but an endpoint is `http://`.
+    #[error("TLS settings (--cacert/--cert/--key) are given but etcd endpoint {entry} of {entries} is http://; use https:// endpoints for an etcd that serves TLS, or drop the TLS settings")]
+    TlsWithHttp {
+        /// Which endpoint, counting from 1.
+        entry: usize,
+        /// How many endpoints there are.
+        entries: usize,
+    },
+    /// TLS settings without a CA bundle: nothing could verify etcd's certificate.
+    #[error("TLS settings are given without a CA bundle; pass the CA that signed etcd's server certificate with --cacert ({CACERT_VAR})")]
+    NoCa,
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("{given} is given without {missing}; a client certificate needs both the certificate (--cert, {CERT_VAR}) and its private key (--key, {KEY_VAR})")]
+    HalfIdentity {
+        /// What was given.
+        given: &'static str,
+        /// What is missing.
+        missing: &'static str,
+    },
+    /// A user name with no password, or a password with no user.
+    #[error("{0}")]
+    HalfCredentials(&'static str),
+    /// `--user name:password`: muster takes the password only from a file.
+    #[error("{from} holds a ':' followed by something: muster takes only the user name there, never a password (a command line and an environment show in `ps` and `/proc`); put the password in a file readable only by this user and pass --password-file ({PASSWORD_FILE_VAR})")]
+    PasswordInUser {
+        /// Where the user name came from.
+        from: String,
+    },
+    /// A certificate, key or password file that cannot be read (its content is never shown).
+    #[error("cannot read the {what} file {path}: {reason}", path = path.display())]
+    Unreadable {
+        /// Which file it is (`CA bundle`, `client certificate`, `password`, ...).
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why (the IO error).
+        reason: String,
+    },
+    /// A file that holds nothing (an empty password, an empty PEM file).
+    #[error("the {what} file {path} is empty", path = path.display())]
+    EmptyFile {
+        /// Which file it is.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
     },
 }
 
@@ -84,9 +153,124 @@ fn check_endpoints(endpoints: &[String], from: &str) -> Result<(), ConfigError> 
     }
 }
 
+/// PEM data: a file read when the store connects, or the bytes themselves.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Pem {
+    /// A PEM file, read at [`EtcdStore::connect`](crate::EtcdStore::connect).
+    File(PathBuf),
+    /// PEM bytes.
+    Bytes(Vec<u8>),
+}
+
+impl std::fmt::Debug for Pem {
+    /// A path as is; bytes only by their length (they may be a private key).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pem::File(path) => f.debug_tuple("File").field(path).finish(),
+            Pem::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
+        }
+    }
+}
+
+impl Pem {
+    /// The PEM bytes; a file that cannot be read or is empty is an error naming its path.
+    pub(crate) fn load(&self, what: &'static str) -> Result<Vec<u8>, ConfigError> {
+        match self {
+            Pem::Bytes(bytes) => Ok(bytes.clone()),
+            Pem::File(path) => {
+                let bytes = read_file(path, what)?;
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// Reads a secret or certificate file; the error names the path, never the content.
+fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|err| ConfigError::Unreadable {
+        what,
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::EmptyFile {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// TLS to etcd: the CA bundle that verifies etcd's certificate and, for mutual TLS, a client
+/// certificate and its key. Needs `https://` endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The CA certificates (PEM) that signed etcd's server certificate. Required: there is
+    /// no fallback to the system's roots (etcd clusters run their own CA).
+    pub ca: Option<Pem>,
+    /// The client certificate (PEM), for etcd's `--client-cert-auth`.
+    pub cert: Option<Pem>,
+    /// The client certificate's private key (PEM).
+    pub key: Option<Pem>,
+    /// The name etcd's certificate must carry, when it is not the endpoints' host (e.g. the
+    /// endpoints are IP addresses and the certificate names `etcd.internal`).
+    pub server_name: Option<String>,
+}
+
+/// The etcd user's password: given in the process, or a file read when the store connects.
+/// Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Password {
+    /// The password itself.
+    Value(String),
+    /// A file holding it (one trailing newline is not part of it).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Password::Value(_) => f.write_str("Value(<redacted>)"),
+            Password::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl Password {
+    /// The password; a file that cannot be read, is empty or not UTF-8 is an error naming
+    /// its path (never its content).
+    pub(crate) fn load(&self) -> Result<String, ConfigError> {
+        match self {
+            Password::Value(password) => Ok(password.clone()),
+            Password::File(path) => {
+                let bytes = read_file(path, "password")?;
+                let text = String::from_utf8(bytes).map_err(|_| ConfigError::Unreadable {
+                    what: "password",
+                    path: path.clone(),
+                    reason: "not UTF-8".into(),
+                })?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                let text = text.strip_suffix('\r').unwrap_or(text);
+                Ok(text.to_owned())
+            }
+        }
+    }
+}
+
+/// An etcd user and its password, for etcd with `auth enable`. The store authenticates when
+/// it connects and again when etcd says its token expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// Its password (redacted in `Debug`).
+    pub password: Password,
+}
+
 /// Connection settings for [`EtcdStore`](crate::EtcdStore).
 ///
 /// Start from [`EtcdConfig::new`] or [`Default`] (`http://127.0.0.1:2379`) and change fields.
+/// `Debug` shows no secret: passwords are redacted, PEM bytes shown by length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// etcd client URLs, e.g. `http://10.0.0.1:2379`. Requests are balanced across them, so
@@ -134,6 +318,11 @@ pub struct EtcdConfig {
     /// or a watch response (etcd sends each revision whole, so this must hold the largest
     /// transaction under the prefix).
     pub max_response_bytes: usize,
+    /// TLS settings; `None` for plain `http://` endpoints.
+    pub tls: Option<TlsConfig>,
+    /// The etcd user to authenticate as; `None` when etcd's auth is off (or when a client
+    /// certificate's common name is the user, with `--client-cert-auth`).
+    pub credentials: Option<Credentials>,
 }
 
 impl EtcdConfig {
@@ -149,10 +338,20 @@ impl EtcdConfig {
         }
     }
 
-    /// Settings whose endpoints come from `MUSTER_ENDPOINTS` (comma-separated, parsed by
-    /// [`parse_endpoints`]), or `http://127.0.0.1:2379` when it is unset. Set but blank, only
-    /// commas, with an empty entry or not UTF-8, it is an error: a blank variable must not
-    /// quietly mean the local default.
+    /// Settings from the environment, the variables the programs read too:
+    ///
+    /// - `MUSTER_ENDPOINTS`: comma-separated endpoints (parsed by [`parse_endpoints`]), or
+    ///   `http://127.0.0.1:2379` when unset. Set but blank, only commas, with an empty entry
+    ///   or not UTF-8, it is an error: a blank variable must not quietly mean the default.
+    /// - `MUSTER_CACERT`, `MUSTER_CERT`, `MUSTER_KEY`: PEM files for TLS ([`TlsConfig`]);
+    ///   `MUSTER_TLS_SERVER_NAME`: the name etcd's certificate must carry.
+    /// - `MUSTER_USER` and `MUSTER_PASSWORD_FILE`: an etcd user and a file holding its
+    ///   password. There is deliberately no variable holding a password: a process's
+    ///   environment is readable in `/proc/<pid>/environ`, shown by `docker inspect`, and
+    ///   inherited by children. `MUSTER_USER=name:password` is refused for the same reason.
+    ///
+    /// Blank variables count as unset, except `MUSTER_ENDPOINTS`. Files are read when the
+    /// store connects, not here.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), muster_etcd_backend::ConfigError> {
@@ -160,27 +359,184 @@ impl EtcdConfig {
     /// # Ok(()) }
     /// ```
     pub fn from_env() -> Result<Self, ConfigError> {
-        match std::env::var(ENDPOINTS_VAR) {
-            Ok(list) => Ok(EtcdConfig::new(parse_endpoints(&list, ENDPOINTS_VAR)?)),
-            Err(std::env::VarError::NotPresent) => Ok(EtcdConfig::default()),
-            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode {
-                from: ENDPOINTS_VAR.to_owned(),
-            }),
-        }
+        let mut config = match std::env::var(ENDPOINTS_VAR) {
+            Ok(list) => EtcdConfig::new(parse_endpoints(&list, ENDPOINTS_VAR)?),
+            Err(std::env::VarError::NotPresent) => EtcdConfig::default(),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(ConfigError::NotUnicode {
+                    from: ENDPOINTS_VAR.to_owned(),
+                })
+            }
+        };
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|value| !value.is_empty())
+                .map(PathBuf::from)
+        };
+        let user = match std::env::var(USER_VAR) {
+            Ok(user) if !user.trim().is_empty() => Some(user),
+            Ok(_) | Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(ConfigError::NotUnicode {
+                    from: USER_VAR.to_owned(),
+                })
+            }
+        };
+        let server_name = std::env::var(TLS_SERVER_NAME_VAR)
+            .ok()
+            .filter(|name| !name.trim().is_empty());
+        config.set_security(
+            Security {
+                cacert: var(CACERT_VAR),
+                cert: var(CERT_VAR),
+                key: var(KEY_VAR),
+                server_name,
+                user,
+                password_file: var(PASSWORD_FILE_VAR),
+            },
+            USER_VAR,
+        )?;
+        Ok(config)
     }
 
-    /// Checks the endpoints: at least one, none blank (what
-    /// [`EtcdStore::connect`](crate::EtcdStore::connect) requires before it tries them).
+    /// Sets [`tls`](Self::tls) and [`credentials`](Self::credentials) from file paths, as
+    /// etcdctl's flags give them (the programs' `--cacert`, `--cert`, `--key`,
+    /// `--tls-server-name`, `--user`, `--password-file`). `user_from` names where the user
+    /// came from, for the error when it holds `name:password`.
     ///
     /// ```
-    /// use muster_etcd_backend::EtcdConfig;
+    /// use muster_etcd_backend::{EtcdConfig, Security};
+    /// let mut config = EtcdConfig::new(["https://etcd:2379"]);
+    /// config.set_security(
+    ///     Security { cacert: Some("ca.pem".into()), ..Security::default() },
+    ///     "--user",
+    /// ).unwrap();
+    /// assert!(config.tls.is_some());
+    /// let refused = config.set_security(
+    ///     Security { user: Some("root:secret".into()), password_file: Some("pw".into()), ..Security::default() },
+    ///     "--user",
+    /// ).unwrap_err();
+    /// assert!(!refused.to_string().contains("secret"));
+    /// ```
+    pub fn set_security(&mut self, given: Security, user_from: &str) -> Result<(), ConfigError> {
+        let Security {
+            cacert,
+            cert,
+            key,
+            server_name,
+            user,
+            password_file,
+        } = given;
+        self.tls = if cacert.is_some() || cert.is_some() || key.is_some() || server_name.is_some() {
+            Some(TlsConfig {
+                ca: cacert.map(Pem::File),
+                cert: cert.map(Pem::File),
+                key: key.map(Pem::File),
+                server_name,
+            })
+        } else {
+            None
+        };
+        self.credentials = match (user, password_file) {
+            (Some(user), _) if user.contains(':') => {
+                return Err(ConfigError::PasswordInUser {
+                    from: user_from.to_owned(),
+                })
+            }
+            (Some(user), Some(file)) => Some(Credentials {
+                user,
+                password: Password::File(file),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::HalfCredentials(
+                    "an etcd user is given without a password; put the password in a file readable only by this user and pass --password-file (MUSTER_PASSWORD_FILE)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::HalfCredentials(
+                    "a password file is given without an etcd user; pass the user name with --user (MUSTER_USER)",
+                ))
+            }
+        };
+        self.validate()
+    }
+
+    /// Checks the settings without reading any file: at least one endpoint, none blank
+    /// (what [`EtcdStore::connect`](crate::EtcdStore::connect) requires before it tries
+    /// them); `https://` endpoints if and only if there are TLS settings, and then with a CA
+    /// bundle; a client certificate with its key.
+    ///
+    /// ```
+    /// use muster_etcd_backend::{EtcdConfig, Pem, TlsConfig};
     /// assert!(EtcdConfig::default().validate().is_ok());
     /// assert!(EtcdConfig::new(Vec::<String>::new()).validate().is_err());
     /// assert!(EtcdConfig::new(["http://a:2379", " "]).validate().is_err());
+    /// assert!(EtcdConfig::new(["https://a:2379"]).validate().is_err());
+    /// let tls = TlsConfig { ca: Some(Pem::File("ca.pem".into())), ..TlsConfig::default() };
+    /// let config = EtcdConfig { tls: Some(tls), ..EtcdConfig::new(["https://a:2379"]) };
+    /// assert!(config.validate().is_ok());
+    /// assert!(EtcdConfig { endpoints: vec!["http://a:2379".into()], ..config }.validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_endpoints(&self.endpoints, "EtcdConfig::endpoints")
+        check_endpoints(&self.endpoints, "EtcdConfig::endpoints")?;
+        let entries = self.endpoints.len();
+        let scheme = |prefix: &str| {
+            self.endpoints
+                .iter()
+                .position(|e| e.trim().to_ascii_lowercase().starts_with(prefix))
+                .map(|at| at + 1)
+        };
+        match &self.tls {
+            None => {
+                if let Some(entry) = scheme("https://") {
+                    return Err(ConfigError::HttpsWithoutTls { entry, entries });
+                }
+            }
+            Some(tls) => {
+                if let Some(entry) = scheme("http://") {
+                    return Err(ConfigError::TlsWithHttp { entry, entries });
+                }
+                if tls.ca.is_none() {
+                    return Err(ConfigError::NoCa);
+                }
+                match (&tls.cert, &tls.key) {
+                    (Some(_), None) => {
+                        return Err(ConfigError::HalfIdentity {
+                            given: "a client certificate",
+                            missing: "its key",
+                        })
+                    }
+                    (None, Some(_)) => {
+                        return Err(ConfigError::HalfIdentity {
+                            given: "a client key",
+                            missing: "its certificate",
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+/// TLS and auth settings as file paths, the way etcdctl's flags and muster's environment
+/// variables give them; see [`EtcdConfig::set_security`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    /// `--cacert`: the CA bundle.
+    pub cacert: Option<PathBuf>,
+    /// `--cert`: the client certificate.
+    pub cert: Option<PathBuf>,
+    /// `--key`: the client certificate's key.
+    pub key: Option<PathBuf>,
+    /// `--tls-server-name`: the name etcd's certificate must carry.
+    pub server_name: Option<String>,
+    /// `--user`: the etcd user (the name only).
+    pub user: Option<String>,
+    /// `--password-file`: a file holding the user's password.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -196,6 +552,8 @@ impl Default for EtcdConfig {
             list_page: 10_000,
             keep_alive_streams: 256,
             max_response_bytes: 64 * 1024 * 1024,
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -287,6 +645,180 @@ mod tests {
                 .unwrap_or_else(|| panic!("{value:?}: the child said nothing: {stdout}"));
             assert!(said.starts_with(expect), "{value:?}: {said}");
         }
+    }
+
+    /// `from_env` with the TLS and auth variables, in a child process as above.
+    #[test]
+    fn from_env_reads_the_tls_and_auth_variables() {
+        const NAME: &str = "config::tests::from_env_reads_the_tls_and_auth_variables";
+        const CHILD: &str = "MUSTER_FROM_ENV_SECURITY_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            match EtcdConfig::from_env() {
+                Ok(config) => println!(
+                    "from_env: ok tls={} user={}",
+                    config.tls.is_some(),
+                    config.credentials.map(|c| c.user).unwrap_or_default()
+                ),
+                Err(err) => println!("from_env: err {err}"),
+            }
+            return;
+        }
+        let https = [(ENDPOINTS_VAR, "https://a:2379")];
+        for (vars, expect) in [
+            (&[(CACERT_VAR, "ca.pem")][..], "err TLS settings"),
+            (
+                &[(ENDPOINTS_VAR, "https://a:2379")][..],
+                "err etcd endpoint 1 of 1 is https://",
+            ),
+            (&[https[0], (CACERT_VAR, "ca.pem")][..], "ok tls=true user="),
+            (
+                &[(USER_VAR, "muster"), (PASSWORD_FILE_VAR, "pw")][..],
+                "ok tls=false user=muster",
+            ),
+            (
+                &[(USER_VAR, "muster")][..],
+                "err an etcd user is given without a password",
+            ),
+            (
+                &[(USER_VAR, "muster:hunter2"), (PASSWORD_FILE_VAR, "pw")][..],
+                "err MUSTER_USER holds a ':'",
+            ),
+            (
+                &[(CACERT_VAR, ""), (USER_VAR, "")][..],
+                "ok tls=false user=",
+            ),
+        ] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1");
+            for var in [
+                ENDPOINTS_VAR,
+                CACERT_VAR,
+                CERT_VAR,
+                KEY_VAR,
+                TLS_SERVER_NAME_VAR,
+                USER_VAR,
+                PASSWORD_FILE_VAR,
+            ] {
+                child.env_remove(var);
+            }
+            child.envs(vars.iter().copied());
+            let output = child.output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let said = stdout
+                .lines()
+                .find_map(|line| line.split_once("from_env: ").map(|(_, said)| said))
+                .unwrap_or_else(|| panic!("{vars:?}: the child said nothing: {stdout}"));
+            assert!(said.starts_with(expect), "{vars:?}: {said}");
+            assert!(!said.contains("hunter2"), "{said}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let config = EtcdConfig {
+            tls: Some(TlsConfig {
+                ca: Some(Pem::File("ca.pem".into())),
+                cert: Some(Pem::Bytes(b"-----BEGIN CERTIFICATE-----".to_vec())),
+                key: Some(Pem::Bytes(
+                    b"-----BEGIN PRIVATE KEY----- secret-key".to_vec(),
+                )),
+                server_name: None,
+            }),
+            credentials: Some(Credentials {
+                user: "root".into(),
+                password: Password::Value("hunter2".into()),
+            }),
+            ..EtcdConfig::new(["https://a:2379"])
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("secret-key"), "{text}");
+        assert!(
+            text.contains("<redacted>") && text.contains("ca.pem"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn security_settings_must_agree_with_the_endpoints_and_each_other() {
+        let with = |endpoint: &str, given: Security| {
+            let mut config = EtcdConfig::new([endpoint]);
+            config.set_security(given, "--user").map(|()| config)
+        };
+        let ca = || Some(PathBuf::from("ca.pem"));
+        let err = with("https://a:2379", Security::default()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::HttpsWithoutTls { entry: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--cacert"), "{err}");
+        let tls = Security {
+            cacert: ca(),
+            ..Security::default()
+        };
+        let err = with("http://a:2379", tls.clone()).unwrap_err();
+        assert!(matches!(err, ConfigError::TlsWithHttp { .. }), "{err}");
+        assert!(with("https://a:2379", tls).unwrap().tls.is_some());
+        let err = with(
+            "https://a:2379",
+            Security {
+                cert: Some("c.pem".into()),
+                ..Security::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::NoCa), "{err}");
+        let err = with(
+            "https://a:2379",
+            Security {
+                cacert: ca(),
+                cert: Some("c.pem".into()),
+                ..Security::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::HalfIdentity { .. }), "{err}");
+        let err = with(
+            "http://a:2379",
+            Security {
+                user: Some("root".into()),
+                ..Security::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--password-file"), "{err}");
+        let err = with(
+            "http://a:2379",
+            Security {
+                user: Some("root:hunter2".into()),
+                password_file: Some("pw".into()),
+                ..Security::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::PasswordInUser { .. }), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn password_files_lose_one_trailing_newline_and_errors_name_the_path() {
+        let dir = std::env::temp_dir().join(format!("muster-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "hunter2\n").unwrap();
+        assert_eq!(Password::File(file.clone()).load().unwrap(), "hunter2");
+        std::fs::write(&file, "\n").unwrap();
+        let err = Password::File(file.clone()).load().unwrap_err();
+        assert!(matches!(err, ConfigError::EmptyFile { .. }), "{err}");
+        let missing = dir.join("missing");
+        let err = Password::File(missing.clone()).load().unwrap_err();
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -88,21 +88,39 @@ impl std::error::Error for EtcdFailure {}
 pub(crate) struct ErrorMapper {
     /// `[http://a:2379, http://b:2379]`, as shown in messages.
     endpoints: String,
+    /// Whether some endpoint is plain `http://`: a connection broken at once may then be a
+    /// TLS port (etcd closes a plaintext HTTP/2 connection to its TLS listener).
+    plain: bool,
 }
 
 impl ErrorMapper {
     pub(crate) fn new(endpoints: &[String]) -> Self {
         ErrorMapper {
             endpoints: format!("[{}]", endpoints.join(", ")),
+            plain: endpoints
+                .iter()
+                .any(|e| e.trim().to_ascii_lowercase().starts_with("http://")),
         }
     }
 
     /// etcd could not be reached, or the connection broke.
     pub(crate) fn unavailable(&self, ctx: &Ctx, detail: impl fmt::Display) -> Error {
+        let detail = detail.to_string();
+        let broken = [
+            "broken pipe",
+            "connection reset",
+            "connection closed",
+            "h2 protocol error",
+        ];
+        let tls_hint = if self.plain && broken.iter().any(|b| detail.contains(b)) {
+            "; if etcd serves TLS on this port, use https:// endpoints and --cacert (MUSTER_CACERT)"
+        } else {
+            ""
+        };
         Error::Unavailable {
             backend: BACKEND,
             message: format!(
-                "cannot reach etcd at {} ({}): {detail}; is etcd running? check the endpoints (--endpoints / {})",
+                "cannot reach etcd at {} ({}): {detail}; is etcd running? check the endpoints (--endpoints / {}){tls_hint}",
                 self.endpoints,
                 ctx.what(),
                 crate::ENDPOINTS_VAR,
@@ -156,6 +174,9 @@ impl ErrorMapper {
                 Error::LeaseNotFound { lease: ctx.lease }
             }
             // A broken stream (its request half is gone) or connection: unreachable.
+            E::TransportError(_) | E::IoError(_) if tls_failure(&cause(&err)) => {
+                self.tls_refused(ctx, cause(&err))
+            }
             E::LeaseKeepAliveError(_) | E::WatchError(_) | E::TransportError(_) | E::IoError(_) => {
                 self.unavailable(ctx, cause(&err))
             }
@@ -165,6 +186,33 @@ impl ErrorMapper {
             ),
             other => self.other(ctx, chain(other)),
         }
+    }
+
+    /// etcd refusing who we are (auth) or the TLS handshake failing: bad settings, which
+    /// retrying cannot fix, each with what to do. etcd's messages never hold the password.
+    fn refused_auth(&self, ctx: &Ctx, message: &str) -> Option<Error> {
+        let advice = if message.contains("authentication failed") {
+            "etcd refused the user name or password (wrong password or unknown user); check --user (MUSTER_USER) and the file given to --password-file (MUSTER_PASSWORD_FILE)"
+        } else if message.contains("user name is empty") {
+            "etcd has authentication enabled and no user was given; pass --user (MUSTER_USER) and --password-file (MUSTER_PASSWORD_FILE), or a client certificate whose common name is an etcd user"
+        } else if message.contains("authentication is not enabled") {
+            "a user and password are given but etcd's authentication is off; drop --user/--password-file, or enable auth in etcd"
+        } else if message.contains("permission denied") {
+            "the etcd user lacks a permission this call needs; grant its role readwrite on the group's prefix (see README, \"Secured etcd\")"
+        } else if tls_failure(message) {
+            return Some(self.tls_refused(ctx, message));
+        } else {
+            return None;
+        };
+        Some(self.rejected(ctx, format!("{message}: {advice}")))
+    }
+
+    /// The TLS handshake with etcd failed.
+    pub(crate) fn tls_refused(&self, ctx: &Ctx, detail: impl fmt::Display) -> Error {
+        self.rejected(
+            ctx,
+            format!("TLS with etcd failed: {detail}; check that --cacert (MUSTER_CACERT) is the CA that signed etcd's server certificate, that the certificate names the endpoint's host (or pass --tls-server-name), and that --cert/--key are a client certificate etcd's --trusted-ca-file signed"),
+        )
     }
 
     fn map_status(&self, ctx: &Ctx, code: Code, message: &str) -> Error {
@@ -195,6 +243,9 @@ impl ErrorMapper {
         if message.contains("requested lease not found") {
             return Error::LeaseNotFound { lease: ctx.lease };
         }
+        if let Some(refused) = self.refused_auth(ctx, message) {
+            return refused;
+        }
         if message.contains("no leader") {
             return self.unavailable(
                 ctx,
@@ -216,6 +267,25 @@ impl ErrorMapper {
             _ => self.other(ctx, format!("{message} ({code:?})")),
         }
     }
+}
+
+/// Whether a transport failure is a TLS handshake failure (rustls' and webpki's wording).
+fn tls_failure(message: &str) -> bool {
+    [
+        "invalid peer certificate",
+        "UnknownIssuer",
+        "NotValidForName",
+        "certificate required",
+        "CertificateRequired",
+        "bad certificate",
+        "BadCertificate",
+        "Expired",
+        "handshake",
+        "InvalidContentType",
+        "invalid certificate",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 /// What went wrong in `err`, without muster's context (endpoints, call, advice): for a
@@ -345,6 +415,33 @@ mod tests {
         assert!(text.contains("http://127.0.0.1:2379"), "{text}");
         assert!(text.contains("muster/members/a"), "{text}");
         assert!(text.contains("MUSTER_ENDPOINTS"), "{text}");
+    }
+
+    #[test]
+    fn auth_refusals_are_rejected_and_say_what_to_do() {
+        for (message, says) in [
+            (
+                "etcdserver: authentication failed, invalid user ID or password",
+                "--password-file",
+            ),
+            ("etcdserver: user name is empty", "--user"),
+            (
+                "etcdserver: authentication is not enabled",
+                "authentication is off",
+            ),
+            ("etcdserver: permission denied", "readwrite"),
+        ] {
+            let err = mapper().map_status(&Ctx::new("connect"), Code::InvalidArgument, message);
+            assert!(matches!(err, Error::Rejected { .. }), "{err}");
+            assert!(err.to_string().contains(says), "{says:?} not in {err}");
+        }
+        let err = mapper().map_status(
+            &Ctx::new("connect"),
+            Code::Unknown,
+            "transport error: invalid peer certificate: UnknownIssuer",
+        );
+        assert!(matches!(err, Error::Rejected { .. }), "{err}");
+        assert!(err.to_string().contains("--cacert"), "{err}");
     }
 
     #[test]

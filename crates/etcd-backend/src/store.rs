@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TxnOp,
+    Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions,
+    Identity, PutOptions, TlsOptions, TxnOp,
 };
 use muster_core::{
     Condition, Error, KeyValue, Lease, LeaseId, Listing, Op, Result, Revision, Store, StoreStatus,
     Txn, TxnOutcome, WatchStream,
 };
 
-use crate::config::EtcdConfig;
+use crate::config::{ConfigError, EtcdConfig, TlsConfig};
 use crate::error::{Ctx, ErrorMapper};
 use crate::keepers::Keepers;
 use crate::watch::{self, key_value};
@@ -21,6 +22,24 @@ use crate::watch::{self, key_value};
 /// The smallest page a listing shrinks to when pages of [`EtcdConfig::list_page`] keys are
 /// larger than [`EtcdConfig::max_response_bytes`].
 const MIN_LIST_PAGE: i64 = 10;
+
+/// etcd-client's TLS options from muster's: the PEM files read now.
+fn tls_options(tls: &TlsConfig) -> std::result::Result<TlsOptions, ConfigError> {
+    let mut options = TlsOptions::new();
+    if let Some(ca) = &tls.ca {
+        options = options.ca_certificate(Certificate::from_pem(ca.load("CA bundle")?));
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        options = options.identity(Identity::from_pem(
+            cert.load("client certificate")?,
+            key.load("client key")?,
+        ));
+    }
+    if let Some(name) = &tls.server_name {
+        options = options.domain_name(name.clone());
+    }
+    Ok(options)
+}
 
 /// A read whose answer exceeds [`EtcdConfig::max_response_bytes`] as `Ok(None)`: the page
 /// must shrink.
@@ -83,23 +102,48 @@ impl EtcdStore {
         Ok(store)
     }
 
-    /// Sets up the client without contacting etcd. Fails only for invalid settings (no
-    /// endpoint or a blank one, see [`EtcdConfig::validate`]; a malformed URL).
+    /// Sets up the client without contacting etcd, unless [`EtcdConfig::credentials`] are
+    /// given: etcd-client authenticates when it connects, so a wrong password fails here.
+    /// Fails for invalid settings (see [`EtcdConfig::validate`]; a malformed URL; a
+    /// certificate, key or password file that cannot be read, named by its path).
     pub async fn connect_lazy(config: EtcdConfig) -> Result<Self> {
         let errors = ErrorMapper::new(&config.endpoints);
         let ctx = Ctx::new("connect");
         if let Err(invalid) = config.validate() {
             return Err(errors.rejected(&ctx, invalid));
         }
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
             .with_keep_alive(config.keep_alive_interval, config.keep_alive_timeout)
             .with_keep_alive_while_idle(config.keep_alive_while_idle)
             .with_require_leader(config.require_leader);
-        let client = Client::connect(&config.endpoints, Some(options))
-            .await
-            .map_err(|err| errors.map(&ctx, err))?;
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls_options(tls).map_err(|e| errors.rejected(&ctx, e))?);
+        }
+        if let Some(credentials) = &config.credentials {
+            let password = credentials
+                .password
+                .load()
+                .map_err(|e| errors.rejected(&ctx, e))?;
+            // Authenticates now (so a user given connects or fails here, also for
+            // `connect_lazy`), and again when etcd says the token expired.
+            options = options
+                .with_user(credentials.user.clone(), password)
+                .with_auto_token_refresh(true);
+        }
+        let connecting = Client::connect(&config.endpoints, Some(options));
+        let client =
+            match tokio::time::timeout(config.connect_timeout + config.request_timeout, connecting)
+                .await
+            {
+                Ok(client) => client.map_err(|err| errors.map(&ctx, err))?,
+                Err(_) => {
+                    return Err(
+                        errors.timeout(&ctx, config.connect_timeout + config.request_timeout)
+                    )
+                }
+            };
         // A keep-alive stream may take as long to open as any other call: connecting, then
         // the request. (How long a renewal waits for its answer is the caller's `within`.)
         let keepers = Keepers::new(

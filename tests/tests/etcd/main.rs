@@ -3,7 +3,8 @@
 //! Tests that stop, pause or compact etcd, or need exact revisions (`conformance`, `faults`,
 //! `store`), start their own container ([`muster_testkit::etcd::Etcd`]). The master and worker
 //! tests (`lifecycle`, `evict`, `process`) share one container (`support`), each under a prefix of its
-//! own. Real time throughout: never tokio's paused clock here.
+//! own. `secured` starts TLS and auth-enabled etcds of its own. Real time throughout: never
+//! tokio's paused clock here.
 
 mod conformance;
 mod evict;
@@ -11,5 +12,6 @@ mod faults;
 mod lifecycle;
 mod many;
 mod process;
+mod secured;
 mod store;
 mod support;
