@@ -91,15 +91,23 @@ pub(crate) struct ErrorMapper {
     /// Whether some endpoint is plain `http://`: a connection broken at once may then be a
     /// TLS port (etcd closes a plaintext HTTP/2 connection to its TLS listener).
     plain: bool,
+    /// Whether TLS is set up without a client certificate: a connection broken at once may
+    /// then be etcd's `--client-cert-auth` refusing it. Under TLS 1.3 the server checks the
+    /// client's certificate after the client considers the handshake done, so the refusal
+    /// reaches the client either as a `certificate required` alert or, racing it, as a
+    /// broken pipe; muster cannot tell the second from a crash, so it only hints.
+    tls_without_cert: bool,
 }
 
 impl ErrorMapper {
-    pub(crate) fn new(endpoints: &[String]) -> Self {
+    /// `tls_without_cert`: TLS is configured with no client certificate.
+    pub(crate) fn new(endpoints: &[String], tls_without_cert: bool) -> Self {
         ErrorMapper {
             endpoints: format!("[{}]", endpoints.join(", ")),
             plain: endpoints
                 .iter()
                 .any(|e| e.trim().to_ascii_lowercase().starts_with("http://")),
+            tls_without_cert,
         }
     }
 
@@ -112,8 +120,11 @@ impl ErrorMapper {
             "connection closed",
             "h2 protocol error",
         ];
-        let tls_hint = if self.plain && broken.iter().any(|b| detail.contains(b)) {
+        let is_broken = broken.iter().any(|b| detail.contains(b));
+        let tls_hint = if self.plain && is_broken {
             "; if etcd serves TLS on this port, use https:// endpoints and --cacert (MUSTER_CACERT)"
+        } else if self.tls_without_cert && is_broken {
+            "; if etcd requires client certificates (--client-cert-auth), pass --cert and --key (MUSTER_CERT, MUSTER_KEY)"
         } else {
             ""
         };
@@ -348,7 +359,24 @@ mod tests {
     use super::*;
 
     fn mapper() -> ErrorMapper {
-        ErrorMapper::new(&["http://127.0.0.1:2379".to_string()])
+        ErrorMapper::new(&["http://127.0.0.1:2379".to_string()], false)
+    }
+
+    #[test]
+    fn a_broken_tls_connection_without_a_client_certificate_hints_at_one() {
+        let tls = ErrorMapper::new(&["https://127.0.0.1:2379".to_string()], true);
+        let text = tls
+            .unavailable(&Ctx::new("connect"), "transport error: broken pipe")
+            .to_string();
+        assert!(text.contains("--cert and --key"), "{text}");
+        let refused = tls
+            .unavailable(&Ctx::new("connect"), "connection refused")
+            .to_string();
+        assert!(!refused.contains("--cert"), "{refused}");
+        let with_cert = ErrorMapper::new(&["https://127.0.0.1:2379".to_string()], false)
+            .unavailable(&Ctx::new("connect"), "transport error: broken pipe")
+            .to_string();
+        assert!(!with_cert.contains("--cert"), "{with_cert}");
     }
 
     #[test]

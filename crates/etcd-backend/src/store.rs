@@ -107,7 +107,10 @@ impl EtcdStore {
     /// Fails for invalid settings (see [`EtcdConfig::validate`]; a malformed URL; a
     /// certificate, key or password file that cannot be read, named by its path).
     pub async fn connect_lazy(config: EtcdConfig) -> Result<Self> {
-        let errors = ErrorMapper::new(&config.endpoints);
+        let errors = ErrorMapper::new(
+            &config.endpoints,
+            config.tls.as_ref().is_some_and(|tls| tls.cert.is_none()),
+        );
         let ctx = Ctx::new("connect");
         if let Err(invalid) = config.validate() {
             return Err(errors.rejected(&ctx, invalid));
