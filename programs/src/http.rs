@@ -25,7 +25,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
-use muster_core::{validate_name, Member, MemberState};
+use muster_core::{validate_name, MemberState};
+use muster_master::Filter;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -150,61 +151,35 @@ fn query_pairs(query: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, Str
     Ok(pairs)
 }
 
-/// The `/v1/members` filters.
-#[derive(Debug, Default)]
-struct Filter {
-    /// Any of these states (empty: any state).
-    states: Vec<MemberState>,
-    /// All of these labels; `None` as value: the key only has to be present.
-    labels: Vec<(String, Option<String>)>,
-}
-
-impl Filter {
-    fn parse(pairs: Vec<(String, String)>) -> Result<Self, String> {
-        let mut filter = Filter::default();
-        for (key, value) in pairs {
-            match key.as_str() {
-                "state" => {
-                    for state in value.split(',').map(str::trim) {
-                        filter.states.push(match state {
-                            "alive" => MemberState::Alive,
-                            "suspect" => MemberState::Suspect,
-                            "left" | "failed" => return Err(format!(
-                                "state={state}: members that left or failed are no longer in the group; follow /v1/events to see them go"
-                            )),
-                            other => return Err(format!(
-                                "state={other:?} is not a state; use alive or suspect"
-                            )),
-                        });
-                    }
+/// The `/v1/members` filters, as the master's [`Filter`] (one rule for the library and
+/// the API); without `state=`, every member the view holds.
+fn parse_filter(pairs: Vec<(String, String)>) -> Result<Filter, String> {
+    let mut states = Vec::new();
+    let mut filter = Filter::any_state();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "state" => {
+                for state in value.split(',').map(str::trim) {
+                    states.push(match state {
+                        "alive" => MemberState::Alive,
+                        "suspect" => MemberState::Suspect,
+                        "left" | "failed" | "removed" => return Err(format!(
+                            "state={state}: members that left, failed or were removed are no longer in the group; follow /v1/events to see them go"
+                        )),
+                        other => return Err(format!(
+                            "state={other:?} is not a state; use alive or suspect"
+                        )),
+                    });
                 }
-                _ => match value.split_once('=') {
-                    Some(("", _)) => {
-                        return Err(format!(
-                            "label={value:?} has an empty key; use label=KEY=VALUE or label=KEY"
-                        ))
-                    }
-                    Some((k, v)) => filter.labels.push((k.to_owned(), Some(v.to_owned()))),
-                    None if value.is_empty() => {
-                        return Err("label= needs KEY=VALUE or KEY".to_owned())
-                    }
-                    None => filter.labels.push((value, None)),
-                },
+            }
+            _ => {
+                filter = filter
+                    .label_rule(&value)
+                    .map_err(|e| format!("label={value:?}: {e}"))?
             }
         }
-        Ok(filter)
     }
-
-    fn keeps(&self, member: &Member) -> bool {
-        (self.states.is_empty() || self.states.contains(&member.state))
-            && self.labels.iter().all(|(k, v)| {
-                let have = member.info.labels.get(k);
-                match v {
-                    Some(v) => have == Some(v),
-                    None => have.is_some(),
-                }
-            })
-    }
+    Ok(filter.states(states))
 }
 
 async fn members(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> Response {
@@ -212,7 +187,7 @@ async fn members(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> Resp
         Ok(pairs) => pairs,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let filter = match Filter::parse(pairs) {
+    let filter = match parse_filter(pairs) {
         Ok(filter) => filter,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
@@ -220,7 +195,7 @@ async fn members(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> Resp
     if !view.synced {
         return not_synced(&api);
     }
-    Json(ViewJson::new(&view, |m| filter.keeps(m))).into_response()
+    Json(ViewJson::new(&view, |m| filter.matches(m))).into_response()
 }
 
 async fn member(

@@ -19,12 +19,13 @@ const RUN_ID_VAR: &str = "MUSTER_TEST_RUN_ID";
 const RUN_LABEL: &str = "org.muster.test-run";
 
 /// The crates meant for crates.io, which `cargo package` must accept.
-const PUBLISHED: [&str; 5] = [
+const PUBLISHED: [&str; 6] = [
     "muster-core",
     "muster-mem-backend",
     "muster-etcd-backend",
     "muster-master",
     "muster-worker",
+    "muster-tonic",
 ];
 
 /// Runs the task; `args` are passed on to each `cargo test` (e.g. `-- --nocapture`).

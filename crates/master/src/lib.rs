@@ -27,10 +27,15 @@
 //!
 //! # Layout
 //!
-//! - `master`: [`Master`], the handle (`view`, `subscribe`, `wait_until`, `health`, `shutdown`).
+//! - `master`: [`Master`], the handle (`view`, `subscribe`, `endpoints`, `discover`,
+//!   `wait_until`, `health`, `shutdown`).
 //! - `config`: [`MasterConfig`]: prefix, reaping, timeouts, subscriber buffer.
 //! - `shared`: what the handle hands out ([`View`], [`Subscription`] of [`Event`]s at a
 //!   [`Position`], [`Health`]) and the one lock that keeps them consistent.
+//! - `filter`: [`Filter`], which members a caller wants (states, label rules), one rule
+//!   for the library and the HTTP API.
+//! - `discover`: the view as callers need it: [`Discover`], a stream of tower
+//!   [`Change`]s, and [`EndpointSet`], a watch of [`Endpoints`] snapshots.
 //! - `task`: the list + watch loop that feeds [`muster_core::Membership`] and performs reaps.
 //! - `ops`: the operator one-shots [`list`] and [`evict`], no master needed.
 //! - `report`: the bad-input warnings (bad keys, undecodable values), rate-limited.
@@ -44,7 +49,9 @@
 //! again and the state machine emits the transitions that explain the difference.
 
 mod config;
+mod discover;
 mod error;
+mod filter;
 mod master;
 mod ops;
 mod report;
@@ -52,7 +59,9 @@ mod shared;
 mod task;
 
 pub use config::MasterConfig;
+pub use discover::{Change, Discover, EndpointSet, Endpoints};
 pub use error::Error;
+pub use filter::{Filter, FilterError};
 pub use master::Master;
 pub use ops::{evict, list, Eviction, OpsError, DEFAULT_EVICTION_HOLD};
 pub use shared::{Epoch, Event, Health, Position, Subscription, View};

@@ -7,7 +7,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::MasterConfig;
+use crate::discover::{self, Discover, EndpointSet};
 use crate::error::Error;
+use crate::filter::Filter;
 use crate::shared::{Health, Shared, Subscription, View};
 use crate::task::Task;
 
@@ -77,6 +79,20 @@ impl Master {
     /// [`Subscription`].
     pub fn subscribe(&self) -> Subscription {
         self.shared.subscribe()
+    }
+
+    /// The members `filter` selects, as a stream of changes for a load balancer (tower's
+    /// balancers take it as it is): the set at the first listing, then each insert and
+    /// removal. See [`Discover`] for the rules. It ends when the master stops.
+    pub fn discover(&self, filter: Filter) -> Discover {
+        Discover::new(self.shared.clone(), filter)
+    }
+
+    /// The members `filter` selects, as a live snapshot that a caller picks from (see
+    /// [`EndpointSet`]). Keeping it costs one small task, which ends when the master stops
+    /// or every receiver is dropped. Must be called inside a tokio runtime.
+    pub fn endpoints(&self, filter: Filter) -> EndpointSet {
+        discover::endpoints(self.shared.clone(), filter)
     }
 
     /// How the master is doing.
