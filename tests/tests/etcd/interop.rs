@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use muster_core::{Incarnation, MemberInfo, MemberState, Store, Transition, TransitionKind};
 use muster_master::Subscription;
@@ -218,10 +219,9 @@ impl ScriptWorker {
         assert!(status.success(), "kill -KILL -- -{pid}: {status}");
     }
 
-    /// Waits (with [`DEADLINE`]) for the script to exit, and for the last of its standard
-    /// error.
+    /// Waits (with [`DEADLINE`]) for the script to exit by itself, and for the last of its
+    /// standard error. Its standard input stays open: closing it would tell it to leave.
     async fn exit(&mut self) -> ExitStatus {
-        drop(self.stdin.take());
         let mut child = self.child.take().expect("not yet waited for");
         let pid = child.id();
         let reader = self.stderr_reader.take();
@@ -470,4 +470,56 @@ async fn a_shell_worker_cannot_take_a_name_a_live_process_holds() {
         [(TransitionKind::Left, "a".to_string())],
         "the refused script caused no transition"
     );
+}
+
+/// An operator's eviction holds against a script too: its lease is revoked, its
+/// registration again is refused by the eviction marker (a condition of PROTOCOL.md's
+/// registration), and it stops with status 3; a new process under the name may join.
+#[tokio::test]
+async fn an_evicted_shell_worker_is_refused_by_the_marker_and_stops() {
+    use TransitionKind::*;
+    let group = Group::new("interop-evict");
+    let etcdctl = etcdctl_in(&group);
+    let master = group.master(None).await;
+    let mut events = master.subscribe();
+    master.ready().await.expect("the master stopped");
+
+    let mut evicted = ScriptWorker::start(&group, &etcdctl, FIRST, &script_args(2, "1")).await;
+    until(&mut events, Joined, "a").await;
+    let store = group.store().await;
+    let eviction = muster_master::evict(&store, &group.prefix, "a", Duration::from_secs(60))
+        .await
+        .expect("evict");
+    assert_eq!(
+        (eviction.incarnation, eviction.blocked),
+        (FIRST, FIRST),
+        "{eviction:?}"
+    );
+    until(&mut events, Left, "a").await;
+
+    // The script finds its lease gone at its next renewal and tries to register again.
+    let lost = evicted.line().await;
+    let status = evicted.exit().await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "evicted: {status:?}\n{}",
+        evicted.stderr()
+    );
+    assert!(
+        evicted.stderr().contains("was evicted"),
+        "{}",
+        evicted.stderr()
+    );
+    assert!(lost.starts_with("lost "), "{lost}");
+    assert!(master.member("a").is_none(), "the eviction holds");
+
+    // A new process (a new incarnation) is not blocked.
+    let mut next = ScriptWorker::start(&group, &etcdctl, SECOND, &script_args(2, "2")).await;
+    let joined = until(&mut events, Joined, "a").await;
+    assert_eq!(joined.last().expect("Joined").member.incarnation, SECOND);
+    next.send("leave");
+    until(&mut events, Left, "a").await;
+    assert!(next.exit().await.success());
+    assert_eq!(master.health().skipped, 0);
 }
