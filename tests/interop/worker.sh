@@ -63,6 +63,7 @@ plain addr "$addr"
 case $name in
 '' | . | .. | */* | *[[:space:]]*) die 2 "invalid name '$name'" ;;
 esac
+# (wc -m counts characters in the current locale: in the C locale, bytes, which is stricter.)
 [ "$(printf '%s' "$name" | wc -m)" -le 128 ] || die 2 "name '$name' is longer than 128 characters"
 
 # A fresh incarnation for this process: 56 random bits, below 2^53 * 128 and 2^63 alike,
