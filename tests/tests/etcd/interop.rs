@@ -101,6 +101,8 @@ struct ScriptWorker {
     stderr: Arc<Mutex<String>>,
     /// The thread reading it, joined once the script has exited.
     stderr_reader: Option<std::thread::JoinHandle<()>>,
+    /// Its `TMPDIR`, removed when this is dropped.
+    tmp: PathBuf,
 }
 
 impl ScriptWorker {
@@ -113,8 +115,12 @@ impl ScriptWorker {
         args: &[String],
     ) -> ScriptWorker {
         use std::os::unix::process::CommandExt;
-        // Where a killed script leaves its state directory.
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interop");
+        // Its state directory's parent, removed with it even when the script was killed.
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "interop-{}-{}",
+            group.prefix.trim_matches('/').replace('/', "-"),
+            incarnation
+        ));
         std::fs::create_dir_all(&tmp).expect("a temporary directory");
         let mut child = Command::new("sh")
             .arg(SCRIPT)
@@ -157,6 +163,7 @@ impl ScriptWorker {
             lines,
             stderr,
             stderr_reader: Some(stderr_reader),
+            tmp,
         }
     }
 
@@ -257,6 +264,7 @@ impl Drop for ScriptWorker {
             kill_group(child.id());
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 
