@@ -1,9 +1,10 @@
 //! An etcd container image for the integration tests.
 //!
 //! Real users pull the official image. Machines that reach no container registry build
-//! `muster-etcd:local` instead: Debian's `etcd-server` binary and the libraries `ldd` lists,
-//! packed into a tiny root filesystem and loaded with `docker import` (which, unlike
-//! `docker build`, needs no BuildKit).
+//! `muster-etcd:local` instead: Debian's `etcd` and `etcdctl` binaries (packages `etcd-server`
+//! and `etcd-client`) and the libraries `ldd` lists, packed into a tiny root filesystem and
+//! loaded with `docker import` (which, unlike `docker build`, needs no BuildKit). etcdctl is
+//! there for the interop test, which runs a shell worker's etcdctl inside the container.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -133,7 +134,8 @@ fn pull(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds [`LOCAL_IMAGE`] from the host's etcd binary, installing Debian's package if needed.
+/// Builds [`LOCAL_IMAGE`] from the host's etcd and etcdctl, installing Debian's packages if
+/// needed.
 fn build_local(root: &Path) -> Result<EtcdImage> {
     let etcd = match find_etcd() {
         Some(path) => path,
@@ -166,14 +168,15 @@ fn build_local(root: &Path) -> Result<EtcdImage> {
     }
     fs::create_dir_all(&rootfs)?;
 
-    let mut binaries = vec![etcd.clone()];
-    if let Some(etcdctl) = etcd
-        .parent()
-        .map(|dir| dir.join("etcdctl"))
-        .filter(|p| p.is_file())
-    {
-        binaries.push(etcdctl);
-    }
+    let etcdctl = match find_etcdctl(&etcd) {
+        Some(path) => path,
+        None => {
+            install_debian_etcd()?;
+            find_etcdctl(&etcd)
+                .context("installed etcd-client, but there is still no etcdctl beside etcd")?
+        }
+    };
+    let binaries = [etcd.clone(), etcdctl];
     for binary in &binaries {
         let name = binary.file_name().expect("a binary has a file name");
         copy_into(&rootfs, binary, &Path::new("/usr/bin").join(name))?;
@@ -217,6 +220,18 @@ fn build_local(root: &Path) -> Result<EtcdImage> {
     if !out.contains(&version) {
         bail!("the freshly built {LOCAL_IMAGE} reports {out:?}, expected etcd {version}");
     }
+    cmd::stdout_ok(
+        Command::new("docker").args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/usr/bin/etcdctl",
+            LOCAL_IMAGE,
+            "version",
+        ]),
+        DOCKER_CHECK_TIMEOUT,
+    )
+    .with_context(|| format!("etcdctl in the freshly built {LOCAL_IMAGE} does not run"))?;
     Ok(EtcdImage {
         name: LOCAL_IMAGE.into(),
         origin,
@@ -228,6 +243,13 @@ fn find_etcd() -> Option<PathBuf> {
         let path = PathBuf::from("/usr/bin/etcd");
         path.is_file().then_some(path)
     })
+}
+
+/// The `etcdctl` beside `etcd` (Debian's etcd-client puts both in /usr/bin).
+fn find_etcdctl(etcd: &Path) -> Option<PathBuf> {
+    etcd.parent()
+        .map(|dir| dir.join("etcdctl"))
+        .filter(|p| p.is_file())
 }
 
 /// `etcd --version`'s version number, e.g. `3.4.23`.
@@ -248,7 +270,7 @@ fn etcd_version(etcd: &Path) -> Result<String> {
 fn install_debian_etcd() -> Result<()> {
     let uid = cmd::stdout_ok(Command::new("id").arg("-u"), DOCKER_CHECK_TIMEOUT)?;
     if uid.trim() != "0" || !Path::new("/etc/debian_version").exists() {
-        bail!("no etcd image can be pulled and there is no etcd binary to build {LOCAL_IMAGE} from; install etcd (Debian: apt-get install etcd-server) or set {IMAGE_VAR} to an etcd image you have");
+        bail!("no etcd image can be pulled and there are no etcd and etcdctl binaries to build {LOCAL_IMAGE} from; install etcd and etcdctl (Debian: apt-get install etcd-server etcd-client) or set {IMAGE_VAR} to an etcd image you have");
     }
     println!("xtask: installing Debian's etcd-server and etcd-client (for their binaries only)");
     let port_was_open = port_2379_open();

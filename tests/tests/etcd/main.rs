@@ -2,13 +2,15 @@
 //!
 //! Tests that stop, pause or compact etcd, or need exact revisions (`conformance`, `faults`,
 //! `store`), start their own container ([`muster_testkit::etcd::Etcd`]). The master and worker
-//! tests (`lifecycle`, `evict`, `process`) share one container (`support`), each under a prefix of its
-//! own. `secured` starts TLS and auth-enabled etcds of its own. Real time throughout: never
-//! tokio's paused clock here.
+//! tests (`lifecycle`, `evict`, `process`, and `interop`, where the worker is a shell script
+//! speaking PROTOCOL.md through etcdctl) share one container (`support`), each under a prefix
+//! of its own. `secured` starts TLS and auth-enabled etcds of its own. Real time throughout:
+//! never tokio's paused clock here.
 
 mod conformance;
 mod evict;
 mod faults;
+mod interop;
 mod lifecycle;
 mod many;
 mod process;
