@@ -303,8 +303,11 @@ async fn story<G: Stage>(mut stage: G) -> anyhow::Result<()> {
     demo.expect(TransitionKind::Restarted, "api-3", TTL).await?;
     demo.table(&master);
 
-    demo.say("api-5 leaves gracefully");
-    workers[4].take().context("api-5")?.leave().await?;
+    demo.say("api-5 drains (callers stop sending it new work), then leaves gracefully");
+    let api5 = workers[4].take().context("api-5")?;
+    api5.drain().await?;
+    demo.expect(TransitionKind::Draining, "api-5", TTL).await?;
+    api5.leave().await?;
     demo.expect(TransitionKind::Left, "api-5", TTL).await?;
 
     demo.say(&format!(

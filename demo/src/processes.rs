@@ -265,8 +265,9 @@ pub async fn story(endpoints: Vec<String>, bin_dir: &Path, prefix: String) -> an
     proxy.heal();
     log.expect("recovered", "api-4").await?;
 
-    log.say("api-2 is stopped with SIGTERM");
+    log.say("api-2 is stopped with SIGTERM: it drains first (callers stop sending it work), then leaves after --drain-grace");
     terminate(&api2)?;
+    log.expect("draining", "api-2").await?;
     log.expect("left", "api-2").await?;
     println!(
         "           api-2 exited with {:?}",

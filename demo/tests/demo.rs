@@ -16,6 +16,7 @@ fn the_embedded_demo_tells_the_whole_story() {
     for kind in [
         "joined",
         "updated",
+        "draining",
         "suspect",
         "recovered",
         "restarted",

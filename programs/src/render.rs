@@ -12,15 +12,17 @@
 //! | `addr` | string | where to reach it |
 //! | `cpus` | number | CPUs it offers |
 //! | `labels` | object | string labels |
+//! | `draining` | boolean | it announced that it is leaving (still a member; send it no new work) |
 //! | `incarnation` | string | 16 hex digits naming the process that wrote the record |
 //! | `record_revision` | number | etcd revision of the last write to its record |
 //! | `since_revision` | number | etcd revision of its last state change |
 //!
 //! A transition ([`EventJson`], one per line with `muster-master --json`, and the `data` of
-//! each `GET /v1/events` event): `kind` (`joined`, `updated`, `suspect`, `recovered`,
-//! `restarted`, `left`, `failed`), `name`, `state` (after the transition: `alive`, `suspect`,
-//! `left` or `failed`), `revision` (the etcd revision that caused it), `addr`, `cpus`,
-//! `labels`, `incarnation`, and `at_unix_ms` (when this master observed it, milliseconds
+//! each `GET /v1/events` event): `kind` (`joined`, `updated`, `draining`, `suspect`,
+//! `recovered`, `restarted`, `left`, `failed`, `removed`), `name`, `state` (after the
+//! transition: `alive`, `suspect`, `left`, `failed` or `removed`), `revision` (the etcd
+//! revision that caused it), `addr`, `cpus`, `labels`, `draining`, `incarnation`, and
+//! `at_unix_ms` (when this master observed it, milliseconds
 //! since the Unix epoch).
 //!
 //! `muster-master --json` also prints one `{"kind":"synced","revision":R,"members":N}` line
@@ -48,6 +50,8 @@ pub struct MemberJson {
     pub cpus: u32,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// Whether it announced that it is leaving.
+    pub draining: bool,
     /// The incarnation that wrote its record, 16 hex digits.
     pub incarnation: String,
     /// Revision of the last write to its record.
@@ -64,6 +68,7 @@ impl From<&Member> for MemberJson {
             addr: member.info.addr.clone(),
             cpus: member.info.cpus,
             labels: member.info.labels.clone(),
+            draining: member.info.draining,
             incarnation: member.incarnation.to_string(),
             record_revision: member.record_revision,
             since_revision: member.since,
@@ -121,6 +126,8 @@ pub struct EventJson {
     pub cpus: u32,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// Whether it announced that it is leaving.
+    pub draining: bool,
     /// The incarnation that wrote its record, 16 hex digits.
     pub incarnation: String,
     /// When the master observed it, in milliseconds since the Unix epoch.
@@ -137,6 +144,7 @@ impl From<&Transition> for EventJson {
             addr: t.member.info.addr.clone(),
             cpus: t.member.info.cpus,
             labels: t.member.info.labels.clone(),
+            draining: t.member.info.draining,
             incarnation: t.member.incarnation.to_string(),
             at_unix_ms: unix_ms(t.at),
         }
@@ -199,7 +207,7 @@ pub fn members_table(view: &View, prefix: &str) -> String {
         .map(|m| {
             vec![
                 m.info.name.clone(),
-                m.state.to_string(),
+                state_text(m),
                 or_dash(&m.info.addr),
                 m.info.cpus.to_string(),
                 labels_text(&m.info.labels),
@@ -209,6 +217,15 @@ pub fn members_table(view: &View, prefix: &str) -> String {
         })
         .collect();
     table(&header, &rows)
+}
+
+/// A member's state for people: `alive`, `suspect`, or with `/draining` when it is.
+fn state_text(m: &Member) -> String {
+    if m.info.draining {
+        format!("{}/draining", m.state)
+    } else {
+        m.state.to_string()
+    }
 }
 
 /// One transition as a line for people: `HH:MM:SSZ  kind  name  state  addr  labels  rev R`.
@@ -222,7 +239,7 @@ pub fn transition_line(t: &Transition) -> String {
         secs % 60,
         t.kind.to_string(),
         t.member.name(),
-        t.member.state.to_string(),
+        state_text(&t.member),
         or_dash(&t.member.info.addr),
         t.member.info.cpus,
         labels_text(&t.member.info.labels),
@@ -293,7 +310,7 @@ mod tests {
             json,
             serde_json::json!({
                 "name": "api-1", "state": "alive", "addr": "10.0.0.1:80", "cpus": 4,
-                "labels": {"zone": "a"}, "incarnation": "00000000000000ab",
+                "labels": {"zone": "a"}, "draining": false, "incarnation": "00000000000000ab",
                 "record_revision": 7, "since_revision": 9
             })
         );

@@ -210,6 +210,10 @@ pub struct MemberInfo {
     /// Free-form labels (zone, version, shard, ...).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Whether it is draining: still a member, finishing its work, no longer to be sent
+    /// new work (see [`MemberInfo::draining`]). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 impl MemberInfo {
@@ -225,12 +229,27 @@ impl MemberInfo {
             addr: addr.into(),
             cpus: 0,
             labels: BTreeMap::new(),
+            draining: false,
         }
     }
 
     /// Sets the CPU count.
     pub fn cpus(mut self, cpus: u32) -> Self {
         self.cpus = cpus;
+        self
+    }
+
+    /// Marks it draining (or not): a member that announces it is about to leave, so that
+    /// callers stop sending it new work while it finishes what it has. The master reports
+    /// the change as `Draining`; `muster_master::Filter` leaves draining members out by
+    /// default.
+    ///
+    /// ```
+    /// let info = muster_core::MemberInfo::new("api-1", "10.0.0.5:8080").draining(true);
+    /// assert!(info.draining);
+    /// ```
+    pub fn draining(mut self, draining: bool) -> Self {
+        self.draining = draining;
         self
     }
 
@@ -329,6 +348,7 @@ impl Record {
 
     /// Decodes a record read at `key`, checking that its name is valid.
     pub fn from_json(key: &str, bytes: &[u8]) -> Result<Self> {
+        object_only(key, bytes)?;
         let wire: RecordWire = serde_json::from_slice(bytes).map_err(|e| Error::Decode {
             key: key.to_owned(),
             reason: e.to_string(),
@@ -343,6 +363,7 @@ impl Record {
                 addr: wire.addr,
                 cpus: wire.cpus,
                 labels: wire.labels,
+                draining: wire.draining,
             },
             incarnation: wire.incarnation,
         })
@@ -363,6 +384,8 @@ struct RecordWire {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
+    draining: bool,
+    #[serde(default)]
     incarnation: Incarnation,
 }
 
@@ -381,10 +404,24 @@ impl Liveness {
 
     /// Decodes a liveness value read at `key`.
     pub fn from_json(key: &str, bytes: &[u8]) -> Result<Self> {
+        object_only(key, bytes)?;
         serde_json::from_slice(bytes).map_err(|e| Error::Decode {
             key: key.to_owned(),
             reason: e.to_string(),
         })
+    }
+}
+
+/// Refuses a value that is not a JSON object: serde would read a struct from an array of
+/// its fields in declaration order (`["a","h:1",4]`), which is no part of the protocol and
+/// would change meaning whenever a field is added.
+fn object_only(key: &str, bytes: &[u8]) -> Result<()> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(Error::Decode {
+            key: key.to_owned(),
+            reason: "not a JSON object (PROTOCOL.md: values are objects)".to_owned(),
+        }),
     }
 }
 

@@ -34,7 +34,8 @@
 //! | `Suspect` | absent, seen on the watch | `Failed` |
 //! | present | absent, found by a resync | `Removed` |
 //! | present | present, record re-created | `Left`/`Failed` (`Removed` in a resync), then as from absent |
-//! | any | any, metadata changed | ... then `Updated` |
+//! | any | any, metadata changed, draining turned on | ... then `Draining` |
+//! | any | any, metadata changed otherwise | ... then `Updated` |
 //!
 //! `Left` and `Failed` are facts the watch observed: the record was deleted while the member
 //! was alive (a leave, an eviction), or after it was suspect (a reap). A [`resync`](Membership::resync)
@@ -92,6 +93,10 @@ pub enum TransitionKind {
     Joined,
     /// Its metadata changed.
     Updated,
+    /// It announced that it is leaving: its record now says `draining` (it is still a
+    /// member, and still `Alive` while its lease lives; callers should stop sending it new
+    /// work). Any other metadata change in the same write comes with it.
+    Draining,
     /// Its liveness lease was lost.
     Suspect,
     /// The same process is back after being `Suspect`.
@@ -109,9 +114,10 @@ pub enum TransitionKind {
 
 impl TransitionKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [TransitionKind; 8] = [
+    pub const ALL: [TransitionKind; 9] = [
         TransitionKind::Joined,
         TransitionKind::Updated,
+        TransitionKind::Draining,
         TransitionKind::Suspect,
         TransitionKind::Recovered,
         TransitionKind::Restarted,
@@ -126,6 +132,7 @@ impl fmt::Display for TransitionKind {
         f.write_str(match self {
             TransitionKind::Joined => "joined",
             TransitionKind::Updated => "updated",
+            TransitionKind::Draining => "draining",
             TransitionKind::Suspect => "suspect",
             TransitionKind::Recovered => "recovered",
             TransitionKind::Restarted => "restarted",
@@ -685,7 +692,7 @@ impl Derived {
         let mut kinds = state_transitions(before, state, record, liveness, tracked.as_ref());
         let changed_state = !kinds.as_slice().is_empty();
         if metadata_changed(before, record) {
-            kinds.push(TransitionKind::Updated);
+            kinds.push(metadata_kind(before, record));
         }
         let kept_suspicion = kept_suspicion(before, state, record, self.resyncing);
         let after = member_after(
@@ -820,6 +827,14 @@ fn metadata_changed(before: Option<&Member>, record: &mut RecordKey) -> bool {
         return false;
     }
     true
+}
+
+/// What a metadata change is called: `Draining` when it turns draining on, else `Updated`.
+fn metadata_kind(before: Option<&Member>, record: &RecordKey) -> TransitionKind {
+    match before {
+        Some(b) if !b.info.draining && record.info.draining => TransitionKind::Draining,
+        _ => TransitionKind::Updated,
+    }
 }
 
 /// Decides whether suspicion (and its reap clock) carries over from `before`, and if so

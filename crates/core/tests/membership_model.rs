@@ -48,6 +48,17 @@ const REGRESSIONS: &str = concat!(
 
 /// The member names the generator writes to.
 const NAMES: [&str; 3] = ["a", "b", "c"];
+/// How many metadata variants writes choose from; the last one is draining.
+const INFOS: u32 = 4;
+
+/// Metadata variant `v` of `name`: [`info`] for the first ones, the last draining.
+fn model_info(name: &str, v: u32) -> MemberInfo {
+    if v + 1 == INFOS {
+        info(name, 1).draining(true)
+    } else {
+        info(name, v)
+    }
+}
 
 /// The machine's reap policy in this test.
 const REAP_AFTER: Duration = Duration::from_secs(5);
@@ -123,15 +134,15 @@ enum Action {
 fn write_op() -> impl Strategy<Value = WriteOp> {
     let name = || prop::sample::select(NAMES.to_vec());
     prop_oneof![
-        4 => (name(), 1..=3u64, 0..3u32).prop_map(|(name, incarnation, info)| {
+        4 => (name(), 1..=3u64, 0..INFOS).prop_map(|(name, incarnation, info)| {
             WriteOp::Register { name, incarnation, info }
         }),
-        2 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Restart { name, info }),
-        1 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Replace { name, info }),
-        3 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Update { name, info }),
+        2 => (name(), 0..INFOS).prop_map(|(name, info)| WriteOp::Restart { name, info }),
+        1 => (name(), 0..INFOS).prop_map(|(name, info)| WriteOp::Replace { name, info }),
+        3 => (name(), 0..INFOS).prop_map(|(name, info)| WriteOp::Update { name, info }),
         3 => name().prop_map(|name| WriteOp::LoseLease { name }),
         2 => name().prop_map(|name| WriteOp::Leave { name }),
-        1 => (name(), 0..3u32).prop_map(|(name, info)| WriteOp::Edit { name, info }),
+        1 => (name(), 0..INFOS).prop_map(|(name, info)| WriteOp::Edit { name, info }),
         1 => name().prop_map(|name| WriteOp::Evict { name }),
         1 => name().prop_map(|name| WriteOp::EvictHeld { name }),
         1 => name().prop_map(|name| WriteOp::HoldEnds { name }),
@@ -260,7 +271,7 @@ impl Reference {
 
     fn record(name: &str, info_v: u32, incarnation: u64) -> (Write, Meaning) {
         let record = Record {
-            info: info(name, info_v),
+            info: model_info(name, info_v),
             incarnation: Incarnation(incarnation),
         };
         (
@@ -554,7 +565,11 @@ fn expected_kinds(
                 _ => vec![],
             };
             if b.info != a.info {
-                kinds.push(Updated);
+                kinds.push(if !b.info.draining && a.info.draining {
+                    Draining
+                } else {
+                    Updated
+                });
             }
             kinds
         }
@@ -595,7 +610,15 @@ fn check_kind(
         && before.map(|b| b.incarnation) != after.map(|a| a.incarnation);
     let ok = match kind {
         Joined => fresh,
-        Updated => same && before.map(|b| &b.info) != after.map(|a| &a.info),
+        Updated => {
+            same && before.map(|b| &b.info) != after.map(|a| &a.info)
+                && !(before.is_some_and(|b| !b.info.draining)
+                    && after.is_some_and(|a| a.info.draining))
+        }
+        Draining => {
+            same && before.is_some_and(|b| !b.info.draining)
+                && after.is_some_and(|a| a.info.draining)
+        }
         Suspect => {
             live_lost
                 || (restarted_unseen && earlier.last() == Some(&Restarted))
@@ -1247,6 +1270,11 @@ fn tour() -> Vec<Action> {
             info: 0,
         }), // Joined
         A::Write(W::Update { name: "a", info: 1 }), // Updated
+        A::Write(W::Update {
+            name: "a",
+            info: INFOS - 1,
+        }), // Draining
+        A::Write(W::Update { name: "a", info: 1 }), // Updated (draining off)
         A::Write(W::LoseLease { name: "a" }),       // Suspect
         A::Write(W::Register {
             name: "a",

@@ -79,6 +79,42 @@ fn joined_then_suspect_when_a_record_appears_without_liveness() {
 }
 
 #[test]
+fn draining_when_the_record_turns_draining_on_and_updated_when_it_turns_it_off() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    alive(&mut sim, &mut m, "a", 1, clock);
+    let draining = info("a", 1).draining(true);
+    let step = m.apply(&sim.txn(&[put_record("a", &draining, 1)]), clock.at(1));
+    assert_eq!(kinds(&step), vec![Draining]);
+    let t = &step.transitions[0];
+    assert_eq!(
+        t.member.state,
+        MemberState::Alive,
+        "still a member while draining"
+    );
+    assert!(t.member.info.draining);
+    assert_eq!(m.get("a").unwrap().info, draining);
+
+    // Rewritten while draining, with other metadata: an update, not a second drain.
+    let step = m.apply(
+        &sim.txn(&[put_record("a", &info("a", 2).draining(true), 1)]),
+        clock.at(2),
+    );
+    assert_eq!(kinds(&step), vec![Updated]);
+    // Turned off again (a writer changed its mind): an update.
+    let step = m.apply(&sim.txn(&[put_record("a", &info("a", 2), 1)]), clock.at(3));
+    assert_eq!(kinds(&step), vec![Updated]);
+    assert!(!m.get("a").unwrap().info.draining);
+
+    // A master that starts now rebuilds a draining member exactly, from its record.
+    sim.commit(&[put_record("a", &draining, 1)]);
+    let mut fresh = machine();
+    let step = fresh.resync(&sim.listing(), clock.at(4));
+    assert_eq!(kinds(&step), vec![Joined]);
+    assert_eq!(fresh.get("a").unwrap().info, draining);
+}
+
+#[test]
 fn updated_when_the_record_is_rewritten_and_liveness_is_unchanged() {
     let clock = Clock::start();
     let (mut sim, mut m) = (Sim::new(), machine());

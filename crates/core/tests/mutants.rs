@@ -44,6 +44,7 @@ fn transition_kinds_display_as_their_lowercase_names() {
         [
             "joined",
             "updated",
+            "draining",
             "suspect",
             "recovered",
             "restarted",

@@ -13,6 +13,7 @@
 //! | joined, recovered or restarted, and it matches | `Insert` |
 //! | updated, and it matches (it may not have before) | `Insert` (replaces the old value) |
 //! | updated, and it no longer matches | `Remove` |
+//! | draining (the default filter leaves draining members out) | `Remove`, if it was in the set |
 //! | suspect, left, failed or removed (no longer `Alive`) | `Remove`, if it was in the set |
 //! | the first listing | an `Insert` per matching member, after the whole listing |
 //! | a resync (compaction, a replaced store) | the exact difference, from its transitions |

@@ -10,8 +10,8 @@ use muster_core::{Member, MemberState};
 
 /// A selection of members: any of some states, and all of some label rules.
 ///
-/// The default keeps the members a caller should send work to: the `Alive` ones, whatever
-/// their labels. Label rules are the HTTP API's: `KEY=VALUE` (the label is present with
+/// The default keeps the members a caller should send work to: the `Alive` ones that are
+/// not draining, whatever their labels. Label rules are the HTTP API's: `KEY=VALUE` (the label is present with
 /// that value) and `KEY` (the label is present).
 ///
 /// ```
@@ -41,6 +41,8 @@ pub struct Filter {
     states: Vec<MemberState>,
     /// All of these rules; `None` as value: the key only has to be present.
     labels: Vec<(String, Option<String>)>,
+    /// Whether draining members are kept.
+    draining: bool,
 }
 
 impl Default for Filter {
@@ -50,20 +52,29 @@ impl Default for Filter {
 }
 
 impl Filter {
-    /// The `Alive` members (the default).
+    /// The `Alive` members that are not draining (the default): those to send new work to.
     pub fn alive() -> Self {
         Filter {
             states: vec![MemberState::Alive],
             labels: Vec::new(),
+            draining: false,
         }
     }
 
-    /// Every member the view holds: `Alive` or `Suspect`.
+    /// Every member the view holds: `Alive` or `Suspect`, draining or not.
     pub fn any_state() -> Self {
         Filter {
             states: vec![MemberState::Alive, MemberState::Suspect],
             labels: Vec::new(),
+            draining: true,
         }
+    }
+
+    /// Whether to keep draining members too (members that announced they are leaving:
+    /// still in the group, finishing their work).
+    pub fn draining(mut self, keep: bool) -> Self {
+        self.draining = keep;
+        self
     }
 
     /// Members in any of `states` (an empty list keeps the current states).
@@ -113,6 +124,7 @@ impl Filter {
     /// Whether `member` is selected.
     pub fn matches(&self, member: &Member) -> bool {
         self.states.contains(&member.state)
+            && (self.draining || !member.info.draining)
             && self.labels.iter().all(|(key, value)| {
                 let have = member.info.labels.get(key);
                 match value {
@@ -136,8 +148,8 @@ impl std::str::FromStr for Filter {
     }
 }
 
-/// Formats as the HTTP API's query string (`state=alive&label=zone=a&label=gpu`), not
-/// percent-encoded.
+/// Formats as the HTTP API's query string (`state=alive&label=zone=a&label=gpu`, plus
+/// `&draining=true` when draining members are kept), not percent-encoded.
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let states: Vec<String> = self.states.iter().map(|s| s.to_string()).collect();
@@ -147,6 +159,9 @@ impl fmt::Display for Filter {
                 Some(value) => write!(f, "&label={key}={value}")?,
                 None => write!(f, "&label={key}")?,
             }
+        }
+        if self.draining {
+            write!(f, "&draining=true")?;
         }
         Ok(())
     }
@@ -189,6 +204,18 @@ mod tests {
     }
 
     #[test]
+    fn draining_members_are_left_out_unless_asked_for() {
+        let mut m = member(MemberState::Alive, &[]);
+        m.info = MemberInfo::new("api-1", "10.0.0.1:80")
+            .draining(true)
+            .into();
+        assert!(!Filter::alive().matches(&m));
+        assert!(Filter::alive().draining(true).matches(&m));
+        assert!(Filter::any_state().matches(&m));
+        assert!(!Filter::any_state().draining(false).matches(&m));
+    }
+
+    #[test]
     fn label_rules_need_every_label() {
         let m = member(MemberState::Alive, &[("zone", "a"), ("gpu", "")]);
         assert!(Filter::alive().label("zone", "a").matches(&m));
@@ -225,6 +252,9 @@ mod tests {
     #[test]
     fn it_prints_as_a_query_string() {
         let f = Filter::any_state().label("zone", "a").has_label("gpu");
-        assert_eq!(f.to_string(), "state=alive,suspect&label=zone=a&label=gpu");
+        assert_eq!(
+            f.to_string(),
+            "state=alive,suspect&label=zone=a&label=gpu&draining=true"
+        );
     }
 }

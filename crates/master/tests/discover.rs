@@ -303,3 +303,53 @@ async fn a_discover_stream_is_a_tower_discover_and_ends_with_the_master() {
         "the stream ends when the master stops: {end:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_draining_member_is_removed_and_stays_out_until_it_leaves() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), MasterConfig::new(PREFIX)).unwrap();
+    master.ready().await.unwrap();
+    let mut changes = master.discover(Filter::alive());
+    let mut with_draining = master.discover(Filter::alive().draining(true));
+    let mut events = master.subscribe();
+    let a = join(&cluster, "a", "z1", 1).await;
+    let _b = join(&cluster, "b", "z1", 2).await;
+    assert_eq!(take(&mut changes, 2).await, ["+a", "+b"]);
+    assert_eq!(take(&mut with_draining, 2).await, ["+a", "+b"]);
+
+    a.drain().await.expect("drain");
+    assert_eq!(take(&mut changes, 1).await, ["-a"]);
+    match next(&mut with_draining).await {
+        Change::Insert(name, member) => {
+            assert_eq!(name, "a");
+            assert!(member.info.draining, "the new value says draining");
+            assert_eq!(member.state, MemberState::Alive, "still a member");
+        }
+        other => panic!("expected a's new value, got {other:?}"),
+    }
+    let kinds: Vec<_> = std::iter::from_fn(|| events.try_next_transition().unwrap())
+        .map(|t| (t.kind, t.member.name().to_owned()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (muster_core::TransitionKind::Joined, "a".to_owned()),
+            (muster_core::TransitionKind::Joined, "b".to_owned()),
+            (muster_core::TransitionKind::Draining, "a".to_owned()),
+        ]
+    );
+
+    // An update while draining keeps it draining: still out.
+    a.update(info("a", "z1").label("v", "2")).await.unwrap();
+    until(&master, "a's update", |v| {
+        v.get("a").is_some_and(|m| m.info.labels.contains_key("v"))
+    })
+    .await;
+    assert!(master.member("a").unwrap().info.draining);
+    nothing_waiting(&mut changes);
+    a.leave().await.unwrap();
+    until(&master, "a gone", |v| v.get("a").is_none()).await;
+    nothing_waiting(&mut changes);
+    let names: Vec<&String> = changes.members().keys().collect();
+    assert_eq!(names, ["b"]);
+}

@@ -357,3 +357,27 @@ async fn the_follower_ends_when_the_channel_is_dropped_or_the_master_stops() {
     // The channel keeps the endpoints it had.
     assert_eq!(who(&channel).await.unwrap(), "a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_member_takes_no_new_calls_while_it_is_still_a_member() {
+    let group = Group::new("tonic", "drain");
+    let a_server = serve("a").await;
+    let b_server = serve("b").await;
+    let a = register(&group, "a", &a_server.addr.to_string(), 1).await;
+    let _b = register(&group, "b", &b_server.addr.to_string(), 2).await;
+    let master = master(&group).await;
+    let (channel, follower) = balanced_channel(&master, Filter::alive(), http_endpoint);
+    handed(&follower, &["a", "b"]).await;
+    assert_eq!(spread(&channel, 40).await.len(), 2);
+
+    a.drain().await.expect("a drains");
+    handed(&follower, &["b"]).await;
+    let a_calls = a_server.calls.load(Ordering::Relaxed);
+    let answered = spread(&channel, 40).await;
+    assert_eq!(answered.keys().collect::<Vec<_>>(), ["b"], "{answered:?}");
+    assert_eq!(a_server.calls.load(Ordering::Relaxed), a_calls);
+    let a_now = master.member("a").expect("a is still a member");
+    assert_eq!(a_now.state, MemberState::Alive);
+    assert!(a_now.info.draining);
+    a.leave().await.expect("a leaves");
+}

@@ -21,6 +21,8 @@ use crate::status::Status;
 pub(crate) enum Command {
     /// Replace the metadata.
     Update(MemberInfo, oneshot::Sender<Result<(), Error>>),
+    /// Mark the member draining.
+    Drain(oneshot::Sender<Result<(), Error>>),
     /// Leave and stop.
     Leave(oneshot::Sender<Result<(), Error>>),
 }
@@ -162,6 +164,10 @@ impl<S: Store> Core<S> {
                         return;
                     }
                     Some(Command::Update(info, reply)) => {
+                        let _ = reply.send(self.update(info).await);
+                    }
+                    Some(Command::Drain(reply)) => {
+                        let info = self.info.clone().draining(true);
                         let _ = reply.send(self.update(info).await);
                     }
                 },
@@ -372,7 +378,10 @@ impl<S: Store> Core<S> {
         }
     }
 
-    async fn update(&mut self, info: MemberInfo) -> Result<(), Error> {
+    /// Replaces the metadata; a draining member stays draining (draining is one-way for a
+    /// process: it ends with the leave).
+    async fn update(&mut self, mut info: MemberInfo) -> Result<(), Error> {
+        info.draining |= self.info.draining;
         self.info = info;
         match self.lease {
             Some(lease) => self.write_record(lease).await,

@@ -109,6 +109,28 @@ impl Worker {
         rx.await.map_err(|_| self.stopped())?
     }
 
+    /// Announces that this member is about to leave: rewrites its record as draining (a
+    /// guarded update, like [`update`](Self::update)). It stays a member and keeps its
+    /// lease; the master reports `Draining`, and callers following the group
+    /// (`muster_master::Filter`'s default, `muster-tonic`) stop sending it new work. Finish
+    /// the work in flight, then [`leave`](Self::leave). Draining lasts until the leave:
+    /// later updates keep it.
+    ///
+    /// ```no_run
+    /// # async fn example(worker: muster_worker::Worker) -> Result<(), muster_worker::Error> {
+    /// worker.drain().await?;
+    /// // ... let the requests in flight finish ...
+    /// worker.leave().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn drain(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Drain(tx))
+            .map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())?
+    }
+
     /// Leaves the group: deletes both keys in one transaction and revokes the lease. The
     /// master reports `Left`. After an eviction: [`Error::Evicted`] (there is nothing left to
     /// delete).

@@ -121,6 +121,14 @@ pub struct WorkerArgs {
     #[arg(long, env = "MUSTER_ON_DUPLICATE", value_enum, default_value = "fail")]
     pub on_duplicate: DuplicatePolicy,
 
+    /// On SIGTERM or SIGINT, first mark the member draining (masters report `draining`;
+    /// callers following the group stop sending it new work), wait this long, then stop:
+    /// as a sidecar, forward the signal to the command and leave when it exits; on its own,
+    /// leave. A second signal ends the wait at once; 0s leaves without draining. Keep it
+    /// below your orchestrator's kill timeout (Kubernetes: 30s).
+    #[arg(long, env = "MUSTER_DRAIN_GRACE", default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_grace: Duration,
+
     /// Run this command as a sidecar (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -316,6 +324,14 @@ async fn standalone(
         tokio::select! {
             sig = signals.recv() => {
                 tracing::info!(signal = %sig, "stopping");
+                if drain(&worker, args.drain_grace).await {
+                    tokio::select! {
+                        () = tokio::time::sleep(args.drain_grace) => {}
+                        sig = signals.recv() => {
+                            tracing::info!(signal = %sig, "a second signal: leaving now");
+                        }
+                    }
+                }
                 break;
             }
             changed = status.changed() => {
@@ -389,10 +405,41 @@ async fn sidecar(
     let mut status = worker.status();
     let mut worker = Some(worker);
     let mut leaving = None;
+    // A stop signal held back while the member drains, and when it goes to the command.
+    let mut held: Option<(Signal, tokio::time::Instant)> = None;
     let exit = loop {
+        let grace_over = async {
+            match held {
+                Some((_, at)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             exit = child.wait() => break exit,
+            () = grace_over => {
+                let (sig, _) = held.take().expect("the grace ends only while a signal is held");
+                tracing::info!(signal = %sig, "drain grace over: stopping the command; leaving when it exits");
+                child.signal(sig);
+            }
             sig = signals.recv() => {
+                if let (Some((first, _)), true) = (held, signals::is_stop(sig)) {
+                    // A second stop signal during the grace: the wait ends now.
+                    tracing::info!(signal = %sig, "a second signal: stopping the command now");
+                    held = None;
+                    child.signal(first);
+                    if sig != first {
+                        child.signal(sig);
+                    }
+                    continue;
+                }
+                if signals::is_stop(sig) && held.is_none() {
+                    if let Some(w) = worker.as_ref() {
+                        if drain(w, args.drain_grace).await {
+                            held = Some((sig, tokio::time::Instant::now() + args.drain_grace));
+                            continue;
+                        }
+                    }
+                }
                 if signals::is_stop(sig) {
                     if let Some(worker) = worker.take() {
                         // Leave first, so clients stop choosing this member while the
@@ -462,6 +509,29 @@ async fn register(
     })?;
     tracing::info!(member = %name, %prefix, incarnation = %worker.incarnation(), "registered");
     Ok(worker)
+}
+
+/// Marks the member draining before a stop, unless `grace` is zero; whether it did (if the
+/// store cannot take the write in time, the stop goes on without the grace: waiting would
+/// only delay the leave that follows).
+async fn drain(worker: &Worker, grace: Duration) -> bool {
+    if grace.is_zero() {
+        return false;
+    }
+    match tokio::time::timeout(grace, worker.drain()).await {
+        Ok(Ok(())) => {
+            tracing::info!(member = %worker.name(), grace = ?grace, "draining: callers stop sending new work; stopping after the grace");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(member = %worker.name(), "could not mark the member draining ({e}); stopping now");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(member = %worker.name(), "marking the member draining took longer than the grace; stopping now");
+            false
+        }
+    }
 }
 
 async fn leave(worker: Worker) -> Result<u8, Fatal> {

@@ -53,12 +53,18 @@ async fn the_exit_code_propagates_and_the_member_leaves() {
 }
 
 #[tokio::test]
-async fn signals_are_forwarded_and_the_member_leaves_first() {
+async fn signals_are_forwarded_and_a_stop_drains_first() {
     let group = Group::new("sidecar-signal");
     // The command reports SIGHUP on stdout and exits 7 on SIGTERM.
     let script =
         "trap 'echo got-hup' HUP; trap 'exit 7' TERM; echo started; while :; do sleep 0.05; done";
-    let mut proc = sidecar(&group, "srv-1", &[], &["sh", "-c", script]);
+    // A grace far longer than the test: only the second signal can end it.
+    let mut proc = sidecar(
+        &group,
+        "srv-1",
+        &["--drain-grace", "1h"],
+        &["sh", "-c", script],
+    );
     proc.wait_stdout("the command starting", |l| l.iter().any(|l| l == "started"))
         .await;
     group.wait_state("srv-1", MemberState::Alive).await;
@@ -70,6 +76,21 @@ async fn signals_are_forwarded_and_the_member_leaves_first() {
         group.truth().await.state_of("srv-1"),
         Some(MemberState::Alive)
     );
+    // SIGTERM: the member drains (still a member, still alive) and the command keeps
+    // running, without the signal, through the grace.
+    proc.signal(Signal::SIGTERM);
+    let view = group
+        .wait_truth("srv-1 draining", |v| {
+            v.get("srv-1").is_some_and(|m| m.info.draining)
+        })
+        .await;
+    assert_eq!(view.state_of("srv-1"), Some(MemberState::Alive));
+    proc.signal(Signal::SIGHUP);
+    proc.wait_stdout("a SIGHUP forwarded while draining", |l| {
+        l.iter().filter(|l| *l == "got-hup").count() == 2
+    })
+    .await;
+    // A second SIGTERM ends the grace: the command gets it, exits 7, the member leaves.
     proc.signal(Signal::SIGTERM);
     proc.exit_with(7).await;
     group.wait_gone("srv-1").await;

@@ -87,8 +87,8 @@ async fn registers_flags_and_metadata_then_sigterm_leaves() {
         .collect();
     assert_eq!(
         mine,
-        ["joined", "left"],
-        "SIGTERM is a graceful leave, never suspect"
+        ["joined", "draining", "left"],
+        "SIGTERM drains, waits the grace (3s by default), then leaves; never suspect"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

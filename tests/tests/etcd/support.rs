@@ -116,7 +116,10 @@ pub fn assert_history(all: &[Transition], name: &str, expected: &[(TransitionKin
         let (before, after) = (pair[0], pair[1]);
         assert!(
             before.revision < after.revision
-                || (after.kind == TransitionKind::Updated && before.revision == after.revision),
+                || (matches!(
+                    after.kind,
+                    TransitionKind::Updated | TransitionKind::Draining
+                ) && before.revision == after.revision),
             "{name}: {} at revision {} then {} at revision {}",
             before.kind,
             before.revision,

@@ -128,6 +128,7 @@ pub fn replay(view: &mut BTreeMap<String, Replayed>, t: &Transition) -> Result<(
     let after = match (t.kind, before) {
         (TransitionKind::Joined, None) => Some(Alive),
         (TransitionKind::Updated, Some(state)) => Some(state),
+        (TransitionKind::Draining, Some(state)) if t.member.info.draining => Some(state),
         (TransitionKind::Suspect, Some(Alive)) => Some(Suspect),
         (TransitionKind::Recovered, Some(Suspect)) => Some(Alive),
         (TransitionKind::Restarted, Some(_)) => Some(Alive),

@@ -45,6 +45,8 @@ pub const REAP_AFTER: Duration = Duration::from_secs(30);
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 /// How long the simulation's evictions hold: longer than any run, so an evicted
 /// incarnation must never come back.
+/// The metadata version whose update is a drain (`Worker::drain`'s write).
+const DRAIN_VERSION: u32 = 3;
 const EVICTION_HOLD: Duration = Duration::from_secs(3600);
 /// A worker's store client fails a hung call after this (its renewals: after TTL/2).
 const WORKER_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
@@ -522,9 +524,10 @@ impl Sim {
         Ok(())
     }
 
+    /// Rewrites worker `w`'s metadata to version `v` ([`DRAIN_VERSION`]: a drain).
     async fn update(&mut self, w: usize, v: u32) -> Result<(), String> {
         let name = self.slots[w].name.clone();
-        let new_info = info(&name, v);
+        let drain = v == DRAIN_VERSION;
         let outcome = match &mut self.slots[w].process {
             Process::Running {
                 worker,
@@ -532,7 +535,21 @@ impl Sim {
                 updated,
                 ..
             } => {
-                let answer = tokio::time::timeout(CALL_DEADLINE, worker.update(new_info.clone()))
+                // A drain keeps the metadata and turns draining on; draining is one-way for
+                // a process, so a later update keeps it.
+                let new_info = if drain {
+                    info.clone().draining(true)
+                } else {
+                    self::info(&name, v).draining(info.draining)
+                };
+                let call = async {
+                    if drain {
+                        worker.drain().await
+                    } else {
+                        worker.update(new_info.clone()).await
+                    }
+                };
+                let answer = tokio::time::timeout(CALL_DEADLINE, call)
                     .await
                     .map_err(|_| {
                         format!("the update of {name} got no answer within {CALL_DEADLINE:?}")
