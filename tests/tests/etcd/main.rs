@@ -3,7 +3,8 @@
 //! Tests that stop, pause or compact etcd, or need exact revisions (`conformance`, `faults`,
 //! `store`), start their own container ([`muster_testkit::etcd::Etcd`]). The master and worker
 //! tests (`lifecycle`, `evict`, `process`) share one container (`support`), each under a prefix of its
-//! own. `secured` starts TLS and auth-enabled etcds of its own. Real time throughout: never
+//! own. `secured` starts TLS and auth-enabled etcds of its own; `privilege` auth-enabled etcds
+//! with users whose roles cover one prefix (least privilege). Real time throughout: never
 //! tokio's paused clock here.
 
 mod conformance;
@@ -11,6 +12,7 @@ mod evict;
 mod faults;
 mod lifecycle;
 mod many;
+mod privilege;
 mod process;
 mod secured;
 mod store;
