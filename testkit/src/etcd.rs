@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 
 pub use crate::docker::image;
 
-/// What a role created by [`Etcd::add_prefix_user`] may do on its prefixes: etcd's
-/// permission types.
+/// What a role created by [`Etcd::add_user`] may do on a grant's keys: etcd's permission
+/// types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// `read`: ranges and watches.
@@ -34,6 +34,15 @@ pub enum Access {
     Write,
     /// `readwrite`.
     ReadWrite,
+}
+
+/// The keys a grant of [`Etcd::add_user`] covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys<'a> {
+    /// Every key under this prefix (`--prefix=true`).
+    Prefix(&'a str),
+    /// This one key (`--prefix=false`).
+    Exact(&'a str),
 }
 
 /// A running single-node etcd in a container. Dropping it removes the container.
@@ -205,23 +214,44 @@ impl Etcd {
         })
     }
 
-    /// Adds the etcd user `user` with `password` and a role of the same name holding
-    /// exactly `grants`: each an [`Access`] on every key under a prefix, and nothing else.
-    /// As `etcdctl role add USER`, `role grant-permission USER --prefix=true ACCESS PREFIX`
-    /// (per grant), `user add USER`, `user grant-role USER USER` would, authenticated as
-    /// `root` with `root_password` (see [`enable_auth`](Self::enable_auth)). Blocks for a
-    /// few round trips.
+    /// Adds the etcd user `user` with `password` and a role of the same name holding `access`
+    /// on exactly the keys under `prefix`, and nothing else: [`add_user`](Self::add_user)
+    /// with one grant.
     pub fn add_prefix_user(
         &self,
         root_password: &str,
         user: &str,
         password: &str,
-        grants: &[(Access, &str)],
+        access: Access,
+        prefix: &str,
+    ) -> Result<()> {
+        self.add_user(
+            root_password,
+            user,
+            password,
+            &[(access, Keys::Prefix(prefix))],
+        )
+    }
+
+    /// Adds the etcd user `user` with `password` and a role of the same name holding
+    /// exactly `grants`, and nothing else. As `etcdctl role add USER`,
+    /// `role grant-permission USER [--prefix=true] ACCESS KEY` (per grant), `user add USER`,
+    /// `user grant-role USER USER` would, authenticated as `root` with `root_password` (see
+    /// [`enable_auth`](Self::enable_auth)). Blocks for a few round trips.
+    pub fn add_user(
+        &self,
+        root_password: &str,
+        user: &str,
+        password: &str,
+        grants: &[(Access, Keys<'_>)],
     ) -> Result<()> {
         let (user, password) = (user.to_owned(), password.to_owned());
-        let grants: Vec<(Access, String)> = grants
+        let grants: Vec<(Access, String, bool)> = grants
             .iter()
-            .map(|(access, prefix)| (*access, prefix.to_string()))
+            .map(|(access, keys)| match keys {
+                Keys::Prefix(prefix) => (*access, prefix.to_string(), true),
+                Keys::Exact(key) => (*access, key.to_string(), false),
+            })
             .collect();
         let fail = self.admin_failure("adding a least-privilege user");
         let connecting = self.admin_client(Some(("root", root_password)));
@@ -231,16 +261,19 @@ impl Etcd {
                 .role_add(user.as_str())
                 .await
                 .map_err(|e| fail("role add", e))?;
-            for (access, prefix) in grants {
-                let permission = match access {
-                    Access::Read => etcd_client::Permission::read(prefix),
-                    Access::Write => etcd_client::Permission::write(prefix),
-                    Access::ReadWrite => etcd_client::Permission::read_write(prefix),
+            for (access, key, prefix) in grants {
+                let mut permission = match access {
+                    Access::Read => etcd_client::Permission::read(key),
+                    Access::Write => etcd_client::Permission::write(key),
+                    Access::ReadWrite => etcd_client::Permission::read_write(key),
                 };
+                if prefix {
+                    permission = permission.with_prefix();
+                }
                 client
-                    .role_grant_permission(user.as_str(), permission.with_prefix())
+                    .role_grant_permission(user.as_str(), permission)
                     .await
-                    .map_err(|e| fail("role grant-permission --prefix=true", e))?;
+                    .map_err(|e| fail("role grant-permission", e))?;
             }
             client
                 .user_add(user.as_str(), password, None)

@@ -45,8 +45,14 @@
 //! etcd user whose role covers only the group's prefix can do everything muster does
 //! (README, "Secured etcd", gives the `etcdctl` commands for the minimal roles).
 //!
-//! - [`EtcdStore::connect`] checks that etcd answers with etcd's maintenance `Status`,
-//!   which reads no key. (It used to read a probe key outside any group.)
+//! - [`EtcdStore::connect`] checks that etcd answers and lets the client in without reading
+//!   a key (it used to read a probe key outside any group): with a user, etcd-client has
+//!   authenticated it and the check is etcd's maintenance `Status`; without one, a listing
+//!   of etcd's roles, which etcd answers while auth is off, refuses with "user name is
+//!   empty" when auth is on (so a forgotten `--user` still fails at start), and refuses
+//!   with "permission denied" for a non-root user taken from a client certificate's common
+//!   name (let in: its keys are checked call by call). Maintenance `Status` alone would not
+//!   do there: etcd 3.4.23 answers it with no user at all.
 //! - [`Store::status`](muster_core::Store::status) must be linearizable: the master compares
 //!   its revision with what its watch delivered, and a revision from a member that lags
 //!   would look like a store replaced or a stalled watch. In etcd every linearizable read
@@ -62,15 +68,15 @@
 //!   would have to be told what the master is already told, and a worker's store (which
 //!   never asks for the status) would need it for nothing; why not a fixed key such as
 //!   `"\0"` (as before): a role on the prefix does not cover it.
-//! - etcd's RBAC (measured on etcd 3.4.23, see `tests/tests/etcd/privilege.rs`) checks key
-//!   ranges only: a range or watch needs read on its range; a put or delete write on its
-//!   key; a transaction read on every key it compares **and** write on every key it writes;
-//!   a put on a lease, and revoking a lease, write on every key already attached to that
-//!   lease. Granting a lease, its keep-alive (on 3.4/3.5 before the security releases
-//!   3.4.42 and 3.5.28, which want write on the lease's keys for a keep-alive), a lease's
-//!   time-to-live, maintenance `Status`, the member list and compaction need no
-//!   permission. A watch outside the user's roles is not an error but a watch etcd cancels
-//!   at once, with `permission denied` as its reason.
+//! - etcd's RBAC (measured on etcd 3.4.23 with etcdctl, and for what muster does in
+//!   `tests/tests/etcd/privilege.rs`) checks key ranges only: a range or watch needs read
+//!   on its range; a put or delete write on its key; a transaction read on every key it
+//!   compares **and** write on every key it writes; a put on a lease, and revoking a lease,
+//!   write on every key already attached to that lease. Granting a lease, its keep-alive
+//!   (on 3.4/3.5 before the security releases 3.4.42 and 3.5.28, which want write on the
+//!   lease's keys for a keep-alive), a lease's time-to-live, maintenance `Status`, the
+//!   member list and compaction need no permission. A watch outside the user's roles is
+//!   not an error but a watch etcd cancels at once, with `permission denied` as its reason.
 //! - A refusal is [`Error::Rejected`](muster_core::Error::Rejected) (retrying cannot help)
 //!   whose message says permission was denied, names the etcd user, the key or prefix and
 //!   the permission the call needs, and the `etcdctl role grant-permission` to run; never a

@@ -88,16 +88,40 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to etcd and checks that it answers: etcd's maintenance `Status` call, which
-    /// reads no key, so a user whose role covers only the group's prefix connects too (see
-    /// the crate docs, "Least privilege").
+    /// Connects to etcd and checks that it answers and lets this client in, reading no key,
+    /// so a user whose role covers only the group's prefix connects too (see the crate
+    /// docs, "Least privilege"). With [`EtcdConfig::credentials`], etcd-client has already
+    /// authenticated the user, and the check is etcd's maintenance `Status`. Without, it
+    /// lists etcd's roles: etcd answers that to anyone while its auth is off, refuses it
+    /// with "user name is empty" when auth is on and no user was given (a [`Error::Rejected`]
+    /// saying to pass one), and with "permission denied" for a user it knows from a client
+    /// certificate's common name who is not root, which counts as let in.
     ///
     /// Fails with [`Error::Unavailable`] when no endpoint answers within the timeouts, so a
     /// program can say so at start-up; use [`connect_lazy`](Self::connect_lazy) to start
     /// anyway and let the first calls fail and be retried.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
         let store = Self::connect_lazy(config).await?;
-        store.member_status(&Ctx::new("connect")).await?;
+        let ctx = Ctx::new("connect");
+        if store.config.credentials.is_some() {
+            store.member_status(&ctx).await?;
+        } else {
+            store
+                .call(&ctx, || {
+                    let mut auth = store.client.auth_client();
+                    async move {
+                        match auth.role_list().await {
+                            Err(etcd_client::Error::GRpcStatus(status))
+                                if status.code() == tonic::Code::PermissionDenied =>
+                            {
+                                Ok(())
+                            }
+                            other => other.map(|_| ()),
+                        }
+                    }
+                })
+                .await?;
+        }
         Ok(store)
     }
 

@@ -1,5 +1,5 @@
 //! Least privilege on real etcd with auth enabled: users whose role covers only one group's
-//! prefix ([`Etcd::add_prefix_user`]). A user with readwrite on the prefix runs everything
+//! prefix ([`Etcd::add_user`]). A user with readwrite on the prefix runs everything
 //! muster does (a worker's register, update and leave; a master's list, watch, status
 //! reads and reaps; the `list` and `evict` one-shots); a user with read only lists and
 //! watches; a user whose role covers another group is refused with a message that names
@@ -10,7 +10,7 @@ use std::time::Duration;
 use muster_core::{Error, MemberState, Store, TransitionKind};
 use muster_etcd_backend::{Credentials, EtcdConfig, EtcdStore, Password};
 use muster_master::{Master, MasterConfig, OpsError};
-use muster_testkit::etcd::{Access, Etcd};
+use muster_testkit::etcd::{Access, Etcd, Keys};
 use muster_testkit::tls::Certs;
 use muster_worker::{Status, Worker, WorkerConfig};
 
@@ -23,8 +23,8 @@ const GROUP: &str = "/lp/group-a/";
 /// Another group.
 const OTHER_GROUP: &str = "/lp/group-b/";
 
-/// A user's grants: an access on every key under a prefix, each.
-type Grants<'a> = &'a [(Access, &'a str)];
+/// A user's grants.
+type Grants<'a> = &'a [(Access, Keys<'a>)];
 
 /// An etcd with auth on, and a user per `(name, password, grants)`, each with a role of its
 /// own holding exactly those grants.
@@ -32,7 +32,7 @@ fn etcd_with_users(users: &[(&str, &str, Grants<'_>)]) -> (Etcd, Certs) {
     let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
     etcd.enable_auth(ROOT_PASSWORD).expect("enable auth");
     for (user, password, grants) in users {
-        etcd.add_prefix_user(ROOT_PASSWORD, user, password, grants)
+        etcd.add_user(ROOT_PASSWORD, user, password, grants)
             .unwrap_or_else(|err| panic!("{err}"));
     }
     // A directory for the password files.
@@ -83,7 +83,11 @@ fn assert_denied(text: &str, user: &str, key: &str, needs: &str, password: &str)
 #[tokio::test]
 async fn a_user_with_readwrite_on_the_prefix_only_runs_workers_a_master_and_the_one_shots() {
     let password = "gr0up-a-Pa55word";
-    let (etcd, dir) = etcd_with_users(&[("group-a", password, &[(Access::ReadWrite, GROUP)])]);
+    let (etcd, dir) = etcd_with_users(&[(
+        "group-a",
+        password,
+        &[(Access::ReadWrite, Keys::Prefix(GROUP))],
+    )]);
     let config = config_for(&etcd, &dir, "group-a", password);
 
     // Nothing read yet: the status comes from etcd's maintenance call, which reads no key.
@@ -156,8 +160,11 @@ async fn a_user_with_readwrite_on_the_prefix_only_runs_workers_a_master_and_the_
 #[tokio::test]
 async fn a_user_of_another_group_is_refused_naming_the_key_and_the_permission() {
     let password = "gr0up-b-Pa55word";
-    let (etcd, dir) =
-        etcd_with_users(&[("group-b", password, &[(Access::ReadWrite, OTHER_GROUP)])]);
+    let (etcd, dir) = etcd_with_users(&[(
+        "group-b",
+        password,
+        &[(Access::ReadWrite, Keys::Prefix(OTHER_GROUP))],
+    )]);
     let config = config_for(&etcd, &dir, "group-b", password);
     // Connecting reads no key: it works; the refusals come with the first call on GROUP.
     let store = connect(&config).await;
@@ -268,18 +275,31 @@ async fn a_user_of_another_group_is_refused_naming_the_key_and_the_permission() 
 async fn a_read_only_master_and_one_shot_list_follow_a_worker_with_the_minimal_worker_role() {
     let (writer, reader) = ("gr0up-w-Pa55word", "gr0up-r-Pa55word");
     // The writer is a worker's minimal role: its group's records and liveness keys, and
-    // read on the eviction markers its registrations check.
+    // read on the eviction markers its registrations check. The named one may use one name
+    // only.
     let members = format!("{GROUP}members/");
     let alive = format!("{GROUP}alive/");
     let evicted = format!("{GROUP}evicted/");
     let worker_role = [
-        (Access::ReadWrite, members.as_str()),
-        (Access::ReadWrite, alive.as_str()),
-        (Access::Read, evicted.as_str()),
+        (Access::ReadWrite, Keys::Prefix(&members)),
+        (Access::ReadWrite, Keys::Prefix(&alive)),
+        (Access::Read, Keys::Prefix(&evicted)),
     ];
+    let (n_record, n_alive, n_evicted) = (
+        format!("{GROUP}members/n"),
+        format!("{GROUP}alive/n"),
+        format!("{GROUP}evicted/n/"),
+    );
+    let named_role = [
+        (Access::ReadWrite, Keys::Exact(&n_record)),
+        (Access::ReadWrite, Keys::Exact(&n_alive)),
+        (Access::Read, Keys::Prefix(&n_evicted)),
+    ];
+    let named = "n4med-Pa55word";
     let (etcd, dir) = etcd_with_users(&[
         ("writer", writer, &worker_role),
-        ("reader", reader, &[(Access::Read, GROUP)]),
+        ("named", named, &named_role),
+        ("reader", reader, &[(Access::Read, Keys::Prefix(GROUP))]),
     ]);
     let writes = config_for(&etcd, &dir, "writer", writer);
     let reads = config_for(&etcd, &dir, "reader", reader);
@@ -307,6 +327,39 @@ async fn a_read_only_master_and_one_shot_list_follow_a_worker_with_the_minimal_w
     changed.cpus = 3;
     worker.update(changed).await.expect("update w");
     until(&mut events, TransitionKind::Updated, "w").await;
+    // A role for one name: that worker registers, updates and leaves; another name is
+    // refused.
+    let names = config_for(&etcd, &dir, "named", named);
+    let n = Worker::register(
+        connect(&names).await,
+        info("n"),
+        WorkerConfig::new(GROUP).ttl(TTL),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("register n: {err}"));
+    until(&mut events, TransitionKind::Joined, "n").await;
+    let mut changed = info("n");
+    changed.cpus = 5;
+    n.update(changed).await.expect("update n");
+    until(&mut events, TransitionKind::Updated, "n").await;
+    n.leave().await.expect("leave n");
+    until(&mut events, TransitionKind::Left, "n").await;
+    let err = Worker::register(
+        connect(&names).await,
+        info("m"),
+        WorkerConfig::new(GROUP).ttl(TTL),
+    )
+    .await
+    .err()
+    .expect("a role for n registered m");
+    assert_denied(
+        &err.to_string(),
+        "named",
+        &format!("{GROUP}alive/m"),
+        "write on the keys it writes",
+        named,
+    );
+
     // The worker's role cannot list the whole group.
     let err = muster_master::list(&connect(&writes).await, GROUP)
         .await
@@ -348,7 +401,26 @@ async fn a_read_only_master_and_one_shot_list_follow_a_worker_with_the_minimal_w
         "write on the keys it writes",
         reader,
     );
-    // The failed eviction changed nothing.
+    // ... nor reap: a master's guarded delete of a record is refused.
+    let keyspace = muster_core::Keyspace::new(GROUP).expect("a valid prefix");
+    let record = store
+        .get(&keyspace.record_key("w"))
+        .await
+        .expect("read w's record")
+        .expect("w has a record");
+    let err = store
+        .txn(keyspace.reap_txn("w", record.mod_revision))
+        .await
+        .err()
+        .expect("a reader reaped");
+    assert_denied(
+        &err.to_string(),
+        "reader",
+        &format!("{GROUP}members/w"),
+        "write on the keys it writes",
+        reader,
+    );
+    // The failed eviction and reap changed nothing.
     wait(&master, "w still alive", |v| {
         v.state_of("w") == Some(MemberState::Alive)
     })
