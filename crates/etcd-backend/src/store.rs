@@ -189,7 +189,7 @@ impl EtcdStore {
     }
 
     /// etcd's maintenance `Status` of the member that answers: no key is read, so etcd checks
-    /// no permission (etcd 3.4.23 answers it for any authenticated user), and it is not
+    /// no permission (etcd 3.4.23 answers it to anyone, even without a user), and it is not
     /// linearizable: the revision is that member's.
     async fn member_status(&self, ctx: &Ctx) -> Result<StoreStatus> {
         let reply = self

@@ -60,6 +60,14 @@ async fn connect(config: &EtcdConfig) -> EtcdStore {
         .unwrap_or_else(|err| panic!("connect: {err}"))
 }
 
+/// The error of a call that should have been refused; panics saying `what` happened.
+fn refused<T, E>(result: Result<T, E>, what: &str) -> E {
+    match result {
+        Ok(_) => panic!("{what}"),
+        Err(err) => err,
+    }
+}
+
 /// Asserts that `text` is a clear "permission denied": it says so, names `user` and `key`,
 /// says which permission `needs`, and does not contain `password`.
 fn assert_denied(text: &str, user: &str, key: &str, needs: &str, password: &str) {
@@ -179,14 +187,14 @@ async fn a_user_of_another_group_is_refused_naming_the_key_and_the_permission() 
     store.revoke(lease.id).await.expect("revoke");
 
     // A worker: its registration transaction.
-    let refused = Worker::register(store.clone(), info("x"), WorkerConfig::new(GROUP).ttl(TTL))
-        .await
-        .err()
-        .expect("registered under another group's prefix");
-    let text = refused.to_string();
+    let worker_err = refused(
+        Worker::register(store.clone(), info("x"), WorkerConfig::new(GROUP).ttl(TTL)).await,
+        "registered under another group's prefix",
+    );
+    let text = worker_err.to_string();
     assert!(
         matches!(
-            &refused,
+            &worker_err,
             muster_worker::Error::Store {
                 source: Error::Rejected { .. },
                 ..
@@ -204,10 +212,10 @@ async fn a_user_of_another_group_is_refused_naming_the_key_and_the_permission() 
     assert!(text.contains(&format!("readwrite {GROUP}")), "{text}");
 
     // `list`: the listing (its status read needs no key before anything was listed).
-    let err = muster_master::list(&store, GROUP)
-        .await
-        .err()
-        .expect("listed another group");
+    let err = refused(
+        muster_master::list(&store, GROUP).await,
+        "listed another group",
+    );
     assert!(
         matches!(
             &err,
@@ -227,10 +235,10 @@ async fn a_user_of_another_group_is_refused_naming_the_key_and_the_permission() 
     );
 
     // `evict`: it reads the member's record first.
-    let err = muster_master::evict(&store, GROUP, "x", Duration::from_secs(60))
-        .await
-        .err()
-        .expect("evicted in another group");
+    let err = refused(
+        muster_master::evict(&store, GROUP, "x", Duration::from_secs(60)).await,
+        "evicted in another group",
+    );
     assert_denied(
         &err.to_string(),
         "group-b",
@@ -240,11 +248,7 @@ async fn a_user_of_another_group_is_refused_naming_the_key_and_the_permission() 
     );
 
     // A watch: etcd cancels it at once.
-    let err = store
-        .watch(GROUP, 1)
-        .await
-        .err()
-        .expect("watched another group");
+    let err = refused(store.watch(GROUP, 1).await, "watched another group");
     assert!(matches!(err, Error::Rejected { .. }), "{err}");
     assert_denied(
         &err.to_string(),
@@ -344,14 +348,15 @@ async fn a_read_only_master_and_one_shot_list_follow_a_worker_with_the_minimal_w
     until(&mut events, TransitionKind::Updated, "n").await;
     n.leave().await.expect("leave n");
     until(&mut events, TransitionKind::Left, "n").await;
-    let err = Worker::register(
-        connect(&names).await,
-        info("m"),
-        WorkerConfig::new(GROUP).ttl(TTL),
-    )
-    .await
-    .err()
-    .expect("a role for n registered m");
+    let err = refused(
+        Worker::register(
+            connect(&names).await,
+            info("m"),
+            WorkerConfig::new(GROUP).ttl(TTL),
+        )
+        .await,
+        "a role for n registered m",
+    );
     assert_denied(
         &err.to_string(),
         "named",
@@ -361,10 +366,10 @@ async fn a_read_only_master_and_one_shot_list_follow_a_worker_with_the_minimal_w
     );
 
     // The worker's role cannot list the whole group.
-    let err = muster_master::list(&connect(&writes).await, GROUP)
-        .await
-        .err()
-        .expect("a worker's role listed the group");
+    let err = refused(
+        muster_master::list(&connect(&writes).await, GROUP).await,
+        "a worker's role listed the group",
+    );
     assert_denied(
         &err.to_string(),
         "writer",
@@ -378,10 +383,10 @@ async fn a_read_only_master_and_one_shot_list_follow_a_worker_with_the_minimal_w
     assert_eq!(view.state_of("w"), Some(MemberState::Alive), "{view:?}");
 
     // It cannot evict (the transaction's writes) ...
-    let err = muster_master::evict(&store, GROUP, "w", Duration::from_secs(60))
-        .await
-        .err()
-        .expect("a reader evicted");
+    let err = refused(
+        muster_master::evict(&store, GROUP, "w", Duration::from_secs(60)).await,
+        "a reader evicted",
+    );
     assert_denied(
         &err.to_string(),
         "reader",
@@ -390,10 +395,10 @@ async fn a_read_only_master_and_one_shot_list_follow_a_worker_with_the_minimal_w
         reader,
     );
     // ... nor register a worker.
-    let err = Worker::register(store.clone(), info("r"), WorkerConfig::new(GROUP).ttl(TTL))
-        .await
-        .err()
-        .expect("a reader registered");
+    let err = refused(
+        Worker::register(store.clone(), info("r"), WorkerConfig::new(GROUP).ttl(TTL)).await,
+        "a reader registered",
+    );
     assert_denied(
         &err.to_string(),
         "reader",
@@ -408,11 +413,10 @@ async fn a_read_only_master_and_one_shot_list_follow_a_worker_with_the_minimal_w
         .await
         .expect("read w's record")
         .expect("w has a record");
-    let err = store
-        .txn(keyspace.reap_txn("w", record.mod_revision))
-        .await
-        .err()
-        .expect("a reader reaped");
+    let err = refused(
+        store.txn(keyspace.reap_txn("w", record.mod_revision)).await,
+        "a reader reaped",
+    );
     assert_denied(
         &err.to_string(),
         "reader",
