@@ -24,6 +24,27 @@ use crate::error::{Error, Result};
 
 pub use crate::docker::image;
 
+/// What a role created by [`Etcd::add_user`] may do on a grant's keys: etcd's permission
+/// types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `read`: ranges and watches.
+    Read,
+    /// `write`: puts and deletes (a transaction's compares need read too).
+    Write,
+    /// `readwrite`.
+    ReadWrite,
+}
+
+/// The keys a grant of [`Etcd::add_user`] covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys<'a> {
+    /// Every key under this prefix (`--prefix=true`).
+    Prefix(&'a str),
+    /// This one key (`--prefix=false`).
+    Exact(&'a str),
+}
+
 /// A running single-node etcd in a container. Dropping it removes the container.
 #[derive(Debug)]
 pub struct Etcd {
@@ -168,38 +189,11 @@ impl Etcd {
     /// user `root` with `password` (or, on a TLS etcd with `--client-cert-auth`, a client
     /// certificate whose common name is `root`). Blocks for a few round trips.
     pub fn enable_auth(&self, password: &str) -> Result<()> {
-        let endpoint = self.endpoint();
-        let tls = self.tls.clone();
         let password = password.to_owned();
-        let fail = {
-            let endpoint = endpoint.clone();
-            move |step: &str, err: etcd_client::Error| Error::Etcd {
-                what: format!("enabling auth on etcd at {endpoint} ({step})"),
-                message: err.to_string(),
-            }
-        };
+        let fail = self.admin_failure("enabling auth");
+        let connecting = self.admin_client(None);
         block_on(async move {
-            let mut options = etcd_client::ConnectOptions::new();
-            if let Some(tls) = &tls {
-                let pem = |pem: &Option<muster_etcd_backend::Pem>| match pem {
-                    Some(muster_etcd_backend::Pem::File(path)) => {
-                        std::fs::read(path).unwrap_or_default()
-                    }
-                    Some(muster_etcd_backend::Pem::Bytes(bytes)) => bytes.clone(),
-                    None => Vec::new(),
-                };
-                options = options.with_tls(
-                    etcd_client::TlsOptions::new()
-                        .ca_certificate(etcd_client::Certificate::from_pem(pem(&tls.ca)))
-                        .identity(etcd_client::Identity::from_pem(
-                            pem(&tls.cert),
-                            pem(&tls.key),
-                        )),
-                );
-            }
-            let mut client = etcd_client::Client::connect([endpoint.as_str()], Some(options))
-                .await
-                .map_err(|e| fail("connect", e))?;
+            let mut client = connecting.await.map_err(|e| fail("connect", e))?;
             client
                 .user_add("root", password, None)
                 .await
@@ -218,6 +212,127 @@ impl Etcd {
                 .map_err(|e| fail("auth enable", e))?;
             Ok(())
         })
+    }
+
+    /// Adds the etcd user `user` with `password` and a role of the same name holding `access`
+    /// on exactly the keys under `prefix`, and nothing else: [`add_user`](Self::add_user)
+    /// with one grant.
+    pub fn add_prefix_user(
+        &self,
+        root_password: &str,
+        user: &str,
+        password: &str,
+        access: Access,
+        prefix: &str,
+    ) -> Result<()> {
+        self.add_user(
+            root_password,
+            user,
+            password,
+            &[(access, Keys::Prefix(prefix))],
+        )
+    }
+
+    /// Adds the etcd user `user` with `password` and a role of the same name holding
+    /// exactly `grants`, and nothing else. As `etcdctl role add USER`,
+    /// `role grant-permission USER [--prefix=true] ACCESS KEY` (per grant), `user add USER`,
+    /// `user grant-role USER USER` would, authenticated as `root` with `root_password` (see
+    /// [`enable_auth`](Self::enable_auth)). Blocks for a few round trips.
+    pub fn add_user(
+        &self,
+        root_password: &str,
+        user: &str,
+        password: &str,
+        grants: &[(Access, Keys<'_>)],
+    ) -> Result<()> {
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let grants: Vec<(Access, String, bool)> = grants
+            .iter()
+            .map(|(access, keys)| match keys {
+                Keys::Prefix(prefix) => (*access, prefix.to_string(), true),
+                Keys::Exact(key) => (*access, key.to_string(), false),
+            })
+            .collect();
+        let fail = self.admin_failure("adding a least-privilege user");
+        let connecting = self.admin_client(Some(("root", root_password)));
+        block_on(async move {
+            let mut client = connecting.await.map_err(|e| fail("connect as root", e))?;
+            client
+                .role_add(user.as_str())
+                .await
+                .map_err(|e| fail("role add", e))?;
+            for (access, key, prefix) in grants {
+                let mut permission = match access {
+                    Access::Read => etcd_client::Permission::read(key),
+                    Access::Write => etcd_client::Permission::write(key),
+                    Access::ReadWrite => etcd_client::Permission::read_write(key),
+                };
+                if prefix {
+                    permission = permission.with_prefix();
+                }
+                client
+                    .role_grant_permission(user.as_str(), permission)
+                    .await
+                    .map_err(|e| fail("role grant-permission", e))?;
+            }
+            client
+                .user_add(user.as_str(), password, None)
+                .await
+                .map_err(|e| fail("user add", e))?;
+            client
+                .user_grant_role(user.as_str(), user.as_str())
+                .await
+                .map_err(|e| fail("user grant-role", e))?;
+            Ok(())
+        })
+    }
+
+    /// A failure of an administrative step, naming etcd and the task; never a password
+    /// (etcd-client's errors carry none).
+    fn admin_failure(&self, task: &str) -> impl Fn(&str, etcd_client::Error) -> Error {
+        let what = format!("{task} on etcd at {}", self.endpoint());
+        move |step: &str, err: etcd_client::Error| Error::Etcd {
+            what: format!("{what} ({step})"),
+            message: err.to_string(),
+        }
+    }
+
+    /// An etcd-client connection for administrative steps (with this etcd's client
+    /// certificate when it serves TLS), as `user` and password if given.
+    fn admin_client(
+        &self,
+        user: Option<(&str, &str)>,
+    ) -> impl std::future::Future<
+        Output = std::result::Result<etcd_client::Client, etcd_client::Error>,
+    > + Send
+           + 'static {
+        let endpoint = self.endpoint();
+        let tls = self.tls.clone();
+        let user = user.map(|(name, password)| (name.to_owned(), password.to_owned()));
+        async move {
+            let mut options = etcd_client::ConnectOptions::new();
+            if let Some(tls) = &tls {
+                let pem = |pem: &Option<muster_etcd_backend::Pem>| match pem {
+                    Some(muster_etcd_backend::Pem::File(path)) => {
+                        std::fs::read(path).unwrap_or_default()
+                    }
+                    Some(muster_etcd_backend::Pem::Bytes(bytes)) => bytes.clone(),
+                    None => Vec::new(),
+                };
+                options = options.with_tls(
+                    etcd_client::TlsOptions::new()
+                        .ca_certificate(etcd_client::Certificate::from_pem(pem(&tls.ca)))
+                        .identity(etcd_client::Identity::from_pem(
+                            pem(&tls.cert),
+                            pem(&tls.key),
+                        )),
+                );
+            }
+            if let Some((name, password)) = user {
+                options = options.with_user(name, password);
+            }
+            etcd_client::Client::connect([endpoint.as_str()], Some(options)).await
+        }
     }
 
     /// Stops etcd (SIGTERM, then SIGKILL after 10 s). Its data survives for [`restart`](Self::restart).

@@ -1,7 +1,7 @@
 //! [`EtcdStore`]: the [`Store`] implementation over etcd-client.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,6 +73,10 @@ pub struct EtcdStore {
     errors: ErrorMapper,
     /// The few keep-alive streams every lease of this store (and its clones) is renewed on.
     keepers: Arc<Keepers>,
+    /// The key [`Store::status`] reads: the prefix this store (or a clone) last listed or
+    /// watched successfully, so a key its user may read. `None` until then. See the crate
+    /// docs, "Least privilege".
+    scope: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -84,7 +88,14 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to etcd and checks that it answers (one read of a key that need not exist).
+    /// Connects to etcd and checks that it answers and lets this client in, reading no key,
+    /// so a user whose role covers only the group's prefix connects too (see the crate
+    /// docs, "Least privilege"). With [`EtcdConfig::credentials`], etcd-client has already
+    /// authenticated the user, and the check is etcd's maintenance `Status`. Without, it
+    /// lists etcd's roles: etcd answers that to anyone while its auth is off, refuses it
+    /// with "user name is empty" when auth is on and no user was given (a [`Error::Rejected`]
+    /// saying to pass one), and with "permission denied" for a user it knows from a client
+    /// certificate's common name who is not root, which counts as let in.
     ///
     /// Fails with [`Error::Unavailable`] when no endpoint answers within the timeouts, so a
     /// program can say so at start-up; use [`connect_lazy`](Self::connect_lazy) to start
@@ -92,13 +103,25 @@ impl EtcdStore {
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
         let store = Self::connect_lazy(config).await?;
         let ctx = Ctx::new("connect");
-        store
-            .call(&ctx, || {
-                let mut kv = store.kv();
-                let probe = GetOptions::new().with_count_only();
-                async move { kv.get("muster-connect-probe", Some(probe)).await }
-            })
-            .await?;
+        if store.config.credentials.is_some() {
+            store.member_status(&ctx).await?;
+        } else {
+            store
+                .call(&ctx, || {
+                    let mut auth = store.client.auth_client();
+                    async move {
+                        match auth.role_list().await {
+                            Err(etcd_client::Error::GRpcStatus(status))
+                                if status.code() == tonic::Code::PermissionDenied =>
+                            {
+                                Ok(())
+                            }
+                            other => other.map(|_| ()),
+                        }
+                    }
+                })
+                .await?;
+        }
         Ok(store)
     }
 
@@ -110,7 +133,8 @@ impl EtcdStore {
         let errors = ErrorMapper::new(
             &config.endpoints,
             config.tls.as_ref().is_some_and(|tls| tls.cert.is_none()),
-        );
+        )
+        .with_user(config.credentials.as_ref().map(|c| c.user.as_str()));
         let ctx = Ctx::new("connect");
         if let Err(invalid) = config.validate() {
             return Err(errors.rejected(&ctx, invalid));
@@ -160,7 +184,35 @@ impl EtcdStore {
             config: Arc::new(config),
             errors,
             keepers: Arc::new(keepers),
+            scope: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// etcd's maintenance `Status` of the member that answers: no key is read, so etcd checks
+    /// no permission (etcd 3.4.23 answers it to anyone, even without a user), and it is not
+    /// linearizable: the revision is that member's.
+    async fn member_status(&self, ctx: &Ctx) -> Result<StoreStatus> {
+        let reply = self
+            .call(ctx, || {
+                let mut maintenance = self.client.maintenance_client();
+                async move { maintenance.status().await }
+            })
+            .await?;
+        let header = reply.header();
+        Ok(StoreStatus {
+            revision: header.map_or(0, |h| h.revision()),
+            cluster_id: header.map_or(0, |h| h.cluster_id()),
+        })
+    }
+
+    /// Remembers `prefix` as a key range this store's user may read: [`Store::status`] reads
+    /// there from now on.
+    fn readable(&self, prefix: &str) {
+        // A poisoned lock only means a panic elsewhere; the value is a plain string.
+        let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
+        if scope.as_deref() != Some(prefix) {
+            *scope = Some(prefix.to_owned());
+        }
     }
 
     /// The settings this store was made with.
@@ -319,6 +371,24 @@ impl Store for EtcdStore {
                 Op::Delete { .. } => None,
             })
             .max_by_key(|(_, size)| *size);
+        // What etcd's RBAC checks, for a "permission denied": read on every compared key,
+        // write on every written one.
+        ctx.reads = txn
+            .when
+            .iter()
+            .map(|condition| match condition {
+                Condition::Absent(key)
+                | Condition::ModRevision(key, _)
+                | Condition::LeaseIs(key, _) => key.clone(),
+            })
+            .collect();
+        ctx.writes = txn
+            .then
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, .. } | Op::Delete { key } => key.clone(),
+            })
+            .collect();
 
         let compares: Vec<Compare> = txn.when.into_iter().flat_map(compares).collect();
         let ops: Vec<TxnOp> = txn
@@ -365,6 +435,10 @@ impl Store for EtcdStore {
         loop {
             match self.list_pages(&ctx, prefix).await {
                 Err(Error::Compacted { .. }) if attempts < 3 => attempts += 1,
+                Ok(listing) => {
+                    self.readable(prefix);
+                    return Ok(listing);
+                }
                 other => return other,
             }
         }
@@ -375,14 +449,16 @@ impl Store for EtcdStore {
             .client
             .watch_client()
             .max_decoding_message_size(self.config.max_response_bytes);
-        watch::open(
+        let stream = watch::open(
             client,
             prefix,
             from,
             self.call_timeout(),
             self.errors.clone(),
         )
-        .await
+        .await?;
+        self.readable(prefix);
+        Ok(stream)
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
@@ -406,13 +482,27 @@ impl Store for EtcdStore {
     }
 
     async fn status(&self) -> Result<StoreStatus> {
-        let ctx = Ctx::new("status");
-        // A count-only read of one key: linearizable, so the header is current, and cheap.
+        let scope = self.scope.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(prefix) = scope else {
+            // Nothing listed or watched yet: no key is known to be readable.
+            return self.member_status(&Ctx::new("status")).await;
+        };
+        // A count-only read of one key inside a prefix the user may read (the prefix
+        // itself, so a role on the prefix covers it; "\0" for the whole keyspace):
+        // linearizable, so the header is current, and cheap (a range over the whole prefix
+        // would make etcd 3.4 count every key in it).
+        let key = if prefix.is_empty() {
+            vec![0u8]
+        } else {
+            prefix.as_bytes().to_vec()
+        };
+        let ctx = Ctx::new("status").key(String::from_utf8_lossy(&key));
         let reply = self
             .call(&ctx, || {
                 let mut kv = self.kv();
                 let options = GetOptions::new().with_count_only();
-                async move { kv.get(vec![0u8], Some(options)).await }
+                let key = key.clone();
+                async move { kv.get(key, Some(options)).await }
             })
             .await?;
         let header = reply.header();

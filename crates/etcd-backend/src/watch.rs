@@ -4,8 +4,9 @@
 //! responses (unless a client asks for fragments, which we do not), so a batch always holds
 //! whole revisions. A response with no events is a progress notification. The response that
 //! confirms the watch is consumed by [`open`] before the stream is handed out. A cancel with a
-//! compaction revision becomes [`Error::Compacted`]; any other cancel, an error or the end of
-//! etcd's stream becomes [`Error::Unavailable`]; after that the stream ends.
+//! compaction revision becomes [`Error::Compacted`]; a cancel for "permission denied" (a
+//! prefix outside the user's roles) becomes [`Error::Rejected`]; any other cancel, an error
+//! or the end of etcd's stream becomes [`Error::Unavailable`]; after that the stream ends.
 
 use std::time::Duration;
 
@@ -132,6 +133,13 @@ impl State {
             "" => "no reason given".to_string(),
             reason => reason.to_string(),
         };
+        // etcd refuses a watch outside the user's roles by cancelling it at once, with the
+        // gRPC error as the reason: "rpc error: code = PermissionDenied desc = etcdserver:
+        // permission denied". Retrying cannot help.
+        if reason.contains("permission denied") {
+            let message = reason.rsplit("desc = ").next().unwrap_or(&reason);
+            return self.errors.permission_denied(&self.ctx, message);
+        }
         self.errors
             .unavailable(&self.ctx, format!("etcd cancelled the watch: {reason}"))
     }

@@ -159,6 +159,19 @@ pub async fn run(args: MasterArgs, mut shutdown: Signals) -> Result<u8, Fatal> {
     }
 }
 
+/// A one-shot's failure: bad input (exit status 2) when etcd refused the request itself
+/// (e.g. "permission denied": the user's roles do not cover the group), which no retry can
+/// fix; otherwise a failure (exit status 1).
+fn ops_fatal(error: muster_master::OpsError) -> Fatal {
+    match &error {
+        muster_master::OpsError::Store {
+            source: muster_core::Error::Rejected { .. },
+            ..
+        } => Fatal::usage(error.to_string()),
+        _ => Fatal::failure(error.to_string()),
+    }
+}
+
 /// `list` or `evict`.
 async fn one_shot(args: &MasterArgs, prefix: &str) -> Result<u8, Fatal> {
     let prefix = prefix.to_owned();
@@ -168,7 +181,7 @@ async fn one_shot(args: &MasterArgs, prefix: &str) -> Result<u8, Fatal> {
             let store = connect(&args.common).await?;
             let view = muster_master::list(&store, &prefix)
                 .await
-                .map_err(|e| Fatal::failure(e.to_string()))?;
+                .map_err(ops_fatal)?;
             let text = if *json {
                 let mut text = serde_json::to_string_pretty(&ViewJson::new(&view, |_| true))
                     .expect("views always serialize");
@@ -184,7 +197,7 @@ async fn one_shot(args: &MasterArgs, prefix: &str) -> Result<u8, Fatal> {
             let store = connect(&args.common).await?;
             let eviction = muster_master::evict(&store, &prefix, name, *hold)
                 .await
-                .map_err(|e| Fatal::failure(e.to_string()))?;
+                .map_err(ops_fatal)?;
             if eviction.was == MemberState::Alive && !eviction.lease_revoked {
                 tracing::warn!(
                     member = %name,

@@ -505,6 +505,12 @@ async fn register(
         } => Fatal::usage(format!(
             "cannot register {name:?}: its record is too large for etcd ({e}); use fewer or shorter labels (or raise etcd's --max-request-bytes)"
         )),
+        // etcd refused the request itself (e.g. "permission denied": the user's roles do
+        // not cover the group): no retry can fix it.
+        muster_worker::Error::Store {
+            source: e @ muster_core::Error::Rejected { .. },
+            ..
+        } => Fatal::usage(format!("cannot register {name:?} under {prefix}: {e}")),
         e => Fatal::failure(format!("cannot register {name:?} under {prefix}: {e}")),
     })?;
     tracing::info!(member = %name, %prefix, incarnation = %worker.incarnation(), "registered");

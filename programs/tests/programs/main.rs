@@ -7,6 +7,7 @@
 mod api;
 mod bad_input;
 mod master;
+mod privilege;
 mod secured;
 mod sidecar;
 mod support;

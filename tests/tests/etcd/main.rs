@@ -4,8 +4,9 @@
 //! `store`), start their own container ([`muster_testkit::etcd::Etcd`]). The master and worker
 //! tests (`lifecycle`, `evict`, `process`, and `interop`, where the worker is a shell script
 //! speaking PROTOCOL.md through etcdctl) share one container (`support`), each under a prefix
-//! of its own. `secured` starts TLS and auth-enabled etcds of its own. Real time throughout:
-//! never tokio's paused clock here.
+//! of its own. `secured` starts TLS and auth-enabled etcds of its own; `privilege`
+//! auth-enabled etcds with users whose roles cover one prefix (least privilege). Real time
+//! throughout: never tokio's paused clock here.
 
 mod conformance;
 mod evict;
@@ -13,6 +14,7 @@ mod faults;
 mod interop;
 mod lifecycle;
 mod many;
+mod privilege;
 mod process;
 mod secured;
 mod store;
