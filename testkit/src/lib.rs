@@ -26,6 +26,8 @@
 //! - [`cluster`]: an etcd cluster of one or more members on a network of its own
 //!   ([`cluster::Cluster`]): find or move the leader, kill, stop, restart, pause, disconnect
 //!   a member, or replace the whole cluster by an empty one.
+//! - [`grpc`]: a real gRPC service (`Who`: answers its server's name) on tonic, its
+//!   server on loopback and a client call, for the tests and benchmarks of callers.
 //! - [`group`]: a test's own prefix on the shared etcd ([`group::Group`]): its clients,
 //!   keyspace and the truth (a fresh listing).
 //! - [`proxy`]: a TCP proxy in front of etcd that can be cut and healed
@@ -42,6 +44,7 @@ pub mod docker;
 mod error;
 pub mod etcd;
 pub mod group;
+pub mod grpc;
 pub mod proxy;
 pub mod tls;
 pub mod wait;

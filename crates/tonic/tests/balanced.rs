@@ -1,179 +1,32 @@
 //! A balanced channel against real parts: tonic servers on loopback, workers and a master
 //! on the etcd shared by this test binary (in Docker, from the test kit), tonic's client.
 //!
-//! The service is the smallest gRPC service there is: `muster.test.Who/Name` answers the
-//! name of the server that took the call, so the tests see where each request went. It is
-//! written against tonic's server and client APIs with a text codec, no code generation.
+//! The service is the test kit's `Who` (`muster_testkit::grpc`): it answers the name of the
+//! server that took the call, so the tests see where each request went.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
 use muster_core::{Incarnation, MemberInfo, MemberState};
 use muster_master::{Filter, Master, MasterConfig};
 use muster_testkit::group::Group;
+use muster_testkit::grpc::{serve, who};
 use muster_testkit::wait::{view_until, within};
 use muster_tonic::{balanced_channel, http_endpoint, Follower};
 use muster_worker::{Worker, WorkerConfig};
-use tokio::sync::{oneshot, watch};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::server::{NamedService, UnaryService};
+use tokio::sync::watch;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
 
 const TTL: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(30);
-const PATH: &str = "/muster.test.Who/Name";
-
-/// UTF-8 text as a gRPC message.
-#[derive(Debug, Clone, Copy, Default)]
-struct Text;
-
-impl Codec for Text {
-    type Encode = String;
-    type Decode = String;
-    type Encoder = Text;
-    type Decoder = Text;
-
-    fn encoder(&mut self) -> Text {
-        Text
-    }
-
-    fn decoder(&mut self) -> Text {
-        Text
-    }
-}
-
-impl Encoder for Text {
-    type Item = String;
-    type Error = Status;
-
-    fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(item.as_bytes());
-        Ok(())
-    }
-}
-
-impl Decoder for Text {
-    type Item = String;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
-        let bytes = src.copy_to_bytes(src.remaining());
-        String::from_utf8(bytes.to_vec())
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(e.to_string()))
-    }
-}
-
-/// The service: answers its name and counts the calls it took.
-#[derive(Clone)]
-struct Who {
-    name: String,
-    calls: Arc<AtomicU64>,
-}
-
-impl UnaryService<String> for Who {
-    type Response = String;
-    type Future = std::future::Ready<Result<Response<String>, Status>>;
-
-    fn call(&mut self, _: Request<String>) -> Self::Future {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        std::future::ready(Ok(Response::new(self.name.clone())))
-    }
-}
-
-impl tower::Service<http::Request<tonic::body::Body>> for Who {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let who = self.clone();
-        Box::pin(async move {
-            if req.uri().path() != PATH {
-                return Ok(Status::unimplemented(req.uri().path().to_owned()).into_http());
-            }
-            Ok(tonic::server::Grpc::new(Text).unary(who, req).await)
-        })
-    }
-}
-
-impl NamedService for Who {
-    const NAME: &'static str = "muster.test.Who";
-}
-
-/// One running server.
-struct Server {
-    addr: SocketAddr,
-    calls: Arc<AtomicU64>,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn serve(name: &str) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let calls = Arc::new(AtomicU64::new(0));
-    let who = Who {
-        name: name.to_owned(),
-        calls: calls.clone(),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(who)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("the test server runs");
-    });
-    Server {
-        addr,
-        calls,
-        _stop: stop,
-    }
-}
-
-/// One call through the channel: who answered.
-async fn who(channel: &Channel) -> Result<String, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    let call = async {
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        grpc.unary(
-            Request::new(String::new()),
-            http::uri::PathAndQuery::from_static(PATH),
-            Text,
-        )
-        .await
-    };
-    match tokio::time::timeout(DEADLINE, call).await {
-        Ok(answer) => answer.map(Response::into_inner),
-        Err(_) => panic!("a call through the balanced channel took over {DEADLINE:?}"),
-    }
-}
 
 /// `n` calls; how many each server answered.
 async fn spread(channel: &Channel, n: usize) -> BTreeMap<String, usize> {
     let mut answered = BTreeMap::new();
     for _ in 0..n {
-        let name = who(channel).await.expect("every call succeeds");
+        let name = who(channel)
+            .await
+            .unwrap_or_else(|e| panic!("every call succeeds: {e}"));
         *answered.entry(name).or_default() += 1;
     }
     answered
@@ -247,7 +100,7 @@ async fn calls_reach_every_alive_member_and_none_once_it_is_suspect() {
     })
     .await;
     handed(&follower, &["a", "c"]).await;
-    let b_calls = servers[1].calls.load(Ordering::Relaxed);
+    let b_calls = servers[1].answered();
     let answered = spread(&channel, 60).await;
     assert_eq!(
         answered.keys().collect::<Vec<_>>(),
@@ -255,7 +108,7 @@ async fn calls_reach_every_alive_member_and_none_once_it_is_suspect() {
         "{answered:?}"
     );
     assert_eq!(
-        servers[1].calls.load(Ordering::Relaxed),
+        servers[1].answered(),
         b_calls,
         "no call reaches a suspect member"
     );
@@ -372,10 +225,10 @@ async fn a_draining_member_takes_no_new_calls_while_it_is_still_a_member() {
 
     a.drain().await.expect("a drains");
     handed(&follower, &["b"]).await;
-    let a_calls = a_server.calls.load(Ordering::Relaxed);
+    let a_calls = a_server.answered();
     let answered = spread(&channel, 40).await;
     assert_eq!(answered.keys().collect::<Vec<_>>(), ["b"], "{answered:?}");
-    assert_eq!(a_server.calls.load(Ordering::Relaxed), a_calls);
+    assert_eq!(a_server.answered(), a_calls);
     let a_now = master.member("a").expect("a is still a member");
     assert_eq!(a_now.state, MemberState::Alive);
     assert!(a_now.info.draining);
