@@ -214,6 +214,24 @@ impl Etcd {
         })
     }
 
+    /// Makes etcd forget every token it has issued to `user`, as `etcdctl user passwd USER`
+    /// with the same password would: a client holding one is refused ("invalid auth
+    /// token") until it authenticates again. Authenticated as `root` with
+    /// `root_password`. Blocks for a few round trips.
+    pub fn invalidate_tokens(&self, root_password: &str, user: &str, password: &str) -> Result<()> {
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let fail = self.admin_failure("invalidating tokens");
+        let connecting = self.admin_client(Some(("root", root_password)));
+        block_on(async move {
+            let mut client = connecting.await.map_err(|e| fail("connect", e))?;
+            client
+                .user_change_password(user, password)
+                .await
+                .map_err(|e| fail("user passwd", e))?;
+            Ok(())
+        })
+    }
+
     /// Adds the etcd user `user` with `password` and a role of the same name holding `access`
     /// on exactly the keys under `prefix`, and nothing else: [`add_user`](Self::add_user)
     /// with one grant.

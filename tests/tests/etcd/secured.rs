@@ -194,3 +194,108 @@ async fn tls_mistakes_are_refused_with_clear_messages() {
         "{err}"
     );
 }
+
+/// etcd's simple tokens live in its memory: a restart invalidates every token a client
+/// holds. The master's watch, re-opened after the restart, must authenticate again (etcd
+/// refuses the stale token by cancelling the new watch, not with a gRPC error), and resume
+/// from its revision: nothing lost, and no endless retry.
+#[tokio::test]
+async fn after_an_etcd_restart_with_auth_on_the_master_authenticates_again_and_misses_nothing() {
+    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
+    etcd.enable_auth(PASSWORD).expect("enable auth");
+    let config = EtcdConfig {
+        credentials: Some(Credentials {
+            user: "root".into(),
+            password: Password::Value(PASSWORD.into()),
+        }),
+        ..etcd.config()
+    };
+    let prefix = "/secured/restart/";
+    let connect = || async {
+        EtcdStore::connect(config.clone())
+            .await
+            .unwrap_or_else(|err| panic!("connect: {err}"))
+    };
+    let master = Master::start(connect().await, MasterConfig::new(prefix).reap_after(None))
+        .unwrap_or_else(|err| panic!("start a master: {err}"));
+    let mut events = master.subscribe();
+    master.ready().await.expect("the master stopped");
+    let a = Worker::register(
+        connect().await,
+        info("a"),
+        WorkerConfig::new(prefix).ttl(TTL),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("register a: {err}"));
+    until(&mut events, TransitionKind::Joined, "a").await;
+
+    etcd.stop().expect("stop etcd");
+    etcd.restart().expect("start etcd again");
+    // A fresh client joins b; the master (holding a token from before the restart) must see it.
+    let b = Worker::register(
+        connect().await,
+        info("b"),
+        WorkerConfig::new(prefix).ttl(TTL),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("register b: {err}"));
+    until(&mut events, TransitionKind::Joined, "b").await;
+    // a's client holds a stale token too: its leave goes through, and the master sees it.
+    a.leave().await.expect("a leaves after the restart");
+    until(&mut events, TransitionKind::Left, "a").await;
+    let health = master.health();
+    assert!(health.watching, "{health:?}");
+    b.leave().await.expect("b leaves");
+    master.shutdown().await;
+}
+
+/// A token that etcd stops accepting while the master runs (expired, or forgotten: here by
+/// `user passwd` with the same password): once the master's watch breaks and is opened
+/// again with the old token, it must authenticate again and resume, nothing lost.
+#[tokio::test]
+async fn a_master_whose_token_is_forgotten_authenticates_again_when_its_watch_reopens() {
+    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
+    etcd.enable_auth(PASSWORD).expect("enable auth");
+    let proxy = muster_testkit::proxy::Proxy::start(&etcd.endpoint())
+        .await
+        .expect("a proxy");
+    let credentials = Some(Credentials {
+        user: "root".into(),
+        password: Password::Value(PASSWORD.into()),
+    });
+    let direct = EtcdConfig {
+        credentials: credentials.clone(),
+        ..etcd.config()
+    };
+    let through_proxy = EtcdConfig {
+        endpoints: vec![proxy.endpoint()],
+        credentials,
+        ..etcd.config()
+    };
+    let prefix = "/secured/token/";
+    let store = EtcdStore::connect(through_proxy)
+        .await
+        .unwrap_or_else(|err| panic!("connect the master: {err}"));
+    let master = Master::start(store, MasterConfig::new(prefix).reap_after(None))
+        .unwrap_or_else(|err| panic!("start a master: {err}"));
+    let mut events = master.subscribe();
+    master.ready().await.expect("the master stopped");
+
+    proxy.cut();
+    etcd.invalidate_tokens(PASSWORD, "root", PASSWORD)
+        .expect("invalidate root's tokens");
+    let worker_store = EtcdStore::connect(direct)
+        .await
+        .unwrap_or_else(|err| panic!("connect the worker: {err}"));
+    let a = Worker::register(worker_store, info("a"), WorkerConfig::new(prefix).ttl(TTL))
+        .await
+        .unwrap_or_else(|err| panic!("register a: {err}"));
+    proxy.heal();
+    // Joined while the master was cut off and its token forgotten: seen once it is back.
+    until(&mut events, TransitionKind::Joined, "a").await;
+    a.leave().await.expect("a leaves");
+    until(&mut events, TransitionKind::Left, "a").await;
+    let health = master.health();
+    assert!(health.watching, "{health:?}");
+    master.shutdown().await;
+}
