@@ -91,6 +91,11 @@ pub struct Health {
     pub transitions: BTreeMap<TransitionKind, u64>,
     /// The last error met, if any.
     pub last_error: Option<String>,
+    /// Whether that error was a refusal that retrying alone cannot fix (permission denied,
+    /// bad credentials: `muster_core::Error::is_retryable` says no). The master keeps
+    /// retrying with backoff, in case the configuration is fixed while it runs; a program
+    /// that meets one before its first listing should rather stop and say so.
+    pub refused: bool,
     /// Since when the master has been failing to list or watch (`None` while healthy).
     pub unhealthy_since: Option<Instant>,
 }
@@ -521,15 +526,18 @@ impl Shared {
         let mut inner = self.lock();
         inner.health.watching = watching;
         inner.health.unhealthy_since = None;
+        inner.health.refused = false;
         drop(inner);
         self.changed.send_modify(|n| *n += 1);
     }
 
-    pub(crate) fn failing(&self, error: &str, reconnect: bool) {
+    /// Records a failure; `refused`: one that retrying alone cannot fix.
+    pub(crate) fn failing(&self, error: &str, reconnect: bool, refused: bool) {
         let mut inner = self.lock();
         let health = &mut inner.health;
         health.watching = false;
         health.last_error = Some(error.to_owned());
+        health.refused = refused;
         health
             .unhealthy_since
             .get_or_insert_with(|| tokio::time::Instant::now().into_std());

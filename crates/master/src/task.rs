@@ -112,8 +112,11 @@ impl<S: Store> Task<S> {
                     return true;
                 }
                 Err(error) => {
-                    self.shared
-                        .failing(&format!("listing {prefix}: {error}"), false);
+                    self.shared.failing(
+                        &format!("listing {prefix}: {error}"),
+                        false,
+                        !error.is_retryable(),
+                    );
                     if !self.pause(stop).await {
                         return false;
                     }
@@ -161,7 +164,7 @@ impl<S: Store> Task<S> {
                         return self.broken(error, from);
                     }
                     None => {
-                        self.shared.failing("the watch stream ended", true);
+                        self.shared.failing("the watch stream ended", true, false);
                         return WatchEnd::Resume;
                     }
                 },
@@ -175,6 +178,7 @@ impl<S: Store> Task<S> {
                             self.shared.failing(
                                 &format!("the watch is quiet and the store does not answer: {error}"),
                                 true,
+                                !error.is_retryable(),
                             );
                             return WatchEnd::Resume;
                         }
@@ -259,8 +263,11 @@ impl<S: Store> Task<S> {
                 WatchEnd::Relist
             }
             error => {
-                self.shared
-                    .failing(&format!("watching from revision {from}: {error}"), true);
+                self.shared.failing(
+                    &format!("watching from revision {from}: {error}"),
+                    true,
+                    !error.is_retryable(),
+                );
                 WatchEnd::Resume
             }
         }

@@ -251,6 +251,20 @@ async fn watch(args: &MasterArgs, prefix: String, mut signals: Signals) -> Resul
     );
     // Subscribed before the first listing: its transitions describe the initial group.
     let printed = master.subscribe();
+    // A refusal before the first listing is configuration, not an outage (a role that does
+    // not cover the prefix, say): say so and exit 2 rather than retry forever. Once synced,
+    // a refusal is retried (a role may be fixed while the master runs) and shows in
+    // /healthz and the log.
+    let first = tokio::select! {
+        first = master.wait_until_health(|h| h.synced || h.refused) => first,
+        _ = signals.recv() => return Ok(0),
+    };
+    if let Ok(health) = first {
+        if !health.synced {
+            let why = health.last_error.unwrap_or_default();
+            return Err(Fatal::usage(format!("cannot follow the group: {why}")));
+        }
+    }
 
     let mut server = None;
     if let Some(listener) = listener {

@@ -109,6 +109,12 @@ async fn a_user_limited_to_the_group_runs_both_programs_and_another_groups_user_
     let mut evict = Proc::master(&with(&other, &["evict", "lp-1"]));
     let stderr = evict.exit_with(2).await;
     assert!(stderr.contains("permission denied"), "{stderr}");
+    // A watching master as `other`: its first listing is refused, so it exits 2 at once
+    // with etcd's words and the grant to make, instead of retrying forever.
+    let mut watching = Proc::master(&with(&other, &["--json"]));
+    let stderr = watching.exit_with(2).await;
+    assert!(stderr.contains("cannot follow the group"), "{stderr}");
+    assert_denied(&stderr, "other", PREFIX, theirs);
 
     let mut evict = Proc::master(&with(&least, &["evict", "lp-1"]));
     evict.exit_with(0).await;
