@@ -3,7 +3,8 @@
 //! It provides what a fresh machine lacks — `protoc` for etcd-client's build and an etcd
 //! image — then checks formatting (`cargo fmt --check`), lints (`cargo clippy
 //! --all-targets -D warnings`) and that the library crates package for crates.io (`cargo
-//! package`), and runs `cargo test` over all targets and the doc tests.
+//! package`), and runs `cargo test` over all targets and the doc tests, then the runnable
+//! example of a balanced tonic channel (`cargo run -p muster-tonic --example balanced`).
 //! Without Docker it fails with instructions; it never skips the etcd tests silently.
 
 use std::process::Command;
@@ -99,7 +100,21 @@ pub fn run(args: &[String]) -> Result<()> {
     lint(&package)?;
 
     let result = cargo_test(&["--workspace", "--all-targets"])
-        .and_then(|()| cargo_test(&["--workspace", "--doc"]));
+        .and_then(|()| cargo_test(&["--workspace", "--doc"]))
+        // The runnable example of a balanced tonic channel (built above, in the test
+        // profile): it fails if a call fails.
+        .and_then(|()| {
+            lint(&[
+                "run",
+                "-q",
+                "--profile",
+                "test",
+                "-p",
+                "muster-tonic",
+                "--example",
+                "balanced",
+            ])
+        });
     remove_leftover_containers(&run_id);
     result?;
     println!("xtask: all tests passed");

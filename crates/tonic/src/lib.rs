@@ -19,7 +19,9 @@
 //! # }
 //! ```
 //!
-//! Its own crate, so the other muster crates never depend on tonic.
+//! Its own crate, so the other muster crates never depend on tonic. A runnable example, with
+//! three real gRPC servers, a drain and a redeploy: `cargo run -p muster-tonic --example
+//! balanced` (`examples/balanced.rs`; `cargo xtask test` runs it).
 //!
 //! # Layout
 //!
