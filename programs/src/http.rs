@@ -3,11 +3,24 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/members` | `200` [`ViewJson`]: `{"epoch", "revision", "synced", "members": [...]}`. Filters: `state=alive` or `state=suspect` (repeatable or comma-separated: any of them), `label=KEY=VALUE` or `label=KEY` (repeatable: all of them). `400` on an unknown parameter or a bad filter, `503` before the first listing |
+//! | `GET /v1/members` | `200` [`ViewJson`]: `{"epoch", "revision", "synced", "members": [...]}`: every member the view holds unless filtered (the filter below; default: any state, draining members included). `400` on an unknown parameter or a bad filter, `503` before the first listing |
 //! | `GET /v1/members/{name}` | `200` [`MemberJson`], `404` when there is no such member, `400` for an invalid name, `503` before the first listing |
-//! | `GET /v1/events` | server-sent events, one per transition: `id: EPOCH-REVISION.INDEX`, `data:` [`EventJson`](crate::render::EventJson). Without a resume point only new transitions; `?from_revision=N&epoch=E` replays buffered transitions of epoch `E` from revision `N` on (`400` without the epoch), `Last-Event-ID` (sent by browsers when they reconnect) resumes after that event. `410` when the resume point is older than the buffer or of another epoch (the store was replaced; an id without an epoch counts as one): `epoch` and `oldest_revision` in the body say what can still be served; take a fresh `/v1/members` and resume from its `revision + 1` and its `epoch`. When the epoch changes every open stream ends |
+//! | `GET /v1/events` | server-sent events, one per transition: `id: EPOCH-REVISION.INDEX`, `data:` [`EventJson`](crate::render::EventJson). Without a resume point only new transitions; `?from_revision=N&epoch=E` replays buffered transitions of epoch `E` from revision `N` on (`400` without the epoch), `Last-Event-ID` (sent by browsers when they reconnect) resumes after that event. `410` when the resume point is older than the buffer or of another epoch (the store was replaced; an id without an epoch counts as one): `epoch` and `oldest_revision` in the body say what can still be served; take a fresh `/v1/members` and resume from its `revision + 1` and its `epoch`. When the epoch changes every open stream ends. With the filter (default: everything), a transition is sent when its member matches the filter **before or after** it (a member that left, failed or was removed matches nothing after): a consumer sees a member enter its selection, change inside it, and the one transition that takes it out (an update that drops the label, `draining` with `draining=false`, `suspect` with `state=alive`, `left`, `failed`, `removed`). Ids stay the stream's positions, so a resume with the same filter has no gap |
+//! | `GET /v1/endpoints` | `200` [`EndpointsJson`]: `{"epoch", "revision", "synced", "members": [...]}`, the members the filter selects (default: `alive` and not draining, the set to send work to), with `X-Muster-Revision` and `X-Muster-Epoch` headers; `503` before the first listing. `revision` is the last event the set reflects (it may move on without the set changing). **Long poll**: `?wait_revision=R` (the last answer's `revision`) with optional `epoch=E` (its `epoch`) and `wait=` (default 30s, at most 300s: `400` above) holds the request while the set's revision is `R` (and its epoch `E`), and answers `200` with the set as soon as it changes or when `wait` runs out (the same set: poll again). A revision other than `R` answers at once; so does another epoch, with `"epoch_changed": true` (the store was replaced: take the answer as the whole set, its revisions start again). **Stream**: `?watch=sse` or `Accept: text/event-stream`: server-sent events, `data:` the whole set, once at the start and after every change (a slow reader gets the latest set, never a stale one); it ends when the master stops. `400` for both forms at once, for `epoch=`/`wait=` without `wait_revision=`, and for any bad value, saying how to write it |
 //! | `GET /metrics` | Prometheus text (OpenMetrics when the `Accept` header asks for it); see [`metrics`](crate::metrics) |
 //! | `GET /healthz` | `200` when the master has synced and its watch is open, else `503` with the reason |
+//!
+//! The filter, on `/v1/members`, `/v1/events` and `/v1/endpoints` alike
+//! ([`Filter`](muster_master::Filter)): `state=alive` or `state=suspect` (repeatable or
+//! comma-separated: any of them), `label=KEY=VALUE` or `label=KEY` (repeatable: all of
+//! them), `draining=true` (draining members too) or `draining=false` (leave them out).
+//! Only `/v1/endpoints` leaves draining members out unless asked (`draining=true`), as it
+//! keeps `state=alive` unless asked: its default is `Filter::alive()`, and a
+//! [`Filter`](muster_master::Filter)'s `Display` is a query string for it.
+//!
+//! Held requests (long polls and both event streams) are not bounded by a count: the
+//! server has no connection cap. Each costs one task and one subscription to the master
+//! while it is held; a long poll at most `wait`.
 //!
 //! Every error is JSON: `{"error": "..."}` (plus `oldest_revision` for `410`), including
 //! `404` for an unknown path, `405` for a method other than `GET` and `400` for a path axum
