@@ -997,7 +997,7 @@ async fn read_sets(
     let mut text = String::new();
     let mut sets = Vec::new();
     while sets.len() < count {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        let chunk = tokio::time::timeout(crate::support::DEADLINE, body.next())
             .await
             .unwrap_or_else(|_| panic!("only {sets:?} arrived"))
             .expect("the stream goes on")
@@ -1129,4 +1129,110 @@ async fn filtered_events_show_a_member_leave_its_selection() {
     );
     // Without a filter, every transition.
     assert_eq!(read(everything, 8).await.len(), 8);
+}
+
+/// Against real etcd: a master on a group, workers joining and draining, the router
+/// in-process. A long poll held at the set's revision answers when a worker joins and when
+/// one drains; the SSE form follows; `/v1/events` filtered by label and `draining=false`
+/// sends the draining transition that takes a member out, and nothing of it after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_a_real_group_by_long_poll_and_sse() {
+    use muster_master::{Master, MasterConfig};
+    use muster_worker::{Worker, WorkerConfig};
+    let deadline = crate::support::DEADLINE;
+    let group = crate::support::Group::new("api_endpoints");
+    let master = Arc::new(
+        Master::start(group.store().await, MasterConfig::new(group.prefix.clone())).unwrap(),
+    );
+    tokio::time::timeout(deadline, master.ready())
+        .await
+        .expect("the master syncs")
+        .unwrap();
+    let feed = master.subscribe();
+    let events = Arc::new(
+        EventLog::new(100, feed.snapshot.epoch, feed.snapshot.revision)
+            .with_members(feed.snapshot.members.clone()),
+    );
+    tokio::spawn(events.clone().follow(master.clone(), feed));
+    let shared: Arc<dyn Group> = master.clone();
+    let router = router(Arc::new(Api {
+        group: shared.clone(),
+        prefix: group.prefix.clone(),
+        events,
+        registry: registry(shared, &StoreMetrics::new()),
+    }));
+    let config = || WorkerConfig::new(group.prefix.clone()).ttl(std::time::Duration::from_secs(2));
+    let info = |name: &str| MemberInfo::new(name, "127.0.0.1:9").label("zone", "a");
+
+    let a = Worker::register(group.store().await, info("a"), config())
+        .await
+        .unwrap();
+    // Follow the set as a client would, long poll after long poll, until a is in it.
+    let mut set = endpoints_json(&get(&router, "/v1/endpoints?label=zone=a", &[]).await.1);
+    let found = tokio::time::timeout(deadline, async {
+        while set_names(&set) != ["a"] {
+            let uri = format!(
+                "/v1/endpoints?label=zone=a&wait_revision={}&epoch={}&wait=5s",
+                set.revision, set.epoch
+            );
+            set = endpoints_json(&get(&router, &uri, &[]).await.1);
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "a never appeared: {set:?}");
+    let stream = open(&router, "/v1/endpoints?label=zone=a&watch=sse", &[]).await;
+    let mut stream = stream.into_body().into_data_stream();
+    assert_eq!(set_names(&read_sets(&mut stream, 1).await[0]), ["a"]);
+    let zone_a = open(&router, "/v1/events?label=zone=a&draining=false", &[]).await;
+
+    // Held at the set's revision: b joining answers it.
+    let held = |set: &EndpointsJson| {
+        let uri = format!(
+            "/v1/endpoints?label=zone=a&wait_revision={}&epoch={}&wait=300s",
+            set.revision, set.epoch
+        );
+        let router = router.clone();
+        tokio::spawn(async move { get_with_headers(&router, &uri, &[]).await })
+    };
+    let request = held(&set);
+    let b = Worker::register(group.store().await, info("b"), config())
+        .await
+        .unwrap();
+    let (status, headers, body) = tokio::time::timeout(deadline, request)
+        .await
+        .expect("the long poll answers when b joins")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let joined = endpoints_json(&body);
+    assert_eq!(set_names(&joined), ["a", "b"], "{body}");
+    assert!(joined.revision > set.revision, "{body}");
+    assert_eq!(
+        headers["x-muster-revision"],
+        joined.revision.to_string().as_str()
+    );
+    assert_eq!(set_names(&read_sets(&mut stream, 1).await[0]), ["a", "b"]);
+
+    // b drains: out of the set at once, still a member.
+    let request = held(&joined);
+    b.drain().await.unwrap();
+    let (status, _, body) = tokio::time::timeout(deadline, request)
+        .await
+        .expect("the long poll answers when b drains")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(set_names(&endpoints_json(&body)), ["a"], "{body}");
+    assert_eq!(set_names(&read_sets(&mut stream, 1).await[0]), ["a"]);
+    let (_, body) = get(&router, "/v1/members?draining=true", &[]).await;
+    assert_eq!(names(&body), ["a", "b"]);
+
+    // b's leave is outside the selection now (it left it by draining); a's is inside.
+    b.leave().await.unwrap();
+    a.leave().await.unwrap();
+    let seen = read(zone_a, 3).await;
+    assert_eq!(
+        seen.iter()
+            .map(|(_, e)| (e.kind.as_str(), e.name.as_str()))
+            .collect::<Vec<_>>(),
+        [("joined", "b"), ("draining", "b"), ("left", "a")]
+    );
 }
