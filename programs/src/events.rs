@@ -10,10 +10,10 @@
 //! again), the buffer starts over and every live reader's stream ends, so that it reconnects,
 //! is refused, and takes a fresh snapshot.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use muster_core::{Revision, Transition};
+use muster_core::{Member, MemberState, Revision, Transition};
 pub use muster_master::{Epoch, Position};
 use muster_master::{Event, Subscription};
 use tokio::sync::broadcast;
@@ -33,6 +33,20 @@ pub struct Entry {
     pub event: EventJson,
     /// `event` serialized once, for every reader.
     pub json: String,
+    /// The member as the view held it just before the transition (`None`: it was not in
+    /// the view), so that a filtered reader also sees a member leave its selection.
+    pub before: Option<Member>,
+    /// The member after the transition (for `left`, `failed` and `removed`: as last known,
+    /// in that state, which no filter selects).
+    pub after: Member,
+}
+
+impl Entry {
+    /// Whether a reader filtering with `filter` is sent this entry: when the member matches
+    /// before the transition or after it (a member that is gone matches nothing).
+    pub fn selected_by(&self, filter: &muster_master::Filter) -> bool {
+        self.before.as_ref().is_some_and(|m| filter.matches(m)) || filter.matches(&self.after)
+    }
 }
 
 /// The resume point is older than what the buffer holds, or from another epoch.
@@ -78,6 +92,9 @@ struct Ring {
     missing_upto: Position,
     /// The position of the last entry pushed.
     last: Option<Position>,
+    /// The view as the transitions pushed so far leave it (from the starting view given
+    /// with [`EventLog::with_members`]): each entry's `before`.
+    members: BTreeMap<String, Member>,
 }
 
 impl EventLog {
@@ -92,8 +109,16 @@ impl EventLog {
                 capacity: capacity.max(1),
                 missing_upto: Position::after(epoch, start),
                 last: None,
+                members: BTreeMap::new(),
             }),
         }
+    }
+
+    /// The view at `start` (the feeding subscription's snapshot), so that the first
+    /// transitions of a member already there know what it was before them.
+    pub fn with_members(self, members: BTreeMap<String, Member>) -> Self {
+        self.lock().members = members;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Ring> {
@@ -112,10 +137,22 @@ impl EventLog {
         }
         let event = EventJson::from(transition);
         let json = serde_json::to_string(&event).expect("events always serialize");
+        let name = transition.member.name().to_owned();
+        let in_view = matches!(
+            transition.member.state,
+            MemberState::Alive | MemberState::Suspect
+        );
+        let before = if in_view {
+            ring.members.insert(name, transition.member.clone())
+        } else {
+            ring.members.remove(&name)
+        };
         let entry = Arc::new(Entry {
             position,
             event,
             json,
+            before,
+            after: transition.member.clone(),
         });
         if ring.entries.len() == ring.capacity {
             if let Some(dropped) = ring.entries.pop_front() {
@@ -203,6 +240,7 @@ impl EventLog {
                     let snapshot = &subscription.snapshot;
                     ring.epoch = snapshot.epoch;
                     ring.missing_upto = Position::after(snapshot.epoch, snapshot.revision);
+                    ring.members = snapshot.members.clone();
                 }
                 _ => {}
             }

@@ -25,12 +25,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use muster_core::{BadKeyReason, MemberState, TransitionKind};
-use muster_master::{Health, View};
+use muster_master::{Endpoints, Filter, Health, View};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
 use crate::timed::StoreMetrics;
 
@@ -41,6 +42,9 @@ pub trait Group: Send + Sync + 'static {
     fn view(&self) -> View;
     /// The current health.
     fn health(&self) -> Health;
+    /// The members `filter` selects, as a live snapshot (`Master::endpoints`): a new
+    /// value whenever the set changes. Called inside a tokio runtime.
+    fn endpoints(&self, filter: Filter) -> watch::Receiver<Arc<Endpoints>>;
 }
 
 impl Group for muster_master::Master {
@@ -50,6 +54,10 @@ impl Group for muster_master::Master {
 
     fn health(&self) -> Health {
         muster_master::Master::health(self)
+    }
+
+    fn endpoints(&self, filter: Filter) -> watch::Receiver<Arc<Endpoints>> {
+        muster_master::Master::endpoints(self, filter).into_receiver()
     }
 }
 

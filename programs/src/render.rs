@@ -108,6 +108,40 @@ impl ViewJson {
     }
 }
 
+/// The members a filter selects, as `GET /v1/endpoints` answers:
+/// `{"epoch", "revision", "synced", "members": [...]}`, members sorted by name, plus
+/// `"epoch_changed": true` when a long poll named another epoch than the set's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointsJson {
+    /// The store history `revision` belongs to (16 hex digits).
+    pub epoch: String,
+    /// The revision of the last event the set reflects: the `wait_revision` of the next
+    /// long poll.
+    pub revision: Revision,
+    /// Whether the master's first listing has been applied.
+    pub synced: bool,
+    /// The selected members, sorted by name.
+    pub members: Vec<MemberJson>,
+    /// The request's `epoch=` is not the set's: the store was replaced (or the answer
+    /// comes from a master on another store), so its revisions are not comparable with
+    /// the caller's; take this set as the whole truth. Absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub epoch_changed: bool,
+}
+
+impl EndpointsJson {
+    /// `endpoints` as JSON; `epoch_changed` as the module says.
+    pub fn new(endpoints: &muster_master::Endpoints, epoch_changed: bool) -> Self {
+        EndpointsJson {
+            epoch: endpoints.epoch.to_string(),
+            revision: endpoints.revision,
+            synced: endpoints.synced,
+            members: endpoints.members.values().map(MemberJson::from).collect(),
+            epoch_changed,
+        }
+    }
+}
+
 /// A transition as JSON. See the [module docs](self) for the fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventJson {

@@ -43,8 +43,10 @@ Examples:
 Output: a table when stdout is a terminal, JSON lines otherwise (or force with --table/--json).
 JSON fields: kind, name, state, revision, addr, cpus, labels, incarnation, at_unix_ms; one
 {\"kind\":\"synced\",...} line marks the end of the group's initial state.
-HTTP: GET /v1/members[?state=alive&label=zone=a], /v1/members/NAME, /v1/events
-[?from_revision=N] (server-sent events), /metrics, /healthz.
+HTTP: GET /v1/members[?state=alive&label=zone=a&draining=false], /v1/members/NAME,
+/v1/events[?from_revision=N&epoch=E&label=zone=a] (server-sent events), /v1/endpoints
+[?label=zone=a&wait_revision=R&epoch=E&wait=30s | watch=sse] (alive, not draining; long
+poll or server-sent events), /metrics, /healthz.
 Logs go to stderr, warnings only; RUST_LOG=info (or debug) says more.";
 
 /// muster-master's command line.
@@ -269,11 +271,14 @@ async fn watch(args: &MasterArgs, prefix: String, mut signals: Signals) -> Resul
     let mut server = None;
     if let Some(listener) = listener {
         let feed = master.subscribe();
-        let events = Arc::new(EventLog::new(
-            args.watch.events_buffer,
-            feed.snapshot.epoch,
-            feed.snapshot.revision,
-        ));
+        let events = Arc::new(
+            EventLog::new(
+                args.watch.events_buffer,
+                feed.snapshot.epoch,
+                feed.snapshot.revision,
+            )
+            .with_members(feed.snapshot.members.clone()),
+        );
         tokio::spawn(events.clone().follow(master.clone(), feed));
         let group: Arc<dyn Group> = master.clone();
         let api = Api {
@@ -285,7 +290,9 @@ async fn watch(args: &MasterArgs, prefix: String, mut signals: Signals) -> Resul
         let local = listener
             .local_addr()
             .map_err(|e| Fatal::failure(format!("--http: {e}")))?;
-        eprintln!("{NAME}: serving http://{local}/v1/members, /v1/events, /metrics, /healthz");
+        eprintln!(
+            "{NAME}: serving http://{local}/v1/members, /v1/events, /v1/endpoints, /metrics, /healthz"
+        );
         server = Some(tokio::spawn(http::serve(
             listener,
             http::router(Arc::new(api)),
