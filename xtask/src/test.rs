@@ -92,8 +92,21 @@ pub fn run(args: &[String]) -> Result<()> {
         "warnings",
     ])?;
     // The library crates must stay publishable: metadata complete, packages that build on
-    // their own from what they ship.
-    let mut package = vec!["package", "--allow-dirty"];
+    // their own from what they ship. Cargo treats a registry crate of one version as immutable, and verifying builds each
+    // crate against the others as if they came from a registry: the extracted sources and
+    // the build of `muster-core 0.1.0` an earlier run left behind would be reused against
+    // today's sources, and a dependent crate would fail to verify against yesterday's API.
+    // So: fresh packages, fresh extracted sources, and the verification in a target
+    // directory of its own whose muster builds are forgotten (its dependencies are kept).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let verify = target.join("package-verify");
+    let _ = std::fs::remove_dir_all(verify.join("package"));
+    forget_packaged_sources();
+    forget_muster_builds(&verify.join("debug"));
+    let verify = verify.display().to_string();
+    let mut package = vec!["package", "--allow-dirty", "--target-dir", verify.as_str()];
     for krate in PUBLISHED {
         package.extend(["-p", krate]);
     }
@@ -119,6 +132,62 @@ pub fn run(args: &[String]) -> Result<()> {
     result?;
     println!("xtask: all tests passed");
     Ok(())
+}
+
+/// Removes cargo's extracted copies of muster's own packaged crates. `cargo package` verifies
+/// a crate against its packaged dependencies through a local registry whose sources cargo
+/// extracts under `$CARGO_HOME/registry/src/<hash>/` once and never again (a registry
+/// version is immutable), so a second run with a changed `muster-core` would verify
+/// `muster-worker` against the first run's core. Only muster's crates in registries other
+/// than crates.io are removed.
+fn forget_packaged_sources() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry").join("src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        if registry.file_name().to_string_lossy().starts_with("index.") {
+            continue; // crates.io (and other remote registries): not ours
+        }
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for krate in crates.flatten() {
+            let name = krate.file_name().to_string_lossy().into_owned();
+            if PUBLISHED.iter().any(|p| name.starts_with(&format!("{p}-"))) {
+                let _ = std::fs::remove_dir_all(krate.path());
+            }
+        }
+    }
+}
+
+/// Removes every build of a muster crate under `profile_dir` (fingerprints and outputs), so
+/// that cargo builds them again from the sources it is given.
+fn forget_muster_builds(profile_dir: &std::path::Path) {
+    for sub in [".fingerprint", "deps", "build"] {
+        let Ok(entries) = std::fs::read_dir(profile_dir.join(sub)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("muster-")
+                || name.starts_with("muster_")
+                || name.starts_with("libmuster_")
+            {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+    }
 }
 
 /// Removes the containers and networks this run's tests left behind (a test process that

@@ -222,7 +222,8 @@ pub struct Endpoints {
 ///
 /// [`current`](EndpointSet::current) is the latest set, [`changed`](EndpointSet::changed)
 /// waits for the next one. A new snapshot is published only when the set changes (and once
-/// at the first listing), never half-way through a revision. Cloning it is cheap and every
+/// at the first listing, and when the store's epoch changes), never half-way through a
+/// revision; between two, `revision` may move on silently. Cloning it is cheap and every
 /// clone sees the same snapshots; it is a `tokio::sync::watch` underneath
 /// ([`into_receiver`](EndpointSet::into_receiver) for code that wants one).
 ///
@@ -312,7 +313,11 @@ pub(crate) fn endpoints(shared: Arc<Shared>, filter: Filter) -> EndpointSet {
             }
             let next = snapshot(&discover);
             tx.send_if_modified(|current| {
-                let changed = !current.synced || current.members != next.members;
+                // A new epoch is news even with the same members: a reader holding a
+                // revision of the old history must hear that it means nothing now.
+                let changed = !current.synced
+                    || current.members != next.members
+                    || current.epoch != next.epoch;
                 *current = Arc::new(next);
                 changed
             });

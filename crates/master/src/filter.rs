@@ -19,7 +19,7 @@ use muster_core::{Member, MemberState};
 /// use muster_master::Filter;
 ///
 /// let filter = Filter::alive().label("zone", "a").has_label("gpu");
-/// assert_eq!(filter.to_string(), "state=alive&label=zone=a&label=gpu");
+/// assert_eq!(filter.to_string(), "state=alive&label=zone=a&label=gpu&draining=false");
 /// assert_eq!(filter, "zone=a".parse::<Filter>()?.has_label("gpu"));
 ///
 /// let info = MemberInfo::new("api-1", "10.0.0.1:80").label("zone", "a").label("gpu", "1");
@@ -148,8 +148,8 @@ impl std::str::FromStr for Filter {
     }
 }
 
-/// Formats as the HTTP API's query string (`state=alive&label=zone=a&label=gpu`, plus
-/// `&draining=true` when draining members are kept), not percent-encoded.
+/// Formats as the HTTP API's query string (`state=alive&label=zone=a&label=gpu&draining=false`),
+/// not percent-encoded: the same selection on every endpoint whatever its defaults.
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let states: Vec<String> = self.states.iter().map(|s| s.to_string()).collect();
@@ -160,10 +160,7 @@ impl fmt::Display for Filter {
                 None => write!(f, "&label={key}")?,
             }
         }
-        if self.draining {
-            write!(f, "&draining=true")?;
-        }
-        Ok(())
+        write!(f, "&draining={}", self.draining)
     }
 }
 

@@ -78,7 +78,7 @@ pub struct WorkerArgs {
     pub name: Option<String>,
 
     /// Where clients reach the member: HOST:PORT, with a DNS name, an IPv4 address or a
-    /// bracketed IPv6 address ([::1]:8080) and a port 1-65535; --wait-ready connects to it.
+    /// bracketed IPv6 address (`[::1]:8080`) and a port 1-65535; --wait-ready connects to it.
     /// Required here or in --metadata, unless --no-addr.
     #[arg(long, env = "MUSTER_ADDR", value_name = "HOST:PORT", value_parser = parse_addr)]
     pub addr: Option<String>,
