@@ -256,7 +256,7 @@ fn observations(args: &Args, report: &mut Report) -> Result<()> {
 
 /// Transition counts, by kind, in `TransitionKind::ALL` order.
 #[derive(Default)]
-struct Counts([AtomicU64; 7]);
+struct Counts([AtomicU64; TransitionKind::ALL.len()]);
 
 impl Counts {
     fn add(&self, kind: TransitionKind) {

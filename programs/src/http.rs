@@ -106,9 +106,14 @@ pub async fn bind(addr: &str) -> Result<TcpListener, Fatal> {
     )))
 }
 
-/// Serves `router` on `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+/// Serves `router` on `listener` within `limits` until the future is dropped (see
+/// [`crate::server`]).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: crate::server::Limits,
+) -> std::io::Result<()> {
+    crate::server::serve(listener, router, limits).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -29,6 +29,8 @@
 //! - [`render`]: members and transitions as stable JSON and as tables.
 //! - [`events`]: the ring buffer of recent transitions behind `/v1/events`.
 //! - [`http`], [`metrics`]: the HTTP API (axum) and `/metrics` (prometheus-client).
+//! - [`server`]: the HTTP server's connections: a cap, a header-read timeout, `accept`
+//!   failures that neither spin nor flood the log.
 //! - [`fatal`], [`logging`]: one-line errors with exit statuses; `tracing` setup.
 
 pub mod child;
@@ -41,5 +43,6 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod render;
+pub mod server;
 pub mod signals;
 pub mod timed;

@@ -87,6 +87,16 @@ pub struct WatchArgs {
     #[arg(long, env = "MUSTER_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
 
+    /// With --http: connections served at once (event streams and long polls included);
+    /// the next waits in the kernel's backlog until one closes.
+    #[arg(long, env = "MUSTER_HTTP_MAX_CONNECTIONS", default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+
+    /// With --http: how long a client may take to send a request's header before its
+    /// connection is closed.
+    #[arg(long, env = "MUSTER_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    pub http_header_timeout: std::time::Duration,
+
     /// How long a member may stay suspect before this master removes it (failed).
     #[arg(long, env = "MUSTER_REAP_AFTER", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub reap_after: Duration,
@@ -293,9 +303,14 @@ async fn watch(args: &MasterArgs, prefix: String, mut signals: Signals) -> Resul
         eprintln!(
             "{NAME}: serving http://{local}/v1/members, /v1/events, /v1/endpoints, /metrics, /healthz"
         );
+        let limits = crate::server::Limits {
+            max_connections: args.watch.http_max_connections as usize,
+            header_read_timeout: args.watch.http_header_timeout,
+        };
         server = Some(tokio::spawn(http::serve(
             listener,
             http::router(Arc::new(api)),
+            limits,
         )));
     }
     tokio::spawn(log_health(master.clone()));

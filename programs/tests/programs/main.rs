@@ -9,6 +9,7 @@ mod bad_input;
 mod master;
 mod privilege;
 mod secured;
+mod server;
 mod sidecar;
 mod support;
 mod worker;
