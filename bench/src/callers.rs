@@ -14,7 +14,9 @@
 //!    server and a new worker (a new incarnation) start under the same name. Goal: 0 failed
 //!    requests. Per server: drain → removal from the client's set (`Follower::members()`),
 //!    beside a bare etcd put → watch event taken just before it (the floor of any change
-//!    reaching a watcher).
+//!    reaching a watcher). The reference, right after: the same three restarts without a
+//!    drain (`muster-worker --drain-grace 0s`: leave and stop the server at once), which
+//!    shows what the drain buys.
 //! 2. **Crash**: one server is dropped and its worker abandoned (the lease lapses at TTL 2 s).
 //!    Failures are expected until the client's set drops it (≤ TTL + 0.6 s, beside the
 //!    lease's remaining TTL + etcd's 500 ms tick, as in section 2) and should be 0 after.
@@ -491,6 +493,27 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
     }
     let rolling_to = Instant::now();
 
+    // The reference for the rolling restart: the same restarts without a drain, as
+    // `muster-worker --drain-grace 0s` does it (leave and stop the server at once).
+    let mut undrained = Vec::new();
+    for i in 0..slots.len() {
+        let old = slots.remove(i);
+        let name = old.name;
+        let stopped = Instant::now();
+        let leaving = tokio::spawn(old.worker.leave());
+        drop(old.server);
+        leaving.await??;
+        let removed = set
+            .wait("dropped the leaving member", stopped, |s| !s.contains(name))
+            .await?;
+        let new = start_slot(&store, name, 3).await?;
+        served(&new.server, 0).await?;
+        undrained.push(removed - stopped);
+        slots.insert(i, new);
+        tokio::time::sleep(settle).await;
+    }
+    let undrained_to = Instant::now();
+
     // 2. Crash, beside a static list of the same endpoints.
     let reference = Load::start(
         Channel::balance_list(
@@ -590,7 +613,8 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
     // The phases, by the time each request was sent.
     let warmup = calls.tally(calls.started, rolling_from);
     let rolling = calls.tally(rolling_from, rolling_to);
-    let between = calls.tally(rolling_to, crashed);
+    let no_drain = calls.tally(rolling_to, undrained_to);
+    let between = calls.tally(undrained_to, crashed);
     let crash_before = calls.tally(crashed, removed);
     let crash_after = calls.tally(removed, crash_to);
     let join = calls.tally(crash_to, join_to);
@@ -612,6 +636,7 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
     for (label, t) in [
         ("warm-up", &warmup),
         ("rolling restart", &rolling),
+        ("(restart without drain)", &no_drain),
         ("between", &between),
         ("crash, until removal", &crash_before),
         ("crash, after removal", &crash_after),
@@ -637,6 +662,14 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
             human(r.register_to_served),
         );
     }
+    println!(
+        "   restarts without a drain: leave + stop -> removal from the set {}",
+        undrained
+            .iter()
+            .map(|d| human(*d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "   crash: -> master Suspect {}, -> removed from the set {} (floor: remaining TTL + 0.5 s = {}); static list {} requests at {:.0}/s",
         human(suspect - crashed),
@@ -670,11 +703,13 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
             "phases": {
                 "warmup": warmup.json(),
                 "rolling_restart": rolling.json(),
+                "restart_without_drain": no_drain.json(),
                 "between": between.json(),
                 "crash_until_removal": crash_before.json(),
                 "crash_after_removal": crash_after.json(),
                 "join": join.json(),
             },
+            "without_drain_stop_to_removal_ms": undrained.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
             "restarts": restarts.iter().map(|r| json!({
                 "name": r.name,
                 "floor_put_to_watch_ms": ms(r.floor),
@@ -707,9 +742,11 @@ pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
         id: "callers.rolling_failed".into(),
         section: "6. callers",
         metric: format!(
-            "rolling restart of 3 servers: failed requests (of {}, drain grace {})",
+            "rolling restart of 3 servers: failed requests (of {}, drain grace {}; the same without a drain: {} of {})",
             count(rolling.sent as f64),
-            human(args.drain_grace)
+            human(args.drain_grace),
+            count(no_drain.failed as f64),
+            count(no_drain.sent as f64),
         ),
         value: rolling.failed as f64,
         shown: count(rolling.failed as f64),
