@@ -254,9 +254,10 @@ fn observations(args: &Args, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Transition counts, by kind, in `TransitionKind::ALL` order.
+/// Transition counts, by kind, in `TransitionKind::ALL` order (sized by it, so a new kind
+/// cannot index past the end).
 #[derive(Default)]
-struct Counts([AtomicU64; 7]);
+struct Counts([AtomicU64; TransitionKind::ALL.len()]);
 
 impl Counts {
     fn add(&self, kind: TransitionKind) {
