@@ -415,6 +415,8 @@ struct Restart {
     register_to_served: Duration,
 }
 
+/// Runs section 6 on a fresh etcd and adds its rows to `report`. Fails only when a
+/// measurement cannot be taken (a server never served, a change never reached the client).
 pub async fn run(args: &Args, report: &mut Report) -> Result<()> {
     println!(
         "== 6. callers: {} requests/s through muster-tonic to 3 servers: rolling restart (drain grace {}), crash (TTL {}), join ==",
