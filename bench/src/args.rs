@@ -12,7 +12,7 @@ Measures muster against the raw etcd floor on real etcd (a Docker container per 
 image from MUSTER_ETCD_IMAGE) and prints every figure with its floor and the ratio.
 
   --quick              small sizes, about a minute: for CI and for checking the bench runs
-  --only LIST          only these sections, comma-separated: join,detect,write,scale,core
+  --only LIST          only these sections, comma-separated: join,detect,write,scale,core,callers
   --out PATH           where to write the JSON report
                        (default target/bench/report.json, or report-quick.json with --quick)
   --baseline PATH      compare with an earlier JSON report
@@ -26,6 +26,10 @@ image from MUSTER_ETCD_IMAGE) and prints every figure with its floor and the rat
                        section 4: registrations in flight at once (default 256)
   --sim N              section 5: simulated workers (default 10000; quick 1000)
   --observations N     section 5: state-machine observations to time (default 2000000; quick 100000)
+  --rate N             section 6: requests per second the client sends (default 2000; quick 500)
+  --drain-grace SECS   section 6: wait after drain before a server stops (default 3; quick 1)
+  --crash-after SECS   section 6: how long to keep sending after the crashed server's
+                       removal (default 5; quick 2)
 ";
 
 /// One section of the report.
@@ -41,15 +45,18 @@ pub enum Section {
     Scale,
     /// 5. Core.
     Core,
+    /// 6. Callers: a tonic client through restarts, a crash and a join.
+    Callers,
 }
 
 impl Section {
-    pub const ALL: [Section; 5] = [
+    pub const ALL: [Section; 6] = [
         Section::Join,
         Section::Detect,
         Section::Write,
         Section::Scale,
         Section::Core,
+        Section::Callers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +66,7 @@ impl Section {
             Section::Write => "write",
             Section::Scale => "scale",
             Section::Core => "core",
+            Section::Callers => "callers",
         }
     }
 }
@@ -80,6 +88,12 @@ pub struct Args {
     pub register_concurrency: usize,
     pub sim: usize,
     pub observations: usize,
+    /// Section 6: requests per second.
+    pub rate: u32,
+    /// Section 6: the drain grace of each restart.
+    pub drain_grace: Duration,
+    /// Section 6: how long the clients go on after the crashed server's removal.
+    pub crash_after: Duration,
     /// The command line as given, for the report.
     pub command: String,
 }
@@ -106,6 +120,9 @@ impl Args {
             register_concurrency: 256,
             sim: if quick { 1000 } else { 10_000 },
             observations: if quick { 100_000 } else { 2_000_000 },
+            rate: if quick { 500 } else { 2000 },
+            drain_grace: Duration::from_secs(if quick { 1 } else { 3 }),
+            crash_after: Duration::from_secs(if quick { 2 } else { 5 }),
             command: std::iter::once("muster-bench")
                 .chain(argv.iter().map(String::as_str))
                 .collect::<Vec<_>>()
@@ -150,10 +167,17 @@ impl Args {
                 }
                 "--sim" => args.sim = number(&value("--sim")?)?,
                 "--observations" => args.observations = number(&value("--observations")?)?,
+                "--rate" => args.rate = number(&value("--rate")?)?,
+                "--drain-grace" => {
+                    args.drain_grace = Duration::from_secs_f64(number(&value("--drain-grace")?)?)
+                }
+                "--crash-after" => {
+                    args.crash_after = Duration::from_secs_f64(number(&value("--crash-after")?)?)
+                }
                 other => bail!("unknown argument {other:?}"),
             }
         }
-        if args.joins == 0 || args.samples == 0 || args.sizes.contains(&0) {
+        if args.joins == 0 || args.samples == 0 || args.sizes.contains(&0) || args.rate == 0 {
             bail!("counts must be at least 1");
         }
         Ok(args)

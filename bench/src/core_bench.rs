@@ -254,7 +254,8 @@ fn observations(args: &Args, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Transition counts, by kind, in `TransitionKind::ALL` order.
+/// Transition counts, by kind, in `TransitionKind::ALL` order (sized by it, so a new kind
+/// cannot index past the end).
 #[derive(Default)]
 struct Counts([AtomicU64; TransitionKind::ALL.len()]);
 

@@ -17,6 +17,11 @@
 //!   soak, raft proposals from etcd's `/metrics`, and the v2-style rewrite loop.
 //! - `core_bench` (section 5): the `Membership` state machine alone, and the whole system on
 //!   the in-memory backend under tokio's paused clock.
+//! - `callers` (section 6): a tonic client sending continuously through
+//!   `muster_tonic::balanced_channel` to 3 `Who` servers while each is restarted the way
+//!   `muster-worker` does on SIGTERM (drain, grace, stop, leave), one crashes and a fourth
+//!   joins; failed requests per phase, beside a static endpoint list and a bare balanced
+//!   channel told directly.
 //! - `probe`: the master probe, this binary run as a child process so a master's cold start
 //!   and memory are measured on their own.
 //! - `instrumented`: a thin `Store` wrapper that timestamps calls (what was sent when).
@@ -28,6 +33,7 @@
 //! transition that never came).
 
 mod args;
+mod callers;
 mod core_bench;
 mod detect;
 mod etcd;
@@ -97,6 +103,7 @@ fn run(args: Args) -> Result<()> {
             Section::Scale => runtime.block_on(scale::run_scale(&args, &mut report))?,
             // Single-threaded on purpose, and the simulation brings its own paused runtime.
             Section::Core => core_bench::run(&args, &mut report)?,
+            Section::Callers => runtime.block_on(callers::run(&args, &mut report))?,
         }
         println!(
             "   ({} took {:.1} s)\n",

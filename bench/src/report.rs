@@ -166,6 +166,9 @@ impl Report {
                 "register_concurrency": args.register_concurrency,
                 "sim_workers": args.sim,
                 "observations": args.observations,
+                "callers_rate": args.rate,
+                "callers_drain_grace_s": args.drain_grace.as_secs_f64(),
+                "callers_crash_after_s": args.crash_after.as_secs_f64(),
             }),
         );
         Report {

@@ -38,6 +38,7 @@ fn quick_bench_runs_and_reports_numbers() {
         "scale_200",
         "core_observations",
         "core_simulation",
+        "callers",
     ] {
         assert!(
             report["sections"][section].is_object(),
@@ -57,6 +58,10 @@ fn quick_bench_runs_and_reports_numbers() {
         "scale200.keep_alive_failures",
         "core.observations_per_s",
         "core.simulation_wall_ms",
+        "callers.rolling_failed",
+        "callers.crash_window_ms",
+        "callers.crash_failed_after_removal",
+        "callers.join_first_served_ms",
     ] {
         assert!(ids.contains(&id), "headline row {id} is missing: {ids:?}");
     }
@@ -77,6 +82,8 @@ fn quick_bench_runs_and_reports_numbers() {
         "detect.max_ms",
         "scale200.cold_start_ms",
         "core.observations_per_s",
+        "callers.crash_window_ms",
+        "callers.join_first_served_ms",
     ] {
         let row = headline.iter().find(|r| r["id"] == id).expect("listed");
         assert!(row["value"].as_f64().unwrap() > 0.0, "{row}");
