@@ -18,9 +18,9 @@
 //! keeps `state=alive` unless asked: its default is `Filter::alive()`, and a
 //! [`Filter`]'s `Display` is a query string for it.
 //!
-//! Held requests (long polls and both event streams) are not bounded by a count: the
-//! server has no connection cap. Each costs one task and one subscription to the master
-//! while it is held; a long poll at most `wait`.
+//! Held requests (long polls and both event streams) count against the server's
+//! connection cap (`server::Limits`, `--http-max-connections`). Each costs one task and one
+//! subscription to the master while it is held; a long poll at most `wait`.
 //!
 //! Every error is JSON: `{"error": "..."}` (plus `oldest_revision` for `410`), including
 //! `404` for an unknown path, `405` for a method other than `GET` and `400` for a path axum
