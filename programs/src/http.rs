@@ -106,16 +106,6 @@ pub async fn bind(addr: &str) -> Result<TcpListener, Fatal> {
     )))
 }
 
-/// Serves `router` on `listener` within `limits` until the future is dropped (see
-/// [`crate::server`]).
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    limits: crate::server::Limits,
-) -> std::io::Result<()> {
-    crate::server::serve(listener, router, limits).await
-}
-
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }

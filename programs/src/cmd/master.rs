@@ -307,7 +307,7 @@ async fn watch(args: &MasterArgs, prefix: String, mut signals: Signals) -> Resul
             max_connections: args.watch.http_max_connections as usize,
             header_read_timeout: args.watch.http_header_timeout,
         };
-        server = Some(tokio::spawn(http::serve(
+        server = Some(tokio::spawn(crate::server::serve(
             listener,
             http::router(Arc::new(api)),
             limits,
