@@ -139,7 +139,11 @@ fn observations(args: &Args, report: &mut Report) -> Result<()> {
                     incarnation,
                 }
                 .to_json(),
-                live: Liveness { incarnation }.to_json(),
+                live: Liveness {
+                    incarnation,
+                    shared: false,
+                }
+                .to_json(),
             }
         })
         .collect();

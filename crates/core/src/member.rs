@@ -394,6 +394,12 @@ struct RecordWire {
 pub struct Liveness {
     /// The incarnation of the process holding the name.
     pub incarnation: Incarnation,
+    /// Whether the lease carries other members' liveness keys too (a process hosting many
+    /// members on one lease: `muster_worker::WorkerGroup`). An eviction then leaves the
+    /// lease alone (revoking it would take the siblings down with the evicted member); the
+    /// group learns of the eviction from its marker instead. Written only when `true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 impl Liveness {

@@ -67,9 +67,21 @@ impl Keyspace {
     /// assert_eq!(txn.then.len(), 2);
     /// ```
     pub fn register_txn(&self, record: &Record, lease: LeaseId) -> Txn {
+        self.register_on(record, lease, false)
+    }
+
+    /// Registers `record` as [`register_txn`](Self::register_txn) does, on a lease `lease`
+    /// that other members' liveness keys share (one process hosting many members): the
+    /// liveness value says so (`"shared": true`), so an eviction leaves the lease alone.
+    pub fn register_shared_txn(&self, record: &Record, lease: LeaseId) -> Txn {
+        self.register_on(record, lease, true)
+    }
+
+    fn register_on(&self, record: &Record, lease: LeaseId, shared: bool) -> Txn {
         let live = self.liveness_key(&record.info.name);
         let liveness = Liveness {
             incarnation: record.incarnation,
+            shared,
         };
         Txn::new()
             .when(Condition::Absent(live.clone()))

@@ -104,6 +104,7 @@ pub async fn run_all<S: Store + ?Sized>(store: &S, settings: &Settings) {
     small_ttl_is_raised(store, settings).await;
     revoke_deletes_the_lease_keys(store, settings).await;
     expiry_deletes_only_the_leased_keys(store, settings).await;
+    many_keys_of_one_lease_expire_in_one_revision(store, settings).await;
     expiry_not_before_ttl(store, settings).await;
     keep_alive_extends_the_lease(store, settings).await;
     watch_from_list_revision_replays_everything_after(store, settings).await;
@@ -648,6 +649,55 @@ pub async fn expiry_deletes_only_the_leased_keys<S: Store + ?Sized>(
         matches!(err, Error::LeaseNotFound { lease: l } if l == lease.id),
         "{case}: keep_alive on an expired lease: want LeaseNotFound, got {err}"
     );
+    case.finish().await;
+}
+
+/// Many keys put on one lease, each by its own transaction at its own revision (a process
+/// hosting many members on one lease: `muster_worker::WorkerGroup`), are all deleted in one
+/// revision when the lease expires, in one batch.
+pub async fn many_keys_of_one_lease_expire_in_one_revision<S: Store + ?Sized>(
+    store: &S,
+    settings: &Settings,
+) {
+    const KEYS: usize = 100;
+    let case = Case::start(store, settings, "many_keys_of_one_lease").await;
+    let lease = case.grant(settings.lease_ttl).await;
+    let mut last = 0;
+    for i in 0..KEYS {
+        let key = case.key(&format!("k{i:03}"));
+        last = case
+            .ok_txn(Txn::new().when(Condition::Absent(key.clone())).put(
+                key,
+                b"v".to_vec(),
+                lease.id,
+            ))
+            .await;
+    }
+    // Renewed after the puts, so that slow puts cannot run it out half-way.
+    let renewed = Instant::now();
+    let ttl = store
+        .keep_alive(lease.id, KEEP_ALIVE_WITHIN)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: keep_alive: {e}"));
+    let mut watch = case.watch(last + 1).await;
+    let wait = (renewed + ttl.max(lease.ttl) + settings.expiry_grace)
+        .saturating_duration_since(Instant::now());
+    let batch = watch.next_batch(wait).await;
+    assert_eq!(
+        batch.events.len(),
+        KEYS,
+        "{case}: every key of the lease in the first batch after expiry"
+    );
+    assert!(
+        batch
+            .events
+            .iter()
+            .all(|e| e.kind == EventKind::Delete && e.kv.mod_revision == last + 1),
+        "{case}: all deletes at revision {}: {:?}",
+        last + 1,
+        case.describe(&batch.events[..3])
+    );
+    assert!(case.list_rel().await.is_empty(), "{case}: nothing left");
     case.finish().await;
 }
 

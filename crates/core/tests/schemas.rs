@@ -130,10 +130,20 @@ fn check_written_record(schemas: &Schemas, record: &Record) {
     let ks = keyspace();
     let name = &record.info.name;
     let register = puts(&ks.register_txn(record, 42));
+    let shared = puts(&ks.register_shared_txn(record, 42));
     let update = puts(&ks.update_txn(record, 42));
     assert_eq!(register.len(), 2, "register writes both keys");
+    assert_eq!(shared.len(), 2, "a shared-lease register writes both keys");
     assert_eq!(update.len(), 1, "update writes the record");
-    for (key, value) in register.into_iter().chain(update) {
+    let shared_liveness = shared.iter().find(|(key, _)| *key == ks.liveness_key(name));
+    let shared_liveness = &shared_liveness.expect("a liveness key").1;
+    assert!(
+        ks.decode_liveness(&kv(&ks.liveness_key(name), shared_liveness))
+            .expect("decodes")
+            .shared,
+        "a shared-lease registration says so"
+    );
+    for (key, value) in register.into_iter().chain(shared).chain(update) {
         if key == ks.record_key(name) {
             schemas.assert_valid(Kind::Record, &value);
             let back = ks.decode_record(name, &kv(&key, &value)).expect("decodes");

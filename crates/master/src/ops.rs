@@ -109,6 +109,11 @@ pub struct Eviction {
     /// (logged): then a running process notices only when it next writes its record or its
     /// lease is lost another way.
     pub lease_revoked: bool,
+    /// Whether the evicted member's lease carries other members too (its liveness value
+    /// says `"shared": true`: a `muster_worker::WorkerGroup`). Then the lease is left
+    /// alone, so the evicted member's siblings stay alive, and `lease_revoked` is `false`:
+    /// the group learns of the eviction from its marker, which it watches.
+    pub lease_shared: bool,
 }
 
 impl Eviction {
@@ -174,7 +179,9 @@ pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<View, OpsError> {
 /// The member's lease is revoked too, so a worker that still runs gets `LeaseNotFound` at its
 /// next keep-alive; its registration again is refused by the marker (atomically: the marker's
 /// absence is a condition of every registration), and it stops and reports
-/// `Status::Evicted`. A new process under the name (a new incarnation) may join at once. A
+/// `Status::Evicted`. A member on a shared lease (`muster_worker::WorkerGroup`, its liveness
+/// value says so) keeps its lease, which carries its siblings: its group watches the markers
+/// and stops announcing it ([`Eviction::lease_shared`]). A new process under the name (a new incarnation) may join at once. A
 /// store that raises short TTLs (etcd: to its minimum, 2 s by default) raises a short `hold`.
 pub async fn evict<S: Store>(
     store: &S,
@@ -229,10 +236,11 @@ async fn evict_holding<S: Store>(
             }
         };
         let live = get(store, &live_key, "reading the member's liveness key").await?;
-        let live_incarnation = live
+        let liveness = live
             .as_ref()
-            .and_then(|kv| keyspace.decode_liveness(kv).ok())
-            .map(|l| l.incarnation);
+            .and_then(|kv| keyspace.decode_liveness(kv).ok());
+        let live_incarnation = liveness.map(|l| l.incarnation);
+        let lease_shared = liveness.is_some_and(|l| l.shared);
         let was = match live_incarnation {
             Some(_) => MemberState::Alive,
             None => MemberState::Suspect,
@@ -269,9 +277,11 @@ async fn evict_holding<S: Store>(
             // Revoke the worker's lease too, so a worker that still runs learns of the
             // eviction at its next keep-alive (`LeaseNotFound`), and its registration again
             // meets the marker. The marker is on the hold lease, not this one.
-            let lease_revoked = match live.as_ref().map(|kv| kv.lease).filter(|l| *l != 0) {
-                Some(lease) => revoke_evicted(store, name, lease).await,
-                None => false,
+            // A shared lease carries the evicted member's siblings: leave it alone.
+            let lease = live.as_ref().map(|kv| kv.lease).filter(|l| *l != 0);
+            let lease_revoked = match lease {
+                Some(lease) if !lease_shared => revoke_evicted(store, name, lease).await,
+                _ => false,
             };
             return Ok(Eviction {
                 info: decoded.info,
@@ -282,6 +292,7 @@ async fn evict_holding<S: Store>(
                 blocked,
                 hold,
                 lease_revoked,
+                lease_shared,
             });
         }
         tracing::debug!(name, "member changed during eviction; reading it again");

@@ -207,6 +207,7 @@ async fn a_liveness_key_without_a_record_is_counted_and_a_normal_lifecycle_is_no
     // A liveness key written by hand, with no record.
     let live = Liveness {
         incarnation: muster_core::Incarnation(1),
+        shared: false,
     };
     cluster
         .client()

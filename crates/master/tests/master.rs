@@ -588,3 +588,68 @@ async fn an_evicted_suspect_member_is_failed_and_its_process_is_refused_when_it_
     assert_eq!(summary(&got), vec![(TransitionKind::Joined, "a".into())]);
     assert_eq!(got[0].member.incarnation, Incarnation(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn evicting_one_member_of_a_group_leaves_its_siblings_alone() {
+    let cluster = MemCluster::new();
+    let master = Master::start(cluster.client(), master_config(1)).unwrap();
+    let mut events = master.subscribe();
+    let group = muster_worker::WorkerGroup::start(cluster.client(), worker_config(1))
+        .await
+        .unwrap();
+    for result in group.add_many(["a", "b", "c"].map(info)).await {
+        result.unwrap();
+    }
+    until(&mut events, TransitionKind::Joined, "c").await;
+    let mut members = group.members();
+
+    let eviction = muster_master::evict(&cluster.client(), PREFIX, "b", HOLD)
+        .await
+        .unwrap();
+    assert!(eviction.lease_shared, "{eviction:?}");
+    assert!(!eviction.lease_revoked, "the shared lease carries a and c");
+    let got = until(&mut events, TransitionKind::Left, "b").await;
+    assert_eq!(summary(&got), vec![(TransitionKind::Left, "b".into())]);
+    let noticed = tokio::time::timeout(
+        DEADLINE,
+        members.wait_for(|m| {
+            m.get("b")
+                == Some(&muster_worker::MemberStatus::Evicted {
+                    revision: eviction.revision,
+                })
+        }),
+    )
+    .await
+    .map(|r| r.is_ok());
+    assert_eq!(noticed, Ok(true), "{:?}", *members.borrow());
+
+    // Many TTLs later: a and c are still alive, nothing else happened, b stayed out.
+    tokio::time::sleep(TTL * 5).await;
+    let view = master.view();
+    let states: Vec<(String, MemberState)> = view
+        .members
+        .values()
+        .map(|m| (m.info.name.clone(), m.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a".to_string(), MemberState::Alive),
+            ("c".to_string(), MemberState::Alive)
+        ]
+    );
+    assert!(
+        matches!(events.try_next_transition(), Ok(None)),
+        "no transition since the eviction"
+    );
+
+    // A crash of the group: both turn suspect in one revision.
+    group.abandon();
+    let got = until(&mut events, TransitionKind::Suspect, "c").await;
+    let suspects: Vec<&Transition> = got
+        .iter()
+        .filter(|t| t.kind == TransitionKind::Suspect)
+        .collect();
+    assert_eq!(suspects.len(), 2, "{got:?}");
+    assert_eq!(suspects[0].revision, suspects[1].revision, "{got:?}");
+}

@@ -63,6 +63,24 @@ pub enum Error {
         revision: muster_core::Revision,
     },
 
+    /// [`WorkerGroup::add`](crate::WorkerGroup::add) was given a name the group already
+    /// holds.
+    #[error("member {name:?} is already in this group; update it, or remove it first")]
+    AlreadyInGroup {
+        /// The name.
+        name: String,
+    },
+
+    /// A [`WorkerGroup`](crate::WorkerGroup) call named a member the group does not hold
+    /// (never added, removed, or evicted: see `WorkerGroup::members`).
+    #[error("member {name:?} is not in this group (under {prefix}); add it first")]
+    NotInGroup {
+        /// The name.
+        name: String,
+        /// The group's prefix.
+        prefix: String,
+    },
+
     /// The worker's background task has stopped (it left, failed, or was abandoned).
     #[error("the worker has stopped; register again to rejoin")]
     Stopped,

@@ -1,6 +1,7 @@
 //! # muster-worker
 //!
-//! A [`Worker`] announces one member of a group and keeps it announced.
+//! A [`Worker`] announces one member of a group and keeps it announced; a [`WorkerGroup`]
+//! announces many members of one process on one lease.
 //!
 //! ```no_run
 //! # async fn example(store: impl muster_core::Store) -> Result<(), muster_worker::Error> {
@@ -17,6 +18,8 @@
 //! # Layout
 //!
 //! - `worker`: [`Worker`], the handle (`register`, `update`, `leave`, `status`, `abandon`).
+//! - `group`: [`WorkerGroup`], many members on one lease, and [`MemberStatus`].
+//! - `register`: one registration attempt on a lease and why it was refused, shared by both.
 //! - `config`: [`WorkerConfig`], [`OnDuplicate`]: TTL, keep-alive interval, timeouts, what
 //!   to do when the name is taken.
 //! - `status`: [`Status`], what the worker is doing, on a `tokio::sync::watch` channel.
@@ -48,27 +51,33 @@
 //! [`Status::Evicted`] and stops for good; the handle's calls return [`Error::Evicted`]. A
 //! new process (a new incarnation) may register under the name.
 //!
-//! # Many workers in one process
+//! # Many members in one process
 //!
-//! A process hosting many members (a job runner with thousands of slots, a test harness)
-//! registers one `Worker` per member and gives them all clones of **one** store: each worker
-//! keeps its own lease, and the store carries their renewals together. The etcd backend
-//! renews all the leases of a store over a few shared keep-alive streams
-//! (`EtcdConfig::keep_alive_streams`, 256), so 10,000 workers cost etcd 256 streams on one
-//! connection rather than 10,000 (see BENCHMARKS.md, section 4).
+//! A process hosting many members (a job runner with thousands of slots, a host serving many
+//! shards) should use a [`WorkerGroup`]: **one** lease and one keep-alive for all of them,
+//! members added, updated, drained and removed one by one. When the process dies, every
+//! member turns `Suspect` in one revision; an eviction of one member leaves its siblings
+//! alone (its liveness value says the lease is shared, and the group watches the eviction
+//! markers).
 //!
 //! ```no_run
-//! # async fn example(store: impl muster_core::Store + Clone) -> Result<(), muster_worker::Error> {
+//! # async fn example(store: impl muster_core::Store) -> Result<(), muster_worker::Error> {
 //! use muster_core::MemberInfo;
-//! use muster_worker::{Worker, WorkerConfig};
+//! use muster_worker::{WorkerConfig, WorkerGroup};
 //!
-//! let mut slots = Vec::new();
-//! for i in 0..1000 {
-//!     let info = MemberInfo::new(format!("slot-{i}"), "10.0.0.5:8080");
-//!     slots.push(Worker::register(store.clone(), info, WorkerConfig::new("/muster/jobs/")).await?);
+//! let group = WorkerGroup::start(store, WorkerConfig::new("/muster/jobs/")).await?;
+//! let slots = (0..1000).map(|i| MemberInfo::new(format!("slot-{i}"), "10.0.0.5:8080"));
+//! for result in group.add_many(slots).await {
+//!     result?;
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Separate `Worker`s, one lease each, also work, given clones of **one** store: the etcd
+//! backend renews all the leases of a store over a few shared keep-alive streams
+//! (`EtcdConfig::keep_alive_streams`, 256), so 10,000 workers cost etcd 256 streams on one
+//! connection rather than 10,000 (see BENCHMARKS.md, section 4) — but still 10,000 leases,
+//! which one etcd node renews only up to some 10–20k.
 //!
 //! A renewal may take up to [`WorkerConfig::renew_timeout`] (half the TTL) before the worker
 //! reports [`Status::Reconnecting`]: while thousands register at once, etcd answers renewals
@@ -76,11 +85,14 @@
 
 mod config;
 mod error;
+mod group;
+mod register;
 mod status;
 mod task;
 mod worker;
 
 pub use config::{OnDuplicate, WorkerConfig};
 pub use error::Error;
+pub use group::{MemberStatus, WorkerGroup};
 pub use status::Status;
 pub use worker::Worker;

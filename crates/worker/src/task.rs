@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::{OnDuplicate, WorkerConfig};
 use crate::error::Error;
+use crate::register::{classify, register, Refused, Registered};
 use crate::status::Status;
 
 /// A request from the [`Worker`](crate::Worker) handle.
@@ -25,18 +26,6 @@ pub(crate) enum Command {
     Drain(oneshot::Sender<Result<(), Error>>),
     /// Leave and stop.
     Leave(oneshot::Sender<Result<(), Error>>),
-}
-
-/// Why one registration attempt did not register.
-enum Refused {
-    /// Another live process holds the name.
-    Duplicate(Incarnation),
-    /// This incarnation was evicted: its eviction marker exists (created at this revision).
-    Evicted(Revision),
-    /// The store failed or was slow; retrying may work.
-    Transient(Error),
-    /// Retrying the same thing cannot work (e.g. the value is too large).
-    Fatal(Error),
 }
 
 /// The state the background task owns.
@@ -276,78 +265,55 @@ impl<S: Store> Core<S> {
         }
     }
 
-    /// One registration attempt: grant a lease, then create the liveness key (only if
-    /// absent, and only if this incarnation was not evicted) and write the record in one
-    /// transaction. A refusal reads the eviction marker first (an eviction is final), then
-    /// the liveness key.
+    /// One registration attempt: grant a lease, then register on it ([`register`]: the
+    /// liveness key only if absent and only if this incarnation was not evicted, with the
+    /// record, in one transaction). A refused lease is given back.
     async fn try_register(&mut self) -> Result<(), Refused> {
         let lease = self
             .call("granting a lease", self.store.grant(self.config.ttl))
             .await
             .map_err(classify)?;
-        let live_key = self.keyspace.liveness_key(&self.info.name);
-        let txn = self.keyspace.register_txn(&self.record(), lease.id);
-        let outcome = self
-            .call("registering", self.store.txn(txn))
-            .await
-            .map_err(classify)?;
-        if outcome.succeeded {
-            self.lease = Some(lease.id);
-            self.registered_at = outcome.revision;
-            self.dirty = false;
-            return Ok(());
+        let result = register(
+            &*self.store,
+            &self.keyspace,
+            &self.record(),
+            lease.id,
+            false,
+        )
+        .await;
+        if !matches!(result, Ok(Registered::Now(_))) {
+            // Evicted, or someone holds the liveness key: our lease is of no use.
+            let _ = self
+                .call("revoking an unused lease", self.store.revoke(lease.id))
+                .await;
         }
-        // Evicted, or someone holds the liveness key. Give our lease back, then see which.
-        let _ = self
-            .call("revoking an unused lease", self.store.revoke(lease.id))
-            .await;
-        let marker_key = self
-            .keyspace
-            .eviction_key(&self.info.name, self.incarnation);
-        let marker = self
-            .call("reading the eviction marker", self.store.get(&marker_key))
-            .await
-            .map_err(classify)?;
-        if let Some(marker) = marker {
-            return Err(Refused::Evicted(marker.create_revision));
-        }
-        let holder = self
-            .call("reading the liveness key", self.store.get(&live_key))
-            .await
-            .map_err(classify)?;
-        let Some(holder) = holder else {
-            // It vanished in between: try again soon.
-            return Err(Refused::Transient(Error::Store {
-                during: "registering",
-                source: muster_core::Error::Unavailable {
-                    backend: "muster",
-                    message: "the liveness key changed during registration; retrying".into(),
-                },
-            }));
-        };
-        match self.keyspace.decode_liveness(&holder) {
-            Ok(live) if live.incarnation == self.incarnation => {
+        match result? {
+            Registered::Now(revision) => {
+                self.lease = Some(lease.id);
+                self.registered_at = revision;
+                self.dirty = false;
+                Ok(())
+            }
+            Registered::Already {
+                lease: held,
+                revision,
+            } => {
                 // Our own earlier registration (e.g. a transaction whose reply was lost):
                 // adopt its lease and make sure the record is current.
-                self.lease = Some(holder.lease);
-                self.registered_at = holder.mod_revision;
+                self.lease = Some(held);
+                self.registered_at = revision;
                 self.dirty = true;
-                let _ = self.write_record(holder.lease).await;
+                let _ = self.write_record(held).await;
                 if self.lease.is_some() {
                     Ok(())
                 } else {
                     // The adopted lease vanished under us: register again on a new one.
                     Err(Refused::Transient(Error::Store {
                         during: "adopting the lease of this process's earlier registration",
-                        source: muster_core::Error::LeaseNotFound {
-                            lease: holder.lease,
-                        },
+                        source: muster_core::Error::LeaseNotFound { lease: held },
                     }))
                 }
             }
-            Ok(live) => Err(Refused::Duplicate(live.incarnation)),
-            // An undecodable liveness value is still someone's key: never overwrite it.
-            Err(_) => Err(Refused::Duplicate(Incarnation(0))),
         }
     }
 
@@ -470,13 +436,5 @@ impl<S: Store> Core<S> {
         call: impl Future<Output = muster_core::Result<T>>,
     ) -> Result<T, Error> {
         call.await.map_err(|source| Error::Store { during, source })
-    }
-}
-
-/// Sorts a failed call into "retry" or "give up", by [`muster_core::Error::is_retryable`].
-fn classify(error: Error) -> Refused {
-    match &error {
-        Error::Store { source, .. } if !source.is_retryable() => Refused::Fatal(error),
-        _ => Refused::Transient(error),
     }
 }

@@ -164,7 +164,7 @@ impl Worker {
 }
 
 /// A fresh incarnation for this process: random enough that two starts never collide.
-fn random_incarnation() -> Incarnation {
+pub(crate) fn random_incarnation() -> Incarnation {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = RandomState::new().build_hasher();

@@ -210,7 +210,10 @@ async fn one_shot(args: &MasterArgs, prefix: &str) -> Result<u8, Fatal> {
             let eviction = muster_master::evict(&store, &prefix, name, *hold)
                 .await
                 .map_err(ops_fatal)?;
-            if eviction.was == MemberState::Alive && !eviction.lease_revoked {
+            if eviction.was == MemberState::Alive
+                && !eviction.lease_revoked
+                && !eviction.lease_shared
+            {
                 tracing::warn!(
                     member = %name,
                     "could not revoke the evicted process's lease: it learns of its eviction only when it next writes its record or loses its lease"

@@ -2,7 +2,7 @@
 //!
 //! Tests that stop, pause or compact etcd, or need exact revisions (`conformance`, `faults`,
 //! `store`), start their own container ([`muster_testkit::etcd::Etcd`]). The master and worker
-//! tests (`lifecycle`, `evict`, `process`, and `interop`, where the worker is a shell script
+//! tests (`lifecycle`, `evict`, `group` (many members on one lease), `process`, and `interop`, where the worker is a shell script
 //! speaking PROTOCOL.md through etcdctl) share one container (`support`), each under a prefix
 //! of its own. `secured` starts TLS and auth-enabled etcds of its own; `privilege`
 //! auth-enabled etcds with users whose roles cover one prefix (least privilege). Real time
@@ -11,6 +11,7 @@
 mod conformance;
 mod evict;
 mod faults;
+mod group;
 mod interop;
 mod lifecycle;
 mod many;

@@ -237,6 +237,7 @@ fn the_checker_rejects_ghosts_in_the_view_and_in_the_store() {
     // A liveness key of a process that ended more than a TTL ago.
     let live = muster_core::Liveness {
         incarnation: Incarnation(7),
+        shared: false,
     };
     let listing = muster_core::Listing {
         revision: 3,

@@ -48,6 +48,7 @@ pub fn record_json(info: &MemberInfo, incarnation: u64) -> Vec<u8> {
 pub fn live_json(incarnation: u64) -> Vec<u8> {
     Liveness {
         incarnation: Incarnation(incarnation),
+        shared: false,
     }
     .to_json()
 }
