@@ -12,7 +12,7 @@ Measures muster against the raw etcd floor on real etcd (a Docker container per 
 image from MUSTER_ETCD_IMAGE) and prints every figure with its floor and the ratio.
 
   --quick              small sizes, about a minute: for CI and for checking the bench runs
-  --only LIST          only these sections, comma-separated: join,detect,write,scale,core,callers
+  --only LIST          only these sections, comma-separated: join,detect,write,scale,groups,core,callers
   --out PATH           where to write the JSON report
                        (default target/bench/report.json, or report-quick.json with --quick)
   --baseline PATH      compare with an earlier JSON report
@@ -22,6 +22,8 @@ image from MUSTER_ETCD_IMAGE) and prints every figure with its floor and the rat
   --window SECS        section 3: write-cost window, also the v2 loop's (default 60; quick 10)
   --sizes LIST         section 4: worker counts, comma-separated (default 1000,10000; quick 200)
   --soak SECS          section 4: keep-alive soak per size (default 300; quick 10)
+  --group-sizes LIST   section 4b: members on shared leases (WorkerGroups of up to 10,000),
+                       comma-separated (default 10000,100000; quick 200); the soak is --soak
   --register-concurrency N
                        section 4: registrations in flight at once (default 256)
   --sim N              section 5: simulated workers (default 10000; quick 1000)
@@ -43,6 +45,8 @@ pub enum Section {
     Write,
     /// 4. Scale.
     Scale,
+    /// 4b. Scale on shared leases (`WorkerGroup`).
+    Groups,
     /// 5. Core.
     Core,
     /// 6. Callers: a tonic client through restarts, a crash and a join.
@@ -50,11 +54,12 @@ pub enum Section {
 }
 
 impl Section {
-    pub const ALL: [Section; 6] = [
+    pub const ALL: [Section; 7] = [
         Section::Join,
         Section::Detect,
         Section::Write,
         Section::Scale,
+        Section::Groups,
         Section::Core,
         Section::Callers,
     ];
@@ -65,6 +70,7 @@ impl Section {
             Section::Detect => "detect",
             Section::Write => "write",
             Section::Scale => "scale",
+            Section::Groups => "groups",
             Section::Core => "core",
             Section::Callers => "callers",
         }
@@ -84,6 +90,8 @@ pub struct Args {
     pub write_workers: usize,
     pub window: Duration,
     pub sizes: Vec<usize>,
+    /// Section 4b: members on shared leases.
+    pub group_sizes: Vec<usize>,
     pub soak: Duration,
     pub register_concurrency: usize,
     pub sim: usize,
@@ -116,6 +124,11 @@ impl Args {
             write_workers: if quick { 200 } else { 1000 },
             window: Duration::from_secs(if quick { 10 } else { 60 }),
             sizes: if quick { vec![200] } else { vec![1000, 10_000] },
+            group_sizes: if quick {
+                vec![200]
+            } else {
+                vec![10_000, 100_000]
+            },
             soak: Duration::from_secs(if quick { 10 } else { 300 }),
             register_concurrency: 256,
             sim: if quick { 1000 } else { 10_000 },
@@ -161,6 +174,12 @@ impl Args {
                         .map(|n| number(n.trim()))
                         .collect::<Result<_>>()?
                 }
+                "--group-sizes" => {
+                    args.group_sizes = value("--group-sizes")?
+                        .split(',')
+                        .map(|n| number(n.trim()))
+                        .collect::<Result<_>>()?
+                }
                 "--soak" => args.soak = Duration::from_secs(number(&value("--soak")?)?),
                 "--register-concurrency" => {
                     args.register_concurrency = number(&value("--register-concurrency")?)?
@@ -177,7 +196,12 @@ impl Args {
                 other => bail!("unknown argument {other:?}"),
             }
         }
-        if args.joins == 0 || args.samples == 0 || args.sizes.contains(&0) || args.rate == 0 {
+        if args.joins == 0
+            || args.samples == 0
+            || args.sizes.contains(&0)
+            || args.group_sizes.contains(&0)
+            || args.rate == 0
+        {
             bail!("counts must be at least 1");
         }
         Ok(args)

@@ -15,6 +15,10 @@
 //! - `scale` (sections 3 and 4): N workers in this process on one shared `EtcdStore`;
 //!   registration, master cold start and memory (a separate process: `probe`), a keep-alive
 //!   soak, raft proposals from etcd's `/metrics`, and the v2-style rewrite loop.
+//! - `groups` (section 4b): N members on shared leases (`WorkerGroup`s of up to 10,000):
+//!   registration beside bare etcd-client, the master's cold start and memory (`probe`), a
+//!   soak, and the crash wave (one group abandoned: all its members `Suspect` at a
+//!   subscriber, beside a bare watch).
 //! - `core_bench` (section 5): the `Membership` state machine alone, and the whole system on
 //!   the in-memory backend under tokio's paused clock.
 //! - `callers` (section 6): a tonic client sending continuously through
@@ -37,6 +41,7 @@ mod callers;
 mod core_bench;
 mod detect;
 mod etcd;
+mod groups;
 mod instrumented;
 mod join;
 mod probe;
@@ -101,6 +106,7 @@ fn run(args: Args) -> Result<()> {
             Section::Detect => runtime.block_on(detect::run(&args, &mut report))?,
             Section::Write => runtime.block_on(scale::run_write(&args, &mut report))?,
             Section::Scale => runtime.block_on(scale::run_scale(&args, &mut report))?,
+            Section::Groups => runtime.block_on(groups::run(&args, &mut report))?,
             // Single-threaded on purpose, and the simulation brings its own paused runtime.
             Section::Core => core_bench::run(&args, &mut report)?,
             Section::Callers => runtime.block_on(callers::run(&args, &mut report))?,
