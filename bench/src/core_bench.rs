@@ -66,7 +66,6 @@ fn put(key: &str, value: &[u8], create: i64, modified: i64, lease: i64) -> Event
     Event {
         kind: EventKind::Put,
         kv: kv(key, value, create, modified, lease),
-        prev: None,
     }
 }
 
@@ -74,7 +73,6 @@ fn delete(key: &str, revision: i64) -> Event {
     Event {
         kind: EventKind::Delete,
         kv: kv(key, b"", 0, revision, 0),
-        prev: None,
     }
 }
 

@@ -166,11 +166,12 @@ async fn one_size(args: &Args, n: usize, report: &mut Report) -> Result<()> {
     let bare_list = probe["bare_list_ms"].as_f64().unwrap_or(f64::NAN);
     let per_member = probe["rss_per_member_bytes"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "   master (separate process): cold start {:.0} ms (floor: one bare range read, {:.0} ms; muster's paged list {:.0} ms); resident memory {} bytes per member",
+        "   master (separate process): cold start {:.0} ms (floor: one bare range read, {:.0} ms; muster's paged list {:.0} ms); resident memory {} bytes per member (live heap {} B per member)",
         cold_start,
         bare_list,
         probe["store_list_ms"].as_f64().unwrap_or(f64::NAN),
-        count(per_member)
+        count(per_member),
+        count(probe["heap_per_member_bytes"].as_f64().unwrap_or(f64::NAN)),
     );
 
     // The soak: every group's status changes, and suspects at the master.

@@ -12,8 +12,12 @@
 //! the master starts (after a warm-up master on an empty prefix has paid the fixed costs:
 //! runtime threads, connection, watch stream) to a second after its view is complete,
 //! divided by the members: the master's view, its state machine, and whatever the
-//! allocator kept from the listing.
+//! allocator kept from the listing. Beside it, the probe counts the bytes the program holds
+//! on the heap (this binary's global allocator counts them) at the same two moments: RSS
+//! growth minus live-heap growth is what the allocator kept of memory that was freed (the
+//! listing, decoded pages).
 
+use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -22,10 +26,23 @@ use muster_core::Store;
 use muster_etcd_backend::{EtcdConfig, EtcdStore};
 use muster_master::{Master, MasterConfig};
 use serde_json::{json, Value};
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
 use crate::etcd::process_rss;
 
 pub const SUBCOMMAND: &str = "master-probe";
+
+/// This binary's allocator: the system's, counting the bytes allocated and freed, so that
+/// the probe can tell the heap it holds from the resident memory the allocator kept.
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Bytes the program holds on the heap now.
+fn heap_live() -> usize {
+    let stats = ALLOCATOR.stats();
+    (stats.bytes_allocated as isize - stats.bytes_deallocated as isize + stats.bytes_reallocated)
+        .max(0) as usize
+}
 
 /// How many times each timing is taken.
 const REPEATS: usize = 3;
@@ -87,7 +104,13 @@ async fn probe(endpoint: &str, prefix: &str, members: usize) -> Result<Value> {
     )?;
     warm_up.ready().await?;
     warm_up.shutdown().await;
+    // What one listing of the prefix leaves on the heap once it is dropped (buffers the
+    // client keeps): part of the master's growth below that is not the master's view.
+    let heap_unlisted = heap_live();
+    drop(store.list(prefix).await?);
+    let heap_listed = heap_live();
     let rss_before = process_rss(pid).unwrap_or(0);
+    let heap_before = heap_live();
 
     let started = Instant::now();
     let master = Master::start(store, MasterConfig::new(prefix).reap_after(None))?;
@@ -108,6 +131,7 @@ async fn probe(endpoint: &str, prefix: &str, members: usize) -> Result<Value> {
     let rss_after = process_rss(pid).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_settled = process_rss(pid).unwrap_or(0);
+    let heap_settled = heap_live();
     drop(master);
 
     // This machine is shared and noisy: take each figure REPEATS times, interleaved (a cold
@@ -168,5 +192,9 @@ async fn probe(endpoint: &str, prefix: &str, members: usize) -> Result<Value> {
         "rss_after_bytes": rss_after,
         "rss_settled_bytes": rss_settled,
         "rss_per_member_bytes": rss_settled.saturating_sub(rss_before) as f64 / members.max(1) as f64,
+        "heap_before_bytes": heap_before,
+        "heap_settled_bytes": heap_settled,
+        "heap_kept_after_a_listing_per_member_bytes": heap_listed.saturating_sub(heap_unlisted) as f64 / members.max(1) as f64,
+        "heap_per_member_bytes": heap_settled.saturating_sub(heap_before) as f64 / members.max(1) as f64,
     }))
 }

@@ -29,11 +29,10 @@
 //! once the first listing has been applied: every line before it describes the group as it
 //! was when the master started.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use muster_core::{Member, Revision, Transition};
+use muster_core::{Labels, Member, Revision, Transition};
 use muster_master::View;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +48,7 @@ pub struct MemberJson {
     /// CPUs it offers.
     pub cpus: u32,
     /// Its labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Whether it announced that it is leaving.
     pub draining: bool,
     /// The incarnation that wrote its record, 16 hex digits.
@@ -159,7 +158,7 @@ pub struct EventJson {
     /// CPUs it offers.
     pub cpus: u32,
     /// Its labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Whether it announced that it is leaving.
     pub draining: bool,
     /// The incarnation that wrote its record, 16 hex digits.
@@ -206,7 +205,7 @@ pub fn unix_ms(at: Instant) -> u64 {
 }
 
 /// `zone=a,version=3`, or `-` without labels.
-pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+pub fn labels_text(labels: &Labels) -> String {
     if labels.is_empty() {
         return "-".to_owned();
     }
@@ -317,6 +316,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use muster_core::{Incarnation, MemberInfo, MemberState};

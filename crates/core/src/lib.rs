@@ -13,6 +13,7 @@
 //! - `member`: [`MemberInfo`], [`Record`], [`Liveness`]: the keys' JSON values;
 //!   [`validate_name`] (1 to 128 characters), [`validate_addr`] (`HOST:PORT`, or empty for
 //!   no address), [`validate_label_key`], all three applied by [`MemberInfo::validate`].
+//! - `labels`: [`Labels`], a member's labels, compact (two allocations, however many).
 //! - `protocol`: every transaction of the two-key protocol (register, update, leave, evict,
 //!   reap) and the one way to read a member's values back, as [`Keyspace`] methods;
 //!   [`EvictionMarker`], the value an eviction leaves.
@@ -27,6 +28,7 @@
 mod backoff;
 mod error;
 mod keyspace;
+mod labels;
 mod member;
 pub mod membership;
 mod protocol;
@@ -37,6 +39,7 @@ pub mod testing;
 pub use backoff::Backoff;
 pub use error::{Error, Result};
 pub use keyspace::{BadKeyReason, KeyClass, KeyKind, Keyspace};
+pub use labels::Labels;
 pub use member::{
     validate_addr, validate_label_key, validate_name, Incarnation, Liveness, MemberInfo, Record,
     MAX_NAME_LEN,

@@ -3,13 +3,13 @@
 //! Both values are JSON so that operators can read them with `etcdctl get`, and both ignore
 //! unknown fields so that a newer worker can add fields without breaking an older master.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::labels::Labels;
 
 /// The longest member name, in characters (Unicode scalar values, as `str::chars` counts
 /// them; so at most 512 bytes).
@@ -209,7 +209,7 @@ pub struct MemberInfo {
     pub cpus: u32,
     /// Free-form labels (zone, version, shard, ...).
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Whether it is draining: still a member, finishing its work, no longer to be sent
     /// new work (see [`MemberInfo::draining`]). Written only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -221,14 +221,14 @@ impl MemberInfo {
     ///
     /// ```
     /// let info = muster_core::MemberInfo::new("api-1", "10.0.0.5:8080").label("zone", "a");
-    /// assert_eq!(info.labels["zone"], "a");
+    /// assert_eq!(info.labels.get("zone"), Some("a"));
     /// ```
     pub fn new(name: impl Into<String>, addr: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             addr: addr.into(),
             cpus: 0,
-            labels: BTreeMap::new(),
+            labels: Labels::new(),
             draining: false,
         }
     }
@@ -273,9 +273,7 @@ impl MemberInfo {
     pub fn validate(&self) -> Result<()> {
         validate_name(&self.name)?;
         validate_addr(&self.addr)?;
-        self.labels
-            .keys()
-            .try_for_each(|key| validate_label_key(key))
+        self.labels.keys().try_for_each(validate_label_key)
     }
 
     /// Encodes the record as JSON.
@@ -382,7 +380,7 @@ struct RecordWire {
     #[serde(default)]
     cpus: u32,
     #[serde(default)]
-    labels: BTreeMap<String, String>,
+    labels: Labels,
     #[serde(default)]
     draining: bool,
     #[serde(default)]

@@ -223,12 +223,6 @@ pub struct Step {
     /// when a watch or a listing first shows it, and again only after it was written again,
     /// or, for a liveness key without a record, after it had a record in between).
     pub bad_keys: Vec<BadKey>,
-    /// Every entry of the view this step changed (added, removed, or any field of
-    /// [`Member`] changed, with or without a transition), as it is after the step (`None`:
-    /// removed), in order. A copy of the view that applies these stays equal to
-    /// [`Membership::view`] without looking anything up (the master publishes its
-    /// snapshot this way). A member's metadata is shared (`Arc`), so an entry is cheap.
-    pub changed: Vec<(String, Option<Member>)>,
 }
 
 /// A reap the master should attempt: delete the record of a member that has been `Suspect`
@@ -642,8 +636,7 @@ impl Membership {
 }
 
 impl Derived {
-    /// Re-derives `name` from its keys (`None`: it has none), emits what changed, and notes
-    /// whether its entry in the view changed. Returns whether the name has no key left, so
+    /// Re-derives `name` from its keys (`None`: it has none) and emits what changed. Returns whether the name has no key left, so
     /// that the caller forgets it.
     ///
     /// Nothing is copied but reference counts: the member and its keys are updated in place,
@@ -718,21 +711,19 @@ impl Derived {
         match slot {
             Some(member) => {
                 if *member != after {
-                    *member = after.clone();
-                    step.changed.push((name.to_owned(), Some(after)));
+                    *member = after;
                 }
             }
             None => {
-                self.members.insert(name.to_owned(), after.clone());
-                step.changed.push((name.to_owned(), Some(after)));
+                self.members.insert(name.to_owned(), after);
             }
         }
         forget
     }
 
     /// Takes `name` out of the view, if it is there, because it has no record any more: emits
-    /// its `Left` (it was `Alive`), `Failed` (it was `Suspect`) or, in a resync, `Removed`, drops its reap deadline and
-    /// notes the change. Returns whether it was a member.
+    /// its `Left` (it was `Alive`), `Failed` (it was `Suspect`) or, in a resync, `Removed`, and
+    /// drops its reap deadline. Returns whether it was a member.
     fn remove(&mut self, name: &str, revision: Revision, now: Instant, step: &mut Step) -> bool {
         let Some(member) = self.members.remove(name) else {
             return false;
@@ -740,7 +731,6 @@ impl Derived {
         let (kind, member) = gone(member, revision, self.resyncing);
         emit(step, kind, member, revision, now);
         self.reap_due.remove(name);
-        step.changed.push((name.to_owned(), None));
         true
     }
 }

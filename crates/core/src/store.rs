@@ -80,9 +80,11 @@ pub struct Event {
     pub kind: EventKind,
     /// The key after the change. For a delete: the key, an empty value, and
     /// `mod_revision` = the revision of the delete.
+    ///
+    /// There is no previous value (etcd's `prev_kv`): nothing in muster needs one, and etcd
+    /// reads it with one range read per event, which made the 10,000 deletes of one
+    /// expired shared lease reach the master seconds late (BENCHMARKS.md, section 4b).
     pub kv: KeyValue,
-    /// The key before the change, if it existed (etcd's `prev_kv`).
-    pub prev: Option<KeyValue>,
 }
 
 impl Event {
@@ -207,7 +209,7 @@ pub struct TxnOutcome {
 ///   name. (etcd compares a missing key as zeros; the etcd backend adds an existence guard.)
 /// - **Listing** returns every key under a prefix at one revision.
 /// - **Watching** from revision `r` yields every event with revision ≥ `r` under the prefix,
-///   in order, each with its previous value, with no revision split across batches
+///   in order, with no revision split across batches
 ///   (`r ≤ 0` means "from the next revision"). If `r` is below the compaction revision `c`
 ///   (etcd keeps revision `c` itself), the watch reports
 ///   [`Error::Compacted`](crate::Error::Compacted), either from `watch` itself or as the

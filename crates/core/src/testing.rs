@@ -109,7 +109,7 @@ pub async fn run_all<S: Store + ?Sized>(store: &S, settings: &Settings) {
     keep_alive_extends_the_lease(store, settings).await;
     watch_from_list_revision_replays_everything_after(store, settings).await;
     watch_from_future_revision_waits(store, settings).await;
-    prev_kv_on_puts_and_deletes(store, settings).await;
+    events_describe_puts_and_deletes(store, settings).await;
     txn_is_one_batch(store, settings).await;
     compaction_is_reported(store, settings).await;
     status_reports_the_current_revision(store, settings).await;
@@ -415,7 +415,7 @@ pub async fn guarded_transactions<S: Store + ?Sized>(store: &S, settings: &Setti
     let events = watch.events_until(sentinel).await;
     assert_eq!(
         case.describe(&events),
-        [format!("put sentinel= @{sentinel} prev -")],
+        [format!("put sentinel= @{sentinel}")],
         "{case}: failed transactions produce no events"
     );
     assert_eq!(case.must_get(&b).await.value, b"b2", "{case}: b unchanged");
@@ -563,19 +563,18 @@ pub async fn small_ttl_is_raised<S: Store + ?Sized>(store: &S, settings: &Settin
 }
 
 /// Revoking a lease deletes exactly the keys bound to it *now*, all in one revision, as one
-/// batch of deletes with their previous values. A key re-put without the lease survives.
+/// batch of deletes. A key re-put without the lease survives.
 pub async fn revoke_deletes_the_lease_keys<S: Store + ?Sized>(store: &S, settings: &Settings) {
     let case = Case::start(store, settings, "revoke_deletes_keys").await;
     let lease = case.grant(settings.lease_ttl).await.id;
-    let r1 = case
-        .ok_txn(
-            Txn::new()
-                .put(case.key("a"), b"a".to_vec(), lease)
-                .put(case.key("b"), b"b".to_vec(), lease)
-                .put(case.key("rebound"), b"old".to_vec(), lease)
-                .put(case.key("plain"), b"p".to_vec(), 0),
-        )
-        .await;
+    case.ok_txn(
+        Txn::new()
+            .put(case.key("a"), b"a".to_vec(), lease)
+            .put(case.key("b"), b"b".to_vec(), lease)
+            .put(case.key("rebound"), b"old".to_vec(), lease)
+            .put(case.key("plain"), b"p".to_vec(), 0),
+    )
+    .await;
     // Re-put without the lease: the key is no longer the lease's.
     let r2 = case
         .ok_txn(Txn::new().put(case.key("rebound"), b"new".to_vec(), 0))
@@ -586,16 +585,9 @@ pub async fn revoke_deletes_the_lease_keys<S: Store + ?Sized>(store: &S, setting
     let batch = watch.next_batch(settings.event_timeout).await;
     assert_eq!(
         case.describe(&batch.events),
-        [
-            format!("delete a @{r3} prev a@{r1}"),
-            format!("delete b @{r3} prev b@{r1}")
-        ],
+        [format!("delete a @{r3}"), format!("delete b @{r3}")],
         "{case}: both keys of the lease deleted in one revision, in one batch"
     );
-    for event in &batch.events {
-        let prev = event.prev.as_ref().map(|p| p.lease);
-        assert_eq!(prev, Some(lease), "{case}: prev_kv carries the lease");
-    }
     let left: Vec<String> = case.list_rel().await;
     assert_eq!(left, ["plain", "rebound"], "{case}: unleased keys survive");
     let err = store
@@ -607,7 +599,7 @@ pub async fn revoke_deletes_the_lease_keys<S: Store + ?Sized>(store: &S, setting
 }
 
 /// Lease expiry deletes the lease's keys (and only them) in one revision, as one batch of
-/// deletes with previous values; afterwards `keep_alive` reports `LeaseNotFound`.
+/// deletes; afterwards `keep_alive` reports `LeaseNotFound`.
 pub async fn expiry_deletes_only_the_leased_keys<S: Store + ?Sized>(
     store: &S,
     settings: &Settings,
@@ -630,10 +622,7 @@ pub async fn expiry_deletes_only_the_leased_keys<S: Store + ?Sized>(
     let r2 = r1 + 1;
     assert_eq!(
         case.describe(&batch.events),
-        [
-            format!("delete a @{r2} prev a@{r1}"),
-            format!("delete b @{r2} prev b@{r1}")
-        ],
+        [format!("delete a @{r2}"), format!("delete b @{r2}")],
         "{case}: both keys of the expired lease deleted in one revision, in one batch"
     );
     assert_eq!(
@@ -725,7 +714,7 @@ pub async fn expiry_not_before_ttl<S: Store + ?Sized>(store: &S, settings: &Sett
     let arrived = Instant::now();
     assert_eq!(
         case.describe(&batch.events),
-        [format!("delete k @{} prev @{r1}", r1 + 1)]
+        [format!("delete k @{}", r1 + 1)]
     );
     assert!(
         arrived >= before_grant + lease.ttl,
@@ -769,7 +758,7 @@ pub async fn keep_alive_extends_the_lease<S: Store + ?Sized>(store: &S, settings
     let arrived = Instant::now();
     assert_eq!(
         case.describe(&batch.events),
-        [format!("delete k @{} prev @{r1}", r1 + 1)]
+        [format!("delete k @{}", r1 + 1)]
     );
     assert!(
         arrived >= before_keep_alive + lease.ttl,
@@ -827,11 +816,11 @@ pub async fn watch_from_list_revision_replays_everything_after<S: Store + ?Sized
     let mut watch = case.watch(r + 1).await;
     let replayed = watch.events_until(r5).await;
     let mut want = vec![
-        format!("put b=b1 @{r1} prev -"),
-        format!("put a=a2 @{r2} prev a0@{r0}"),
-        format!("put c=c2 @{r2} prev -"),
-        format!("delete b @{r3} prev b1@{r1}"),
-        format!("put a=a5 @{r5} prev a2@{r2}"),
+        format!("put b=b1 @{r1}"),
+        format!("put a=a2 @{r2}"),
+        format!("put c=c2 @{r2}"),
+        format!("delete b @{r3}"),
+        format!("put a=a5 @{r5}"),
     ];
     assert_eq!(
         sorted_within_revisions(case.describe(&replayed)),
@@ -841,7 +830,7 @@ pub async fn watch_from_list_revision_replays_everything_after<S: Store + ?Sized
 
     let r6 = case.ok_txn(Txn::new().delete(case.key("c"))).await;
     let live = watch.events_until(r6).await;
-    want = vec![format!("delete c @{r6} prev c2@{r2}")];
+    want = vec![format!("delete c @{r6}")];
     assert_eq!(
         case.describe(&live),
         want,
@@ -867,17 +856,17 @@ pub async fn watch_from_future_revision_waits<S: Store + ?Sized>(store: &S, sett
     let events = watch.events_until(r2).await;
     assert_eq!(
         case.describe(&events),
-        [format!("put late=2 @{r2} prev -")],
+        [format!("put late=2 @{r2}")],
         "{case}: only revisions from the requested one"
     );
     case.finish().await;
 }
 
-/// Every event carries the key's previous value (`prev_kv`): none for a create, the old
-/// value for an overwrite and a delete. A delete's `kv` is the key with an empty value at
-/// the delete's revision.
-pub async fn prev_kv_on_puts_and_deletes<S: Store + ?Sized>(store: &S, settings: &Settings) {
-    let case = Case::start(store, settings, "prev_kv").await;
+/// A put's event carries the key as written (its version counting the writes since it was
+/// created); a delete's carries the key with an empty value at the delete's revision. No
+/// event carries the previous value (see [`Event`](crate::Event)).
+pub async fn events_describe_puts_and_deletes<S: Store + ?Sized>(store: &S, settings: &Settings) {
+    let case = Case::start(store, settings, "events_describe_puts_and_deletes").await;
     let k = case.key("k");
     let r = case.revision().await;
     let mut watch = case.watch(r + 1).await;
@@ -898,7 +887,15 @@ pub async fn prev_kv_on_puts_and_deletes<S: Store + ?Sized>(store: &S, settings:
         (EventKind::Put, r1),
         "{case}: create"
     );
-    assert_eq!(create.prev, None, "{case}: a create has no prev_kv");
+    assert_eq!(
+        (
+            create.kv.value.as_slice(),
+            create.kv.version,
+            create.kv.create_revision
+        ),
+        (&b"v1"[..], 1, r1),
+        "{case}: a create's kv"
+    );
 
     assert_eq!(
         (update.kind, update.revision()),
@@ -906,9 +903,9 @@ pub async fn prev_kv_on_puts_and_deletes<S: Store + ?Sized>(store: &S, settings:
         "{case}: update"
     );
     assert_eq!(
-        update.prev.as_ref(),
-        Some(&create.kv),
-        "{case}: update's prev is the create"
+        (update.kv.value.as_slice(), update.kv.create_revision),
+        (&b"v2"[..], r1),
+        "{case}: an update keeps the create revision"
     );
     assert_eq!(update.kv.version, 2, "{case}: update's version");
 
@@ -916,11 +913,6 @@ pub async fn prev_kv_on_puts_and_deletes<S: Store + ?Sized>(store: &S, settings:
         (delete.kind, delete.revision()),
         (EventKind::Delete, r3),
         "{case}: delete"
-    );
-    assert_eq!(
-        delete.prev.as_ref(),
-        Some(&update.kv),
-        "{case}: delete's prev is the update"
     );
     assert_eq!(
         (
@@ -980,9 +972,9 @@ pub async fn txn_is_one_batch<S: Store + ?Sized>(store: &S, settings: &Settings)
     assert_eq!(
         sorted_within_revisions(case.describe(&batch.events)),
         [
-            format!("delete z @{r1} prev z@{r0}"),
-            format!("put x=x @{r1} prev -"),
-            format!("put y=y @{r1} prev -"),
+            format!("delete z @{r1}"),
+            format!("put x=x @{r1}"),
+            format!("put y=y @{r1}"),
         ],
         "{case}: the whole transaction in the first batch"
     );
@@ -1038,7 +1030,7 @@ pub async fn compaction_is_reported<S: Store + ?Sized>(store: &S, settings: &Set
     let events = watch.events_until(r3).await;
     assert_eq!(
         case.describe(&events),
-        [format!("put k=3 @{r3} prev 2@{r2}")],
+        [format!("put k=3 @{r3}")],
         "{case}: a watch from after the compaction replays"
     );
 
@@ -1179,23 +1171,19 @@ impl<'a, S: Store + ?Sized> Case<'a, S> {
     }
 
     /// Events as short strings with keys relative to the prefix:
-    /// `put k=v @rev prev old@rev` / `delete k @rev prev old@rev`, prev `-` if none.
+    /// `put k=v @rev` / `delete k @rev`.
     fn describe(&self, events: &[Event]) -> Vec<String> {
         events
             .iter()
             .map(|e| {
                 let key = self.rel(&e.kv.key);
-                let prev = match &e.prev {
-                    None => "-".to_owned(),
-                    Some(p) => format!("{}@{}", String::from_utf8_lossy(&p.value), p.mod_revision),
-                };
                 match e.kind {
                     EventKind::Put => format!(
-                        "put {key}={} @{} prev {prev}",
+                        "put {key}={} @{}",
                         String::from_utf8_lossy(&e.kv.value),
                         e.revision()
                     ),
-                    EventKind::Delete => format!("delete {key} @{} prev {prev}", e.revision()),
+                    EventKind::Delete => format!("delete {key} @{}", e.revision()),
                 }
             })
             .collect()
@@ -1280,11 +1268,6 @@ impl Watch {
                     self.what
                 );
             }
-            assert!(
-                event.prev.as_ref().map_or(true, |p| p.key == event.kv.key),
-                "{}: prev_kv of another key",
-                self.what
-            );
             prev = rev;
         }
         assert!(

@@ -232,7 +232,7 @@ fn every_record_and_liveness_muster_writes_validates() {
                     name: name.clone(),
                     addr: addr.to_string(),
                     cpus,
-                    labels: BTreeMap::new(),
+                    labels: Default::default(),
                     draining,
                 };
                 for incarnation in [0, 1, (1 << 53) + 1, u64::MAX] {
@@ -248,7 +248,7 @@ fn every_record_and_liveness_muster_writes_validates() {
         for labels in edge_labels() {
             let record = Record {
                 info: MemberInfo {
-                    labels,
+                    labels: labels.into(),
                     ..MemberInfo::new(name.clone(), "h:1")
                 },
                 incarnation: Incarnation(7),
@@ -315,7 +315,7 @@ proptest! {
     ) {
         let schemas = Schemas::load();
         let record = Record {
-            info: MemberInfo { name, addr: addr.into(), cpus, labels, draining },
+            info: MemberInfo { name, addr: addr.into(), cpus, labels: labels.into(), draining },
             incarnation: Incarnation(incarnation),
         };
         check_written_record(&schemas, &record);
@@ -513,7 +513,7 @@ fn known_differences_are_as_documented() {
     let record = ks
         .decode_record("a", &kv(&ks.record_key("a"), label_twice.as_bytes()))
         .expect("decodes");
-    assert_eq!(record.info.labels["z"], "2");
+    assert_eq!(&record.info.labels["z"], "2");
 
     // 5. One past the largest incarnation: the schema's validator reads numbers that do not
     //    fit 64 bits as floating point, where 2^64 - 1 and 2^64 are the same number.

@@ -26,7 +26,6 @@ pub(crate) async fn open(
     let ctx = Ctx::new("watch").key(prefix);
     let options = etcd_client::WatchOptions::new()
         .with_prefix()
-        .with_prev_key()
         .with_progress_notify()
         .with_start_revision(from);
     let opening = async {
@@ -163,7 +162,6 @@ fn event(event: &etcd_client::Event) -> Option<Event> {
     Some(Event {
         kind,
         kv: key_value(event.kv()?),
-        prev: event.prev_kv().map(key_value),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use muster_core::{Keyspace, Member, Store};
+use muster_core::{Keyspace, Member, Membership, Store};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -45,7 +45,9 @@ impl Master {
     /// inside a tokio runtime.
     pub fn start<S: Store>(store: S, config: MasterConfig) -> Result<Self, Error> {
         let keyspace = Keyspace::new(config.prefix.clone()).map_err(Error::Invalid)?;
-        let shared = Arc::new(Shared::new(config.subscriber_buffer));
+        let machine =
+            Membership::new(keyspace.clone(), config.reap_after).with_reap_retry(config.reap_retry);
+        let shared = Arc::new(Shared::new(config.subscriber_buffer, machine));
         let (shutdown, stop) = oneshot::channel();
         let task = Task::new(store, keyspace, config, shared.clone());
         let guard = StopGuard(shared.clone());
@@ -67,7 +69,7 @@ impl Master {
 
     /// Every member with a record (`Alive` or `Suspect`), sorted by name.
     pub fn members(&self) -> Vec<Member> {
-        self.shared.view().members.into_values().collect()
+        self.shared.members()
     }
 
     /// One member by name.

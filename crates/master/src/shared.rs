@@ -1,4 +1,5 @@
-//! What the master's task shares with its handle: the view, the subscribers, the health.
+//! What the master's task shares with its handle: the state machine (whose view is the
+//! master's only copy), the subscribers, the health.
 //!
 //! One mutex guards all three, so a [`Subscription`]'s snapshot and its stream of
 //! events join without a gap or an overlap. Subscribers share one bounded broadcast
@@ -14,7 +15,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::{FutureExt, Stream, StreamExt};
-use muster_core::{BadKeyReason, Member, MemberState, Revision, Step, Transition, TransitionKind};
+use muster_core::{
+    BadKeyReason, Listing, Member, MemberState, Membership, Reap, Revision, Step, Transition,
+    TransitionKind, WatchBatch,
+};
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
@@ -367,7 +371,7 @@ impl Stream for Subscription {
 /// State behind the handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// View, subscribers and health, changed together.
+    /// The machine, subscribers and health, changed together.
     inner: Mutex<Inner>,
     /// Bumped after every change, to wake `wait_until`.
     changed: watch::Sender<u64>,
@@ -375,7 +379,13 @@ pub(crate) struct Shared {
 
 #[derive(Debug)]
 struct Inner {
-    view: View,
+    /// The state machine: its view is the master's, the only copy (a [`View`] is cut from
+    /// it when asked for).
+    machine: Membership,
+    /// The epoch of the view.
+    epoch: Epoch,
+    /// Whether the first listing has been applied.
+    synced: bool,
     /// The subscribers' channel; `None` once the master has stopped (which ends every
     /// subscription's stream).
     events: Option<broadcast::Sender<Event>>,
@@ -388,12 +398,25 @@ struct Inner {
     log: BadInputLog,
 }
 
+impl Inner {
+    fn view(&self) -> View {
+        View {
+            epoch: self.epoch,
+            revision: self.machine.revision(),
+            synced: self.synced,
+            members: self.machine.view().clone(),
+        }
+    }
+}
+
 impl Shared {
     /// `buffer`: how many events a subscriber may fall behind before it lags (at least 1).
-    pub(crate) fn new(buffer: usize) -> Self {
+    pub(crate) fn new(buffer: usize, machine: Membership) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                view: View::default(),
+                machine,
+                epoch: Epoch::default(),
+                synced: false,
                 events: Some(broadcast::channel(buffer.max(1)).0),
                 last: Position::after(Epoch::default(), 0),
                 stopped: false,
@@ -411,11 +434,15 @@ impl Shared {
     }
 
     pub(crate) fn view(&self) -> View {
-        self.lock().view.clone()
+        self.lock().view()
+    }
+
+    pub(crate) fn members(&self) -> Vec<Member> {
+        self.lock().machine.members().cloned().collect()
     }
 
     pub(crate) fn member(&self, name: &str) -> Option<Member> {
-        self.lock().view.members.get(name).cloned()
+        self.lock().machine.get(name).cloned()
     }
 
     pub(crate) fn health(&self) -> Health {
@@ -430,7 +457,7 @@ impl Shared {
             None => broadcast::channel(1).1,
         };
         Subscription {
-            snapshot: inner.view.clone(),
+            snapshot: inner.view(),
             rx: BroadcastStream::new(rx),
         }
     }
@@ -454,18 +481,51 @@ impl Shared {
         self.changed.subscribe()
     }
 
-    /// Publishes one step: applies the entries it changed to the view (as the step carries
-    /// them: nothing is looked up again), sends its transitions to the subscribers, and
-    /// records the machine's revision, all under one lock. The entries share their metadata
-    /// with the machine's. A resync may start a new `epoch`.
-    pub(crate) fn publish(&self, step: Step, revision: Revision, resync: bool, epoch: Epoch) {
+    /// The last revision the machine applied.
+    pub(crate) fn revision(&self) -> Revision {
+        self.lock().machine.revision()
+    }
+
+    /// When the next reap proposal is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.lock().machine.poll_timeout()
+    }
+
+    /// The reaps due at `now`.
+    pub(crate) fn handle_timeout(&self, now: Instant) -> Vec<Reap> {
+        self.lock().machine.handle_timeout(now)
+    }
+
+    /// See [`Membership::forget_revisions`].
+    pub(crate) fn forget_revisions(&self) {
+        self.lock().machine.forget_revisions();
+    }
+
+    /// Replaces the view with `listing` (in a new `epoch`, maybe) and publishes the step.
+    pub(crate) fn resync(&self, listing: &Listing, now: Instant, epoch: Epoch) {
+        self.step(true, epoch, |machine| machine.resync(listing, now));
+    }
+
+    /// Applies one watch batch and publishes the step.
+    pub(crate) fn apply(&self, batch: &WatchBatch, now: Instant, epoch: Epoch) {
+        self.step(false, epoch, |machine| machine.apply(batch, now));
+    }
+
+    /// Runs one step of the machine and publishes it, under one lock: the view changes, the
+    /// step's transitions go to the subscribers, and the health counts them, together. A
+    /// resync may start a new `epoch`.
+    fn step(&self, resync: bool, epoch: Epoch, run: impl FnOnce(&mut Membership) -> Step) {
         let mut inner = self.lock();
+        let step = run(&mut inner.machine);
+        let revision = inner.machine.revision();
+        let members = inner.machine.view().len();
         let Inner {
-            view,
             events,
             last,
             health,
             log,
+            synced,
+            epoch: view_epoch,
             ..
         } = &mut *inner;
         let now = tokio::time::Instant::now();
@@ -478,17 +538,8 @@ impl Shared {
             log.bad_key(now, bad);
             *health.bad_keys.entry(bad.reason).or_default() += 1;
         }
-        for (name, entry) in step.changed {
-            match entry {
-                Some(member) => {
-                    view.members.insert(name, member);
-                }
-                None => {
-                    view.members.remove(&name);
-                }
-            }
-        }
         for t in step.transitions {
+            tracing::debug!(name = %t.member.name(), kind = %t.kind, revision = t.revision, "transition");
             *health.transitions.entry(t.kind).or_default() += 1;
             *last = last.successor(epoch, t.revision);
             if let Some(events) = events {
@@ -499,22 +550,21 @@ impl Shared {
                 });
             }
         }
-        if resync && view.synced {
+        if resync && *synced {
             health.resyncs += 1;
         }
         if resync {
-            view.synced = true;
-            view.epoch = epoch;
+            *synced = true;
+            *view_epoch = epoch;
             health.synced = true;
         }
-        view.revision = revision;
         health.revision = revision;
         if resync {
             if let Some(events) = events {
                 let _ = events.send(Event::Synced {
                     epoch,
                     revision,
-                    members: view.members.len(),
+                    members,
                 });
             }
         }

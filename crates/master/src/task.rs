@@ -1,14 +1,13 @@
 //! The master's loop: list, watch, resume, resync, reap.
 //!
-//! All decisions are made by [`Membership`]; this loop only moves observations in and
+//! All decisions are made by the state machine (`muster_core::Membership`, kept in
+//! [`Shared`] beside the subscribers); this loop only moves observations in and
 //! reaps out, and retries with [`Backoff`] when the store fails.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use muster_core::{
-    Backoff, Error as StoreError, Keyspace, Membership, Revision, Step, Store, WatchStream,
-};
+use muster_core::{Backoff, Error as StoreError, Keyspace, Revision, Store, WatchStream};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -34,9 +33,7 @@ pub(crate) struct Task<S> {
     keyspace: Keyspace,
     /// Settings.
     config: MasterConfig,
-    /// The pure state machine holding the view.
-    machine: Membership,
-    /// What the handle reads.
+    /// What the handle reads, with the pure state machine holding the view.
     shared: Arc<Shared>,
     /// Retry pacing.
     backoff: Backoff,
@@ -56,14 +53,11 @@ impl<S: Store> Task<S> {
         config: MasterConfig,
         shared: Arc<Shared>,
     ) -> Self {
-        let machine =
-            Membership::new(keyspace.clone(), config.reap_after).with_reap_retry(config.reap_retry);
         let backoff = Backoff::new(config.retry_initial, config.retry_max, config.seed);
         Self {
             store,
             keyspace,
             config,
-            machine,
             shared,
             backoff,
             cluster_id: None,
@@ -106,8 +100,7 @@ impl<S: Store> Task<S> {
             };
             match listed {
                 Ok(listing) => {
-                    let step = self.machine.resync(&listing, now());
-                    self.publish(step, true);
+                    self.shared.resync(&listing, now(), self.epoch);
                     self.backoff.reset();
                     return true;
                 }
@@ -127,7 +120,7 @@ impl<S: Store> Task<S> {
 
     /// Watches from the revision after the last one applied until the watch ends.
     async fn watch(&mut self, stop: &mut oneshot::Receiver<()>) -> WatchEnd {
-        let from: Revision = self.machine.revision() + 1;
+        let from: Revision = self.shared.revision() + 1;
         let prefix = self.keyspace.prefix().to_owned();
         // Is this still the store the view came from? A store restored empty has a new
         // cluster id, and its revisions start again: watching from ours would wait forever.
@@ -145,7 +138,7 @@ impl<S: Store> Task<S> {
         self.shared.healthy(true);
         let mut check_at = Instant::now() + self.config.stall_check;
         loop {
-            let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            let deadline = self.shared.poll_timeout().map(Instant::from_std);
             // The end of the bad-input log's window, for its summary line.
             let log_due = self.shared.log_due();
             tokio::select! {
@@ -155,12 +148,11 @@ impl<S: Store> Task<S> {
                     Some(Ok(batch)) => {
                         seen = seen.max(batch.revision);
                         check_at = Instant::now() + self.config.stall_check;
-                        let step = self.machine.apply(&batch, now());
-                        self.publish(step, false);
+                        self.shared.apply(&batch, now(), self.epoch);
                         self.backoff.reset();
                     }
                     Some(Err(error)) => {
-                        let from = self.machine.revision() + 1;
+                        let from = self.shared.revision() + 1;
                         return self.broken(error, from);
                     }
                     None => {
@@ -205,13 +197,13 @@ impl<S: Store> Task<S> {
     /// cluster id, or revisions behind what was already applied.
     fn replaced(&self, status: &muster_core::StoreStatus) -> bool {
         self.cluster_id.is_some_and(|id| id != status.cluster_id)
-            || status.revision < self.machine.revision()
+            || status.revision < self.shared.revision()
     }
 
     /// Tries every reap that is due. Of several masters, the guarded transaction lets
     /// exactly one win; the `Failed` transition comes from the watch like any other.
     async fn reap(&mut self) {
-        for reap in self.machine.handle_timeout(now()) {
+        for reap in self.shared.handle_timeout(now()) {
             match self.store.txn(reap.txn(&self.keyspace)).await {
                 Ok(outcome) if outcome.succeeded => {
                     tracing::info!(name = %reap.name, revision = outcome.revision, "reaped suspect member");
@@ -235,14 +227,14 @@ impl<S: Store> Task<S> {
     ) -> WatchEnd {
         let revision = status.revision;
         self.salt = if self.cluster_id == Some(status.cluster_id) {
-            Epoch(self.epoch.next(self.machine.revision()).0 ^ status.cluster_id)
+            Epoch(self.epoch.next(self.shared.revision()).0 ^ status.cluster_id)
         } else {
             Epoch(0)
         };
         let message = format!(
             "the store was replaced (new cluster id, or revision {revision} behind the {} \
              already seen): its data was lost; listing again in {:?}, once workers re-registered",
-            self.machine.revision(),
+            self.shared.revision(),
             self.config.store_replaced_grace,
         );
         tracing::warn!("{message}");
@@ -252,7 +244,7 @@ impl<S: Store> Task<S> {
             _ = &mut *stop => return WatchEnd::Shutdown,
             _ = tokio::time::sleep(self.config.store_replaced_grace) => {}
         }
-        self.machine.forget_revisions();
+        self.shared.forget_revisions();
         WatchEnd::Relist
     }
 
@@ -273,19 +265,11 @@ impl<S: Store> Task<S> {
         }
     }
 
-    fn publish(&self, step: Step, resync: bool) {
-        for t in &step.transitions {
-            tracing::debug!(name = %t.member.name(), kind = %t.kind, revision = t.revision, "transition");
-        }
-        self.shared
-            .publish(step, self.machine.revision(), resync, self.epoch);
-    }
-
     /// Sleeps the next backoff delay (reaping meanwhile if due). `false` on stop.
     async fn pause(&mut self, stop: &mut oneshot::Receiver<()>) -> bool {
         let wake = Instant::now() + self.backoff.next_delay();
         loop {
-            let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            let deadline = self.shared.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 biased;
                 _ = &mut *stop => return false,

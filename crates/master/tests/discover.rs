@@ -101,7 +101,7 @@ async fn the_initial_set_comes_after_the_first_listing_then_one_change_per_rule(
     match next(&mut changes).await {
         Change::Insert(name, member) => {
             assert_eq!(name, "c");
-            assert_eq!(member.info.labels["v"], "2");
+            assert_eq!(&member.info.labels["v"], "2");
         }
         other => panic!("expected an insert, got {other:?}"),
     }
@@ -213,7 +213,7 @@ async fn a_lagging_stream_catches_up_with_the_exact_difference() {
     nothing_waiting(&mut changes);
     let names: Vec<&String> = changes.members().keys().collect();
     assert_eq!(names, ["a", "c", "d"]);
-    assert_eq!(changes.members()["a"].info.labels["v"], "2");
+    assert_eq!(&changes.members()["a"].info.labels["v"], "2");
 }
 
 #[tokio::test(start_paused = true)]

@@ -104,7 +104,7 @@ async fn the_whole_lifecycle_is_reported_with_revisions() {
     let t = until(&mut events, TransitionKind::Updated, "a").await;
     assert_eq!(t.len(), 1);
     assert!(t[0].revision > joined_at);
-    assert_eq!(t[0].member.info.labels["v"], "2");
+    assert_eq!(&t[0].member.info.labels["v"], "2");
 
     // A blip longer than the TTL: Suspect, then the same process is back: Recovered.
     cluster.partition(a_store.id());

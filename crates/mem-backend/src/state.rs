@@ -390,10 +390,14 @@ impl State {
         for op in ops {
             match op {
                 Op::Put { key, value, lease } => {
-                    let prev = self.kvs.get(&key).cloned();
-                    if let Some(prev) = &prev {
-                        if prev.lease != 0 && prev.lease != lease {
-                            self.leases.detach(prev.lease, &key);
+                    // (lease, create revision, version) of the key being overwritten.
+                    let prev = self
+                        .kvs
+                        .get(&key)
+                        .map(|p| (p.lease, p.create_revision, p.version));
+                    if let Some((old_lease, _, _)) = prev {
+                        if old_lease != 0 && old_lease != lease {
+                            self.leases.detach(old_lease, &key);
                         }
                     }
                     if lease != 0 {
@@ -402,16 +406,15 @@ impl State {
                     let kv = KeyValue {
                         key: key.clone(),
                         value,
-                        create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+                        create_revision: prev.map_or(revision, |(_, created, _)| created),
                         mod_revision: revision,
-                        version: prev.as_ref().map_or(1, |p| p.version + 1),
+                        version: prev.map_or(1, |(_, _, version)| version + 1),
                         lease,
                     };
                     self.kvs.insert(key, kv.clone());
                     events.push(Event {
                         kind: EventKind::Put,
                         kv,
-                        prev,
                     });
                 }
                 Op::Delete { key } => {
@@ -429,7 +432,6 @@ impl State {
                                 version: 0,
                                 lease: 0,
                             },
-                            prev: Some(prev),
                         });
                     }
                 }

@@ -186,7 +186,7 @@ impl WorkerArgs {
                 .unwrap_or(1)
         });
         let mut info = MemberInfo::new(name, addr).cpus(cpus);
-        info.labels = file.labels;
+        info.labels = file.labels.into();
         // A flag overrides the file's label of the same key; two flags for one key are a
         // mistake (which value was meant?), not "the last one wins".
         let mut given = std::collections::BTreeSet::new();

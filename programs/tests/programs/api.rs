@@ -1115,7 +1115,7 @@ async fn filtered_events_show_a_member_leave_its_selection() {
         ]
     );
     assert_eq!(
-        zone_a[2].1.labels["zone"], "b",
+        &zone_a[2].1.labels["zone"], "b",
         "the update that takes a out says where it went"
     );
     // c was suspect before it failed: never in an alive selection.

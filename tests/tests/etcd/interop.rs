@@ -401,22 +401,16 @@ async fn a_shell_worker_following_protocol_md_is_reported_exactly_as_a_rust_work
     );
     // The metadata each step carried, so that the comparison above compares something.
     let update = &script_seen[1].1;
-    assert_eq!(
-        (update.cpus, update.labels["zone"].as_str()),
-        (4, "eu-west")
-    );
+    assert_eq!((update.cpus, &update.labels["zone"]), (4, "eu-west"));
     let recovered = &script_seen[3].1;
     assert_eq!(
-        recovered.labels["version"], "2",
+        &recovered.labels["version"], "2",
         "registered again with the current metadata"
     );
     let restarted = &script_seen[6].1;
+    assert_eq!((restarted.cpus, &restarted.labels["version"]), (8, "3"));
     assert_eq!(
-        (restarted.cpus, restarted.labels["version"].as_str()),
-        (8, "3")
-    );
-    assert_eq!(
-        restarted.labels["zone"], "eu west",
+        &restarted.labels["zone"], "eu west",
         "a label value with a space"
     );
 

@@ -37,7 +37,7 @@ async fn every_transition_of_the_lifecycle_is_reported_with_increasing_revisions
     let t = until(&mut events, Updated, "a").await;
     let updated = &t.last().expect("Updated").member;
     assert_eq!(updated.info.cpus, 4);
-    assert_eq!(updated.info.labels["version"], "2");
+    assert_eq!(&updated.info.labels["version"], "2");
     all.extend(t);
 
     // The lease is lost while the process lives (revoked by another client, as an etcd
@@ -50,7 +50,7 @@ async fn every_transition_of_the_lifecycle_is_reported_with_increasing_revisions
     let recovered = &t.last().expect("Recovered").member;
     assert_eq!(recovered.incarnation, first);
     assert_eq!(
-        recovered.info.labels["version"], "2",
+        &recovered.info.labels["version"], "2",
         "re-registered with the current metadata"
     );
     all.extend(t);
@@ -78,7 +78,7 @@ async fn every_transition_of_the_lifecycle_is_reported_with_increasing_revisions
         [(Restarted, "a".into()), (Updated, "a".into())]
     );
     assert_eq!(t[0].revision, t[1].revision);
-    assert_eq!(t[1].member.info.labels["version"], "3");
+    assert_eq!(&t[1].member.info.labels["version"], "3");
     all.extend(t);
     assert_eq!(master.member("a").expect("a").incarnation, a2.incarnation());
 

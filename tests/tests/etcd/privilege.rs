@@ -120,7 +120,7 @@ async fn a_user_with_readwrite_on_the_prefix_only_runs_workers_a_master_and_the_
         .unwrap_or_else(|err| panic!("register a: {err}"));
     until(&mut events, TransitionKind::Joined, "a").await;
     let mut changed = info("a");
-    changed.labels.insert("zone".into(), "b".into());
+    changed.labels.insert("zone", "b");
     a.update(changed).await.expect("update a");
     until(&mut events, TransitionKind::Updated, "a").await;
     a.leave().await.expect("leave a");

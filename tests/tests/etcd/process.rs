@@ -123,7 +123,7 @@ async fn a_sigkilled_worker_process_turns_suspect_within_its_ttl() {
     .await;
     let member = &view.members["proc-k"];
     assert_eq!(member.record_revision, worker.registered);
-    assert_eq!(member.info.labels["pid"], worker.pid().to_string());
+    assert_eq!(&member.info.labels["pid"], worker.pid().to_string());
     let mut events = master.subscribe();
 
     // std's `Child::kill` is SIGKILL on unix: no handler runs, nothing is cleaned up.

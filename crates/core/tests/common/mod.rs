@@ -66,16 +66,15 @@ pub fn kv(key: &str, value: &[u8], create: Revision, modified: Revision) -> KeyV
 }
 
 /// A put event (the kv carries the revision).
-pub fn put_event(kv: KeyValue, prev: Option<KeyValue>) -> Event {
+pub fn put_event(kv: KeyValue) -> Event {
     Event {
         kind: EventKind::Put,
         kv,
-        prev,
     }
 }
 
 /// A delete event at `revision`.
-pub fn delete_event(key: &str, revision: Revision, prev: Option<KeyValue>) -> Event {
+pub fn delete_event(key: &str, revision: Revision) -> Event {
     Event {
         kind: EventKind::Delete,
         kv: KeyValue {
@@ -86,7 +85,6 @@ pub fn delete_event(key: &str, revision: Revision, prev: Option<KeyValue>) -> Ev
             version: 0,
             lease: 0,
         },
-        prev,
     }
 }
 
@@ -274,11 +272,11 @@ impl Sim {
                         lease: 0,
                     };
                     self.kvs.insert(key.clone(), kv.clone());
-                    events.push(put_event(kv, prev));
+                    events.push(put_event(kv));
                 }
                 Write::Delete(key) => {
-                    if let Some(prev) = self.kvs.remove(key) {
-                        events.push(delete_event(key, revision, Some(prev)));
+                    if self.kvs.remove(key).is_some() {
+                        events.push(delete_event(key, revision));
                     }
                 }
             }
