@@ -3,12 +3,13 @@
 //!
 //! | request | answer |
 //! |---|---|
+//! | `GET /` | the group as a live web page for people ([`page`](crate::page)), with `/page.js` and `/page.css`; it reads only the endpoints below |
 //! | `GET /v1/members` | `200` [`ViewJson`]: `{"epoch", "revision", "synced", "members": [...]}`: every member the view holds unless filtered (the filter below; default: any state, draining members included). `400` on an unknown parameter or a bad filter, `503` before the first listing |
 //! | `GET /v1/members/{name}` | `200` [`MemberJson`], `404` when there is no such member, `400` for an invalid name, `503` before the first listing |
 //! | `GET /v1/events` | server-sent events, one per transition: `id: EPOCH-REVISION.INDEX`, `data:` [`EventJson`](crate::render::EventJson). Without a resume point only new transitions; `?from_revision=N&epoch=E` replays buffered transitions of epoch `E` from revision `N` on (`400` without the epoch), `Last-Event-ID` (sent by browsers when they reconnect) resumes after that event. `410` when the resume point is older than the buffer or of another epoch (the store was replaced; an id without an epoch counts as one): `epoch` and `oldest_revision` in the body say what can still be served; take a fresh `/v1/members` and resume from its `revision + 1` and its `epoch`. When the epoch changes every open stream ends. With the filter (default: everything), a transition is sent when its member matches the filter **before or after** it (a member that left, failed or was removed matches nothing after): a consumer sees a member enter its selection, change inside it, and the one transition that takes it out (an update that drops the label, `draining` with `draining=false`, `suspect` with `state=alive`, `left`, `failed`, `removed`). Ids stay the stream's positions, so a resume with the same filter has no gap |
 //! | `GET /v1/endpoints` | `200` [`EndpointsJson`]: `{"epoch", "revision", "synced", "members": [...]}`, the members the filter selects (default: `alive` and not draining, the set to send work to), with `X-Muster-Revision` and `X-Muster-Epoch` headers; `503` before the first listing. `revision` is the last event the set reflects (it may move on without the set changing). **Long poll**: `?wait_revision=R` (the last answer's `revision`) with optional `epoch=E` (its `epoch`) and `wait=` (default 30s, at most 300s: `400` above) answers at once when the set's revision is not `R` (behind or ahead: another history, another master) or its epoch not `E` (then with `"epoch_changed": true`: the store was replaced, take the answer as the whole set, its revisions start again); otherwise it holds the request until the set's members change (a change outside the set moves `revision` silently and keeps holding) or `wait` runs out, then answers `200` with the set as it is then (after `wait`, usually the same set: poll again with its revision). **Stream**: `?watch=sse` or `Accept: text/event-stream`: server-sent events, `data:` the whole set, once at the start and after every change (a slow reader gets the latest set, never a stale one); it ends when the master stops. `400` for both forms at once, for `epoch=`/`wait=` without `wait_revision=`, and for any bad value, saying how to write it |
 //! | `GET /metrics` | Prometheus text (OpenMetrics when the `Accept` header asks for it); see [`metrics`](crate::metrics) |
-//! | `GET /healthz` | `200` when the master has synced and its watch is open, else `503` with the reason |
+//! | `GET /healthz` | `200` when the master has synced and its watch is open, else `503` with the reason: `{"status", "synced", "watching", "revision", "last_error"}` (`last_error` the master's last error or `null`), plus `reason` and `unhealthy_for_ms` with `503` |
 //!
 //! The filter, on `/v1/members`, `/v1/events` and `/v1/endpoints` alike
 //! ([`Filter`]): `state=alive` or `state=suspect` (repeatable or
@@ -66,6 +67,9 @@ pub struct Api {
 /// The API's routes.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
+        .route("/", get(page))
+        .route(crate::page::SCRIPT_PATH, get(crate::page::script))
+        .route(crate::page::STYLE_PATH, get(crate::page::style))
         .route("/v1/members", get(members))
         .route("/v1/members/{name}", get(member))
         .route("/v1/events", get(events))
@@ -126,7 +130,11 @@ fn not_synced(api: &Api) -> Response {
 
 /// The endpoints, for the messages of `404` and `405`.
 const ENDPOINTS: &str =
-    "GET /v1/members, /v1/members/{name}, /v1/events, /v1/endpoints, /metrics or /healthz";
+    "GET / (the web page), /v1/members, /v1/members/{name}, /v1/events, /v1/endpoints, /metrics or /healthz";
+
+async fn page(State(api): State<Arc<Api>>) -> Response {
+    crate::page::page(&api.prefix)
+}
 
 async fn not_found() -> Response {
     error(
@@ -603,6 +611,7 @@ async fn healthz(State(api): State<Arc<Api>>) -> Response {
         "synced": health.synced,
         "watching": health.watching,
         "revision": health.revision,
+        "last_error": health.last_error,
     });
     match reason {
         None => (StatusCode::OK, Json(body)).into_response(),

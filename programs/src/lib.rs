@@ -29,6 +29,8 @@
 //! - [`render`]: members and transitions as stable JSON and as tables.
 //! - [`events`]: the ring buffer of recent transitions behind `/v1/events`.
 //! - [`http`], [`metrics`]: the HTTP API (axum) and `/metrics` (prometheus-client).
+//! - [`page`]: `GET /`, the group as a live web page (HTML, script and stylesheet
+//!   embedded in the binary), served with a strict Content-Security-Policy.
 //! - [`server`]: the HTTP server's connections: a cap, a header-read timeout, `accept`
 //!   failures that neither spin nor flood the log.
 //! - [`fatal`], [`logging`]: one-line errors with exit statuses; `tracing` setup.
@@ -42,6 +44,7 @@ pub mod fatal;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod page;
 pub mod render;
 pub mod server;
 pub mod signals;

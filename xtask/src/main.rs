@@ -2,18 +2,21 @@
 //!
 //! # Layout
 //!
-//! - `test`: everything CI runs — provides `protoc` and an etcd image, then runs every test
-//!   of the workspace (unit, integration against real etcd in Docker, doc tests).
+//! - `test`: everything CI runs — provides `protoc`, an etcd image and a browser, then runs
+//!   every test of the workspace (unit, integration against real etcd in Docker, the web
+//!   page in headless Chromium, doc tests).
 //! - `demo`: runs the `muster-demo` program (in-memory, or `--etcd`), providing protoc and
 //!   an etcd image first.
 //! - `bench`: runs the `muster-bench` program in release mode (protoc and an etcd image
 //!   provided first); `--quick` for the small sizes.
 //! - `etcd-image`: only the image step of `test`, for running the etcd tests by hand.
-//! - `cmd`, `protoc`, `etcd_image`: helpers of `test`, one concern each.
+//! - `cmd`, `protoc`, `etcd_image`, `browser`: helpers of `test`, one concern each
+//!   (`browser`: Chromium and chromedriver on PATH, installed from Debian as root).
 //! - `tidy`: tests that the docs match the tree (ARCHITECTURE.md's crate map, every crate's
 //!   `# Layout`), run by `cargo test` like any other.
 
 mod bench;
+mod browser;
 mod cmd;
 mod demo;
 mod etcd_image;
@@ -27,8 +30,9 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
 tasks:
-  test    provide protoc and an etcd image, then run every test of the workspace
-          (env: MUSTER_ETCD_IMAGE to choose the etcd image, PROTOC to choose protoc)
+  test    provide protoc, an etcd image and Chromium with chromedriver, then run every
+          test of the workspace (env: MUSTER_ETCD_IMAGE to choose the etcd image, PROTOC
+          to choose protoc, MUSTER_CHROMIUM and MUSTER_CHROMEDRIVER the browser)
   demo    one master and five workers telling the whole membership story on the
           in-memory backend; `demo --etcd` runs it on a real etcd (a container, or
           MUSTER_ENDPOINTS)

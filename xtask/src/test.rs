@@ -1,18 +1,19 @@
 //! `cargo xtask test`: every test of the workspace, including those against real etcd.
 //!
-//! It provides what a fresh machine lacks — `protoc` for etcd-client's build and an etcd
-//! image — then checks formatting (`cargo fmt --check`), lints (`cargo clippy
+//! It provides what a fresh machine lacks — `protoc` for etcd-client's build, an etcd
+//! image, and Chromium with chromedriver for the web page's browser test — then checks formatting (`cargo fmt --check`), lints (`cargo clippy
 //! --all-targets -D warnings`) and that the library crates package for crates.io (`cargo
 //! package`), and runs `cargo test` over all targets and the doc tests, then the runnable
 //! example of a balanced tonic channel (`cargo run -p muster-tonic --example balanced`).
-//! Without Docker it fails with instructions; it never skips the etcd tests silently.
+//! Without Docker, or without a browser it can install, it fails with instructions; it
+//! never skips the etcd or browser tests silently.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 
-use crate::{cmd, etcd_image, protoc, repo_root};
+use crate::{browser, cmd, etcd_image, protoc, repo_root};
 
 /// The variable, and the container label, that tie test containers to one run, so that
 /// leftovers of a crashed test process are removed at the end without touching others.
@@ -36,6 +37,13 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("xtask: using protoc {}", protoc.describe());
     let image = etcd_image::ensure(&root)?;
     println!("xtask: using etcd image {} ({})", image.name, image.origin);
+    let browser = browser::ensure()?;
+    println!(
+        "xtask: using {} and {} ({})",
+        browser.chromium.display(),
+        browser.chromedriver.display(),
+        browser.origin
+    );
 
     let run_id = format!(
         "{}-{}",
@@ -54,6 +62,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .args(extra)
             .args(args)
             .env(etcd_image::IMAGE_VAR, &image.name)
+            .envs(browser.env())
             .env(RUN_ID_VAR, &run_id);
         if let Some(path) = protoc.env_value() {
             command.env("PROTOC", path);

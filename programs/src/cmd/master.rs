@@ -304,7 +304,7 @@ async fn watch(args: &MasterArgs, prefix: String, mut signals: Signals) -> Resul
             .local_addr()
             .map_err(|e| Fatal::failure(format!("--http: {e}")))?;
         eprintln!(
-            "{NAME}: serving http://{local}/v1/members, /v1/events, /v1/endpoints, /metrics, /healthz"
+            "{NAME}: serving http://{local}/ (the web page), /v1/members, /v1/events, /v1/endpoints, /metrics, /healthz"
         );
         let limits = crate::server::Limits {
             max_connections: args.watch.http_max_connections as usize,

@@ -237,6 +237,63 @@ async fn members_are_unavailable_until_synced_and_health_says_why() {
         reason.contains("not watching") && reason.contains("boom"),
         "{reason}"
     );
+    // The error on its own too, for the web page's banner.
+    assert_eq!(json(&body)["last_error"], "etcd unavailable: boom");
+}
+
+#[tokio::test]
+async fn the_page_is_served_under_a_strict_policy_and_always_revalidated() {
+    let (fake, _, router) = setup(10, 0);
+    sync(&fake);
+    for (uri, content_type, says) in [
+        (
+            "/",
+            "text/html; charset=utf-8",
+            r#"<code id="prefix">/g/</code>"#,
+        ),
+        (
+            "/page.js",
+            "text/javascript; charset=utf-8",
+            "new EventSource(",
+        ),
+        ("/page.css", "text/css; charset=utf-8", "#health"),
+    ] {
+        let response = router
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        let headers = response.headers().clone();
+        assert_eq!(headers["content-type"], content_type, "{uri}");
+        assert_eq!(headers["cache-control"], "no-cache", "{uri}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{uri}");
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        for rule in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+        ] {
+            assert!(policy.contains(rule), "{uri}: {policy}");
+        }
+        assert!(!policy.contains("unsafe"), "{uri}: {policy}");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains(says), "{uri}: {body}");
+    }
+    // Only GET: the page is as read-only as the API.
+    let (status, body) = {
+        let request = Request::post("/").body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    };
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::support::{args, deadline, worker_flags, worker_flags_at, Group, Proc}
 use crate::worker::json_master;
 
 /// Starts `muster-master --http 127.0.0.1:0` (plus `extra`) and returns it with its base URL.
-async fn http_master(group: &Group, extra: &[&str]) -> (Proc, String) {
+pub async fn http_master(group: &Group, extra: &[&str]) -> (Proc, String) {
     let mut flags = group.flags();
     flags.extend(args(&["--http", "127.0.0.1:0", "--json"]));
     flags.extend(args(extra));
@@ -21,12 +21,12 @@ async fn http_master(group: &Group, extra: &[&str]) -> (Proc, String) {
 }
 
 /// Waits until `master` serves HTTP; returns it with its base URL.
-async fn serving(mut master: Proc) -> (Proc, String) {
+pub async fn serving(mut master: Proc) -> (Proc, String) {
     let line = master.wait_stderr("serving http://").await;
     let url = line
         .split("serving ")
         .nth(1)
-        .and_then(|rest| rest.split("/v1/members").next())
+        .and_then(|rest| rest.split("/ (the web page)").next())
         .unwrap_or_else(|| panic!("no URL in {line:?}"))
         .to_owned();
     (master, url)
