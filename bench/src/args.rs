@@ -12,7 +12,7 @@ Measures muster against the raw etcd floor on real etcd (a Docker container per 
 image from MUSTER_ETCD_IMAGE) and prints every figure with its floor and the ratio.
 
   --quick              small sizes, about a minute: for CI and for checking the bench runs
-  --only LIST          only these sections, comma-separated: join,detect,write,scale,groups,core,callers
+  --only LIST          only these sections, comma-separated: join,detect,write,scale,groups,core,callers,fanout
   --out PATH           where to write the JSON report
                        (default target/bench/report.json, or report-quick.json with --quick)
   --baseline PATH      compare with an earlier JSON report
@@ -32,6 +32,14 @@ image from MUSTER_ETCD_IMAGE) and prints every figure with its floor and the rat
   --drain-grace SECS   section 6: wait after drain before a server stops (default 3; quick 1)
   --crash-after SECS   section 6: how long to keep sending after the crashed server's
                        removal (default 5; quick 2)
+  --fanout-subscribers N
+                       section 7: in-process subscribers of one master (default 1000; quick 20)
+  --fanout-sse N       section 7: SSE clients of its HTTP API (default 1000; quick 20)
+  --fanout-stuck N     section 7: SSE clients that never read (default 100; quick 5)
+  --fanout-transitions N
+                       section 7: timed transitions per phase (default 1000; quick 100)
+  --fanout-streamed N  section 7: transitions streamed past the stuck clients (default 6000;
+                       quick 1500: too few to fill their sockets' buffers)
 ";
 
 /// One section of the report.
@@ -51,10 +59,12 @@ pub enum Section {
     Core,
     /// 6. Callers: a tonic client through restarts, a crash and a join.
     Callers,
+    /// 7. Fan-out: many subscribers and SSE clients of one master.
+    Fanout,
 }
 
 impl Section {
-    pub const ALL: [Section; 7] = [
+    pub const ALL: [Section; 8] = [
         Section::Join,
         Section::Detect,
         Section::Write,
@@ -62,6 +72,7 @@ impl Section {
         Section::Groups,
         Section::Core,
         Section::Callers,
+        Section::Fanout,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +84,7 @@ impl Section {
             Section::Groups => "groups",
             Section::Core => "core",
             Section::Callers => "callers",
+            Section::Fanout => "fanout",
         }
     }
 }
@@ -102,6 +114,16 @@ pub struct Args {
     pub drain_grace: Duration,
     /// Section 6: how long the clients go on after the crashed server's removal.
     pub crash_after: Duration,
+    /// Section 7: in-process subscribers.
+    pub fanout_subscribers: usize,
+    /// Section 7: SSE clients.
+    pub fanout_sse: usize,
+    /// Section 7: SSE clients that never read.
+    pub fanout_stuck: usize,
+    /// Section 7: timed transitions per phase.
+    pub fanout_transitions: usize,
+    /// Section 7: transitions streamed with and without the stuck clients.
+    pub fanout_streamed: usize,
     /// The command line as given, for the report.
     pub command: String,
 }
@@ -136,6 +158,11 @@ impl Args {
             rate: if quick { 500 } else { 2000 },
             drain_grace: Duration::from_secs(if quick { 1 } else { 3 }),
             crash_after: Duration::from_secs(if quick { 2 } else { 5 }),
+            fanout_subscribers: if quick { 20 } else { 1000 },
+            fanout_sse: if quick { 20 } else { 1000 },
+            fanout_stuck: if quick { 5 } else { 100 },
+            fanout_transitions: if quick { 100 } else { 1000 },
+            fanout_streamed: if quick { 1500 } else { 6000 },
             command: std::iter::once("muster-bench")
                 .chain(argv.iter().map(String::as_str))
                 .collect::<Vec<_>>()
@@ -193,6 +220,15 @@ impl Args {
                 "--crash-after" => {
                     args.crash_after = Duration::from_secs_f64(number(&value("--crash-after")?)?)
                 }
+                "--fanout-subscribers" => {
+                    args.fanout_subscribers = number(&value("--fanout-subscribers")?)?
+                }
+                "--fanout-sse" => args.fanout_sse = number(&value("--fanout-sse")?)?,
+                "--fanout-stuck" => args.fanout_stuck = number(&value("--fanout-stuck")?)?,
+                "--fanout-transitions" => {
+                    args.fanout_transitions = number(&value("--fanout-transitions")?)?
+                }
+                "--fanout-streamed" => args.fanout_streamed = number(&value("--fanout-streamed")?)?,
                 other => bail!("unknown argument {other:?}"),
             }
         }
@@ -201,6 +237,11 @@ impl Args {
             || args.sizes.contains(&0)
             || args.group_sizes.contains(&0)
             || args.rate == 0
+            || args.fanout_subscribers == 0
+            || args.fanout_sse == 0
+            || args.fanout_stuck == 0
+            || args.fanout_transitions == 0
+            || args.fanout_streamed == 0
         {
             bail!("counts must be at least 1");
         }

@@ -26,6 +26,10 @@
 //!   `muster-worker` does on SIGTERM (drain, grace, stop, leave), one crashes and a fourth
 //!   joins; failed requests per phase, beside a static endpoint list and a bare balanced
 //!   channel told directly.
+//! - `fanout` (section 7): one master read by N in-process subscribers and N SSE clients
+//!   of the programs' HTTP API (`muster_programs::http` on loopback): delivery latency
+//!   beside a single reader of the same run and a bare etcd watch, the master's CPU per
+//!   transition (its runtime's threads), and memory and delivery with M stuck SSE clients.
 //! - `probe`: the master probe, this binary run as a child process so a master's cold start
 //!   and memory are measured on their own.
 //! - `instrumented`: a thin `Store` wrapper that timestamps calls (what was sent when).
@@ -41,6 +45,7 @@ mod callers;
 mod core_bench;
 mod detect;
 mod etcd;
+mod fanout;
 mod groups;
 mod instrumented;
 mod join;
@@ -110,6 +115,8 @@ fn run(args: Args) -> Result<()> {
             // Single-threaded on purpose, and the simulation brings its own paused runtime.
             Section::Core => core_bench::run(&args, &mut report)?,
             Section::Callers => runtime.block_on(callers::run(&args, &mut report))?,
+            // Two runtimes of its own, so the master's CPU is its threads'.
+            Section::Fanout => fanout::run(&args, &mut report)?,
         }
         println!(
             "   ({} took {:.1} s)\n",

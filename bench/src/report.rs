@@ -169,6 +169,11 @@ impl Report {
                 "callers_rate": args.rate,
                 "callers_drain_grace_s": args.drain_grace.as_secs_f64(),
                 "callers_crash_after_s": args.crash_after.as_secs_f64(),
+                "fanout_subscribers": args.fanout_subscribers,
+                "fanout_sse": args.fanout_sse,
+                "fanout_stuck": args.fanout_stuck,
+                "fanout_transitions": args.fanout_transitions,
+                "fanout_streamed": args.fanout_streamed,
             }),
         );
         Report {

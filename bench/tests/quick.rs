@@ -39,6 +39,7 @@ fn quick_bench_runs_and_reports_numbers() {
         "core_observations",
         "core_simulation",
         "callers",
+        "fanout",
     ] {
         assert!(
             report["sections"][section].is_object(),
@@ -62,6 +63,11 @@ fn quick_bench_runs_and_reports_numbers() {
         "callers.crash_window_ms",
         "callers.crash_failed_after_removal",
         "callers.join_first_served_ms",
+        "fanout.subscribers_p99_ms",
+        "fanout.sse_p99_ms",
+        "fanout.cpu_sse_us",
+        "fanout.stuck_rss_second_half_bytes",
+        "fanout.stuck_healthy_complete",
     ] {
         assert!(ids.contains(&id), "headline row {id} is missing: {ids:?}");
     }
