@@ -107,14 +107,7 @@ fn install_debian_chromium() -> Result<()> {
         );
     }
     println!("xtask: installing Debian's chromium and chromium-driver (for the web page's test)");
-    let apt = |args: &[&str]| {
-        cmd::show_ok(
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-            APT_TIMEOUT,
-        )
-    };
+    let apt = |args: &[&str]| cmd::apt_get(args, APT_TIMEOUT);
     apt(&["update", "-q"])
         .and_then(|()| {
             apt(&[

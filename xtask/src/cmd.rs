@@ -117,3 +117,13 @@ pub fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
 }
+
+/// Runs `apt-get ARGS` non-interactively with its output shown; fails unless it exits 0.
+pub fn apt_get(args: &[&str], timeout: Duration) -> Result<()> {
+    show_ok(
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        timeout,
+    )
+}

@@ -276,14 +276,7 @@ fn install_debian_etcd() -> Result<()> {
     let port_was_open = port_2379_open();
     // invoke-rc.d and deb-systemd-invoke ask policy-rc.d; 101 means "do not start services".
     let _policy = PolicyRcD::forbid_service_starts()?;
-    let apt = |args: &[&str]| {
-        cmd::show_ok(
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-            APT_TIMEOUT,
-        )
-    };
+    let apt = |args: &[&str]| cmd::apt_get(args, APT_TIMEOUT);
     apt(&["update", "-q"])?;
     apt(&[
         "install",
