@@ -166,12 +166,11 @@ async fn one_size(args: &Args, n: usize, report: &mut Report) -> Result<()> {
     let bare_list = probe["bare_list_ms"].as_f64().unwrap_or(f64::NAN);
     let per_member = probe["rss_per_member_bytes"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "   master (separate process): cold start {:.0} ms (floor: one bare range read, {:.0} ms; muster's paged list {:.0} ms); resident memory {} bytes per member (live heap {} B per member)",
+        "   master (separate process): cold start {:.0} ms (floor: one bare range read, {:.0} ms; muster's paged list {:.0} ms); {}",
         cold_start,
         bare_list,
         probe["store_list_ms"].as_f64().unwrap_or(f64::NAN),
-        count(per_member),
-        count(probe["heap_per_member_bytes"].as_f64().unwrap_or(f64::NAN)),
+        probe::memory_line(&probe),
     );
 
     // The soak: every group's status changes, and suspects at the master.
@@ -280,7 +279,9 @@ async fn one_size(args: &Args, n: usize, report: &mut Report) -> Result<()> {
     report.headline(Headline {
         id: format!("groups{n}.master_bytes_per_member"),
         section: "4b. shared leases",
-        metric: format!("master resident memory per member, {size} members (RSS growth)"),
+        metric: format!(
+            "master resident memory per member, {size} members (RSS growth beyond the fixed cost)"
+        ),
         value: per_member,
         shown: format!("{} B", count(per_member)),
         unit: "B",

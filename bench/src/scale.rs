@@ -892,13 +892,12 @@ async fn scale_one(args: &Args, n: usize, report: &mut Report) -> Result<f64> {
     let bare_list = Duration::from_secs_f64(probe["bare_list_ms"].as_f64().unwrap_or(0.0) / 1e3);
     let per_member = probe["rss_per_member_bytes"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "   master (separate process): cold start to a complete view of {} members in {} (floor: one bare range read of the prefix, {}; muster's paged list {}); resident memory +{} = {} bytes per member",
+        "   master (separate process): cold start to a complete view of {} members in {} (floor: one bare range read of the prefix, {}; muster's paged list {}); {}",
         count(n as f64),
         human(cold_start),
         human(bare_list),
         human(Duration::from_secs_f64(probe["store_list_ms"].as_f64().unwrap_or(0.0) / 1e3)),
-        bytes(probe["rss_settled_bytes"].as_f64().unwrap_or(0.0) - probe["rss_before_bytes"].as_f64().unwrap_or(0.0)),
-        count(per_member),
+        probe::memory_line(&probe),
     );
     let before_soak = population.statuses.snapshot();
     if before_soak[..3] != first_statuses[..3] {
@@ -993,7 +992,9 @@ async fn scale_one(args: &Args, n: usize, report: &mut Report) -> Result<f64> {
     report.headline(Headline {
         id: format!("scale{n}.master_bytes_per_member"),
         section: "4. scale",
-        metric: format!("master resident memory per member, {size} members (RSS growth)"),
+        metric: format!(
+            "master resident memory per member, {size} members (RSS growth beyond the fixed cost)"
+        ),
         value: per_member,
         shown: format!("{} B", count(per_member)),
         unit: "B",
@@ -1028,12 +1029,4 @@ async fn scale_one(args: &Args, n: usize, report: &mut Report) -> Result<f64> {
     });
     Ok(probe["rss_settled_bytes"].as_f64().unwrap_or(0.0)
         - probe["rss_before_bytes"].as_f64().unwrap_or(0.0))
-}
-
-fn bytes(b: f64) -> String {
-    if b.abs() >= 1024.0 * 1024.0 {
-        format!("{} MiB", sig3(b / 1024.0 / 1024.0))
-    } else {
-        format!("{} KiB", sig3(b / 1024.0))
-    }
 }

@@ -286,12 +286,16 @@ impl EtcdStore {
                 tracing::debug!(limit, "a list page was too large; reading smaller pages");
                 continue;
             };
+            let mut page = page;
             let page_revision = *revision.get_or_insert(page.header().map_or(0, |h| h.revision()));
-            kvs.extend(page.kvs().iter().map(key_value));
-            match page.kvs().last() {
-                Some(last) if page.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
+            // The raw last key (not its UTF-8 reading) is where the next page starts.
+            let last = page.kvs().last().map(|kv| kv.key().to_vec());
+            let more = page.more();
+            kvs.extend(page.take_kvs().into_iter().map(key_value));
+            match last {
+                Some(mut last) if more => {
+                    last.push(0);
+                    from = last;
                 }
                 _ => {
                     return Ok(Listing {
@@ -418,13 +422,13 @@ impl Store for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let ctx = Ctx::new("get").key(key);
-        let response = self
+        let mut response = self
             .call(&ctx, || {
                 let mut kv = self.kv();
                 async move { kv.get(key, None).await }
             })
             .await?;
-        Ok(response.kvs().first().map(key_value))
+        Ok(response.take_kvs().into_iter().next().map(key_value))
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {

@@ -161,18 +161,28 @@ fn event(event: &etcd_client::Event) -> Option<Event> {
     };
     Some(Event {
         kind,
-        kv: key_value(event.kv()?),
+        kv: key_value(event.kv()?.clone()),
     })
 }
 
 /// etcd's key-value, with the key decoded as UTF-8 (lossily: muster writes only UTF-8 keys).
-pub(crate) fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
+/// Takes the client's buffers over instead of copying them: a listing holds each key and
+/// value once, not a second time while a page is converted.
+pub(crate) fn key_value(kv: etcd_client::KeyValue) -> KeyValue {
+    let (create_revision, mod_revision, version, lease) = (
+        kv.create_revision(),
+        kv.mod_revision(),
+        kv.version(),
+        kv.lease(),
+    );
+    let (key, value) = kv.into_key_value();
     KeyValue {
-        key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: kv.value().to_vec(),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
-        version: kv.version(),
-        lease: kv.lease(),
+        key: String::from_utf8(key)
+            .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned()),
+        value,
+        create_revision,
+        mod_revision,
+        version,
+        lease,
     }
 }

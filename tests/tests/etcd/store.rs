@@ -51,6 +51,35 @@ async fn large_listing_is_complete_and_consistent() {
     );
 }
 
+/// Keys that are not UTF-8 (written by something other than muster) do not derail paging:
+/// each page resumes after the raw bytes of its last key, not after their UTF-8 reading
+/// (which would read the same keys again), so 30 such keys in pages of 10 list once each.
+#[tokio::test]
+async fn a_listing_pages_past_keys_that_are_not_utf8() {
+    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
+    let config = EtcdConfig {
+        list_page: 10,
+        ..etcd.config()
+    };
+    let store = EtcdStore::connect(config).await.expect("connect");
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("a bare client");
+    let prefix = "/store/bytes/";
+    for i in 0..30u8 {
+        let mut key = prefix.as_bytes().to_vec();
+        key.extend([b'k', 0xff, b'0' + i]);
+        client.put(key, b"v".to_vec(), None).await.expect("put");
+    }
+
+    let listing = store.list(prefix).await.expect("list");
+    assert_eq!(listing.kvs.len(), 30, "each key once: {:?}", listing.kvs);
+    assert!(listing
+        .kvs
+        .iter()
+        .all(|kv| kv.key.starts_with("/store/bytes/k\u{fffd}")));
+}
+
 /// A page whose answer is larger than the client accepts is read again in smaller pages:
 /// 100 values of 1 KiB with a 16 KiB answer limit still list completely (in pages of 15).
 #[tokio::test]
