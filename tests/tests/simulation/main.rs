@@ -7,8 +7,10 @@
 //! (`host{h}-m{i}`) on it, each with its own record and its own liveness key bound to that
 //! lease. Its ops: start (a new process, fresh incarnation, adding every member), crash
 //! (`abandon`: the lease runs out, every member goes `Suspect`), restart, the removal of one
-//! member (`remove`: that one `Left`, the others stay `Alive`), a member's update or drain,
-//! the host's leave, and hangs and partitions of its client. Every invariant below holds for
+//! member (`remove`: that one `Left`, the others stay `Alive`), an operator's eviction of
+//! one member (its siblings keep the lease; the group reports it `MemberStatus::Evicted`
+//! and never writes its keys again), a member's update or drain, the host's leave, and
+//! hangs, partitions and failed calls of its client. Every invariant below holds for
 //! host members as for workers: a host's crash, restart, hang or partition licenses a lost
 //! lease for every one of its members, a removal or the host's leave a `Left` for each
 //! member concerned.
@@ -35,7 +37,9 @@
 //! 11. a worker cut off (partitioned or hung) for longer than a TTL has no liveness key;
 //! 12. an evicted incarnation never writes its keys again (the marker holds longer than any
 //!     run), and in the finale every evicted process has stopped, reporting
-//!     `Status::Evicted` at its eviction's revision;
+//!     `Status::Evicted` at its eviction's revision, and every member evicted from a host
+//!     process that still runs is reported `MemberStatus::Evicted` at that revision by its
+//!     group (its siblings stay `Alive`, by 4);
 //! 13. one lease, one revision: every liveness key of one process is on one lease (all of a
 //!     host's members on the group's lease); when a lease runs out, every key on it goes in
 //!     that one revision; and a master that reports any of those members `Suspect` at that
@@ -221,6 +225,7 @@ fn tour() -> Schedule {
             Op::Advance { millis: 3000 },
             Op::HostUpdate { h: 0, i: 1, v: 2 },
             Op::HostRemove { h: 0, i: 2 },
+            Op::HostEvict { h: 1, i: 1 },
             Op::HostCrash { h: 0 },
             Op::Advance { millis: 3000 },
             Op::HostStart { h: 0 },
@@ -228,6 +233,8 @@ fn tour() -> Schedule {
             Op::Advance { millis: 3000 },
             Op::HostHeal { h: 1 },
             Op::HostRestart { h: 0 },
+            Op::Advance { millis: 3000 },
+            Op::HostFailCalls { h: 1, n: 3 },
             Op::Advance { millis: 3000 },
             Op::HostHang { h: 1 },
             Op::Advance { millis: 3000 },

@@ -109,11 +109,14 @@ impl Reference {
             Op::HostCrash { h } | Op::HostRestart { h } | Op::HostLeave { h } => {
                 host(h).is_some_and(|s| s.has_process)
             }
-            Op::HostRemove { h, i } | Op::HostUpdate { h, i, .. } => held(h, i),
+            Op::HostRemove { h, i } | Op::HostEvict { h, i } | Op::HostUpdate { h, i, .. } => {
+                held(h, i)
+            }
             Op::HostHang { h } => host(h).is_some_and(|s| !s.hung),
             Op::HostUnhang { h } => host(h).is_some_and(|s| s.hung),
             Op::HostPartition { h } => host(h).is_some_and(|s| !s.partitioned),
             Op::HostHeal { h } => host(h).is_some_and(|s| s.partitioned),
+            Op::HostFailCalls { h, .. } => host(h).is_some(),
         }
     }
 
@@ -142,12 +145,13 @@ impl Reference {
                 host.has_process = false;
                 host.held.iter_mut().for_each(|held| *held = false);
             }
-            Op::HostRemove { h, i } => self.hosts[h].held[i] = false,
+            Op::HostRemove { h, i } | Op::HostEvict { h, i } => self.hosts[h].held[i] = false,
             Op::HostHang { h } => self.hosts[h].hung = true,
             Op::HostUnhang { h } => self.hosts[h].hung = false,
             Op::HostPartition { h } => self.hosts[h].partitioned = true,
             Op::HostHeal { h } => self.hosts[h].partitioned = false,
             Op::HostUpdate { .. }
+            | Op::HostFailCalls { .. }
             | Op::Update { .. }
             | Op::FailCalls { .. }
             | Op::FailMasterCalls { .. }

@@ -85,11 +85,13 @@ fn raw_op(
         1 => h.clone().prop_map(|h| Op::HostCrash { h }),
         1 => h.clone().prop_map(|h| Op::HostRestart { h }),
         1 => (h.clone(), i.clone()).prop_map(|(h, i)| Op::HostRemove { h, i }),
+        1 => (h.clone(), i.clone()).prop_map(|(h, i)| Op::HostEvict { h, i }),
         2 => (h.clone(), i, 0..4u32).prop_map(|(h, i, v)| Op::HostUpdate { h, i, v }),
         1 => h.clone().prop_map(|h| Op::HostLeave { h }),
         1 => h.clone().prop_map(|h| Op::HostHang { h }),
         1 => h.clone().prop_map(|h| Op::HostUnhang { h }),
         1 => h.clone().prop_map(|h| Op::HostPartition { h }),
-        1 => h.prop_map(|h| Op::HostHeal { h }),
+        1 => h.clone().prop_map(|h| Op::HostHeal { h }),
+        1 => (h, 1..=MAX_FAILED_CALLS).prop_map(|(h, n)| Op::HostFailCalls { h, n }),
     ]
 }

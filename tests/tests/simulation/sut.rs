@@ -304,6 +304,10 @@ struct HostSlot {
     latest: Option<Incarnation>,
     /// Its members, by index.
     members: Vec<HostMember>,
+    /// Members an operator evicted from a process of this host: (member index, eviction
+    /// revision, the incarnation refused). While that process runs, its group must report
+    /// the member `MemberStatus::Evicted` at that revision.
+    evicted: Vec<(usize, Revision, Incarnation)>,
 }
 
 impl HostSlot {
@@ -428,6 +432,7 @@ impl Sim {
                 leaving: Vec::new(),
                 link: Link::new(now),
                 latest: None,
+                evicted: Vec::new(),
                 members: (0..schedule.members)
                     .map(|i| {
                         let name = host_member_name(h, i);
@@ -627,6 +632,26 @@ impl Sim {
                 self.start_host(h)
             }
             Op::HostRemove { h, i } => self.remove_member(h, i).await,
+            Op::HostEvict { h, i } => self.evict_member(h, i).await,
+            Op::HostFailCalls { h, n } => {
+                // As for a worker: a blip costs no lease, unless it lands on a failure
+                // streak already under way (the group is not cleanly registered).
+                let host = &mut self.hosts[h];
+                let streak = matches!(
+                    &host.process,
+                    HostProcess::Running { group, .. } if !group.status().borrow().is_registered()
+                );
+                if streak {
+                    for name in host.names() {
+                        self.history.lease_loss(name, self.op);
+                    }
+                }
+                if host.link.healthy() {
+                    host.link.healthy_since = Instant::now();
+                }
+                self.cluster.fail_next(host.client.id(), n);
+                Ok(())
+            }
             Op::HostUpdate { h, i, v } => self.update_member(h, i, v).await,
             Op::HostLeave { h } => self.leave_host(h),
             Op::HostHang { h }
@@ -694,7 +719,11 @@ impl Sim {
             let group = holding.0.as_ref().expect("just put there");
             let names: Vec<String> = infos.iter().map(|i| i.name.clone()).collect();
             for (name, result) in names.iter().zip(group.add_many(infos).await) {
-                result.map_err(|e| format!("adding {name} failed: {e}"))?;
+                match result {
+                    // An operator may evict a member before its `add` answers.
+                    Ok(()) | Err(muster_worker::Error::Evicted { .. }) => {}
+                    Err(e) => return Err(format!("adding {name} failed: {e}")),
+                }
             }
             Ok(holding.0.take().expect("still there"))
         });
@@ -795,6 +824,81 @@ impl Sim {
             }
         };
         self.note(format_args!("  {name}: remove: {outcome}"));
+        Ok(())
+    }
+
+    /// An operator evicts member `i` of host `h`; if the eviction named the current process,
+    /// the member is no longer held (its group must stop announcing it).
+    async fn evict_member(&mut self, h: usize, i: usize) -> Result<(), String> {
+        let name = self.hosts[h].members[i].name.clone();
+        let evicted = tokio::time::timeout(
+            CALL_DEADLINE,
+            muster_master::evict(&self.observer, PREFIX, &name, EVICTION_HOLD),
+        )
+        .await
+        .map_err(|_| format!("evicting {name} got no answer within {CALL_DEADLINE:?}"))?;
+        let host = &mut self.hosts[h];
+        let current = match &host.process {
+            HostProcess::Running { incarnation, .. }
+            | HostProcess::Starting { incarnation, .. } => Some(*incarnation),
+            HostProcess::Idle => None,
+        };
+        let outcome = match evicted {
+            Ok(eviction) => {
+                self.history.evicted(
+                    &name,
+                    EvictionRecord {
+                        op: self.op,
+                        revision: eviction.revision,
+                        blocked: eviction.blocked,
+                    },
+                );
+                let named = Some(eviction.blocked) == current;
+                if named {
+                    host.members[i].held = false;
+                    host.evicted.push((i, eviction.revision, eviction.blocked));
+                }
+                format!(
+                    "evicted at revision {} (was {}), incarnation {} refused ({})",
+                    eviction.revision,
+                    eviction.was,
+                    eviction.blocked.0,
+                    if named {
+                        "the host's current process"
+                    } else {
+                        "an older process"
+                    }
+                )
+            }
+            Err(e) => format!("eviction refused: {e}"),
+        };
+        self.note(format_args!("  {name}: {outcome}"));
+        Ok(())
+    }
+
+    /// Every member evicted from a host's process that still runs is reported evicted, at
+    /// its eviction's revision, by its group.
+    fn check_evicted_members(&self) -> Result<(), String> {
+        for host in &self.hosts {
+            let HostProcess::Running {
+                incarnation, group, ..
+            } = &host.process
+            else {
+                continue;
+            };
+            let members = group.members().borrow().clone();
+            for &(i, revision, blocked) in host.evicted.iter().filter(|e| e.2 == *incarnation) {
+                let name = &host.members[i].name;
+                let expected = MemberStatus::Evicted { revision };
+                let status = members.get(name);
+                if status != Some(&expected) {
+                    return Err(format!(
+                        "{name} of process {}, evicted at revision {revision}, is {status:?} in its group, not {expected:?}",
+                        blocked.0
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1302,6 +1406,11 @@ impl Sim {
                     if result.is_ok() && latest && clean {
                         member.left_cleanly = true;
                     }
+                    if result.is_err() {
+                        // `WorkerGroup::leave` does not retry a failed member leave (unlike
+                        // `Worker::leave`): that member goes with the lease, `Suspect`.
+                        self.history.lease_loss(&member.name, self.op);
+                    }
                 }
                 self.note(format_args!(
                     "  host{h}: process {} leave returned {result:?}",
@@ -1591,6 +1700,7 @@ impl Sim {
         }
         tokio::time::sleep(FINALE).await;
         self.settle_and_check().await?;
+        self.check_evicted_members()?;
         self.check_evicted_stopped().await
     }
 }

@@ -66,6 +66,11 @@ pub enum Op {
     HostRestart { h: usize },
     /// Member `i` of host `h` leaves (`WorkerGroup::remove`): `Left`, the others stay.
     HostRemove { h: usize, i: usize },
+    /// An operator evicts member `i` of host `h` (`muster_master::evict`, on a client never
+    /// faulted). If the eviction named the host's current process, the group must stop
+    /// announcing that member (`MemberStatus::Evicted`, never writing its keys again) while
+    /// its siblings keep the lease; an older process's record is simply gone.
+    HostEvict { h: usize, i: usize },
     /// Replaces the metadata of member `i` of host `h` (version `v`; the drain version is
     /// `WorkerGroup::drain`).
     HostUpdate { h: usize, i: usize, v: u32 },
@@ -80,6 +85,8 @@ pub enum Op {
     HostPartition { h: usize },
     /// Reconnects host `h`'s client.
     HostHeal { h: usize },
+    /// Host `h`'s next `n` store calls fail (a blip shorter than a TTL).
+    HostFailCalls { h: usize, n: u64 },
 }
 
 impl Op {
@@ -110,17 +117,19 @@ impl Op {
             Op::HostCrash { .. } => "host-crash",
             Op::HostRestart { .. } => "host-restart",
             Op::HostRemove { .. } => "host-remove",
+            Op::HostEvict { .. } => "host-evict",
             Op::HostUpdate { .. } => "host-update",
             Op::HostLeave { .. } => "host-leave",
             Op::HostHang { .. } => "host-hang",
             Op::HostUnhang { .. } => "host-unhang",
             Op::HostPartition { .. } => "host-partition",
             Op::HostHeal { .. } => "host-heal",
+            Op::HostFailCalls { .. } => "host-fail-calls",
         }
     }
 
     /// Every kind, as [`kind`](Self::kind) names them.
-    pub const KINDS: [&'static str; 30] = [
+    pub const KINDS: [&'static str; 32] = [
         "join",
         "update",
         "leave",
@@ -145,12 +154,14 @@ impl Op {
         "host-crash",
         "host-restart",
         "host-remove",
+        "host-evict",
         "host-update",
         "host-leave",
         "host-hang",
         "host-unhang",
         "host-partition",
         "host-heal",
+        "host-fail-calls",
     ];
 }
 
