@@ -11,17 +11,21 @@
 //! one member (its siblings keep the lease; the group reports it `MemberStatus::Evicted`
 //! and never writes its keys again), a member's update or drain, the host's leave, and
 //! hangs, partitions and failed calls of its client. Every invariant below holds for
-//! host members as for workers: a host's crash, restart, hang or partition licenses a lost
+//! host members as for workers ("worker" below: a worker, or a member its host holds): a
+//! host's crash, restart, hang or partition (or a blip on a failure streak) licenses a lost
 //! lease for every one of its members, a removal or the host's leave a `Left` for each
-//! member concerned.
+//! member concerned. A host's leave that fails licenses `Suspect` too: `WorkerGroup::leave`
+//! does not retry a member's leave (unlike `Worker::leave`), that member goes with the
+//! lease.
 //!
 //! After every op the system settles, then every invariant is checked for every master:
 //!
 //! 1. a connected master's view equals what a fresh listing of the store says (state,
 //!    incarnation, metadata, record revision), at the store's revision;
-//! 2. `Left` only after a `Leave` (or an `Evict`) of that name;
-//! 3. `Suspect` only after a lost lease (crash, restart, hang or partition of its worker, or
-//!    a blip of failed calls landing on a failure streak already under way);
+//! 2. `Left` only after a `Leave` (or an `Evict`) of that name (for a host member: a
+//!    `HostRemove`, `HostLeave` or `HostEvict`);
+//! 3. `Suspect` only after a lost lease (crash, restart, hang or partition of its worker or
+//!    host, or a blip of failed calls landing on a failure streak already under way);
 //! 4. a worker healthy for `HEALTHY_AFTER` is `Alive`, with its incarnation and latest
 //!    metadata, in every connected master's view;
 //! 5. no ghost: every member in a view has a record in the store;
