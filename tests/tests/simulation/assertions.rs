@@ -52,6 +52,8 @@ pub struct Life {
     pub replayed: BTreeMap<String, Replayed>,
     /// The first transition that did not follow from the one before (if any).
     pub malformed: Option<String>,
+    /// The state of each member in the subscription snapshot.
+    pub initial: BTreeMap<String, MemberState>,
 }
 
 impl Life {
@@ -68,6 +70,11 @@ impl Life {
                 (name.clone(), replayed)
             })
             .collect();
+        let initial = snapshot
+            .members
+            .iter()
+            .map(|(name, member)| (name.clone(), member.state))
+            .collect();
         Self {
             master,
             number,
@@ -75,7 +82,29 @@ impl Life {
             delivered: Vec::new(),
             replayed,
             malformed: None,
+            initial,
         }
+    }
+
+    /// The state this life's stream had `name` in before revision `revision`: the snapshot
+    /// with every transition of an earlier revision applied (`None`: absent).
+    pub fn state_before(&self, name: &str, revision: Revision) -> Option<MemberState> {
+        let mut state = self.initial.get(name).copied();
+        for d in &self.delivered {
+            let t = &d.transition;
+            if t.revision >= revision || t.member.name() != name {
+                continue;
+            }
+            state = match t.kind {
+                TransitionKind::Joined | TransitionKind::Recovered | TransitionKind::Restarted => {
+                    Some(MemberState::Alive)
+                }
+                TransitionKind::Suspect => Some(MemberState::Suspect),
+                TransitionKind::Left | TransitionKind::Failed | TransitionKind::Removed => None,
+                TransitionKind::Updated | TransitionKind::Draining => state,
+            };
+        }
+        state
     }
 
     /// `m{master}` or `m{master}#{life}` after a restart.
@@ -455,11 +484,11 @@ pub fn healthy_workers_alive(
     Ok(())
 }
 
-/// A worker process ever started, for the store-level checks.
+/// A worker or host process ever started, for the store-level checks.
 #[derive(Debug, Clone)]
 pub struct ProcessLife {
-    /// Its member name.
-    pub name: String,
+    /// Its member names (one for a worker, every member for a host).
+    pub names: BTreeSet<String>,
     /// When it stopped keeping its lease alive for good (crash, or its leave returned).
     pub ended: Option<Instant>,
 }
@@ -486,10 +515,10 @@ pub fn no_ghost_liveness(
                     live.incarnation.0
                 ))
             }
-            Some(p) if p.name != name => {
+            Some(p) if !p.names.contains(name) => {
                 return Err(format!(
-                    "the liveness key of {name} carries incarnation {} of a process of {}",
-                    live.incarnation.0, p.name
+                    "the liveness key of {name} carries incarnation {} of a process of {:?}",
+                    live.incarnation.0, p.names
                 ))
             }
             Some(ProcessLife {
@@ -604,6 +633,88 @@ pub fn evicted_never_reappear(history: &History) -> Result<(), String> {
                 return Err(format!(
                     "incarnation {} of {name}, evicted at revision {} (op {}), wrote its keys again at revision {revision}",
                     eviction.blocked.0, eviction.revision, eviction.op
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 13 (one lease, one revision), in the store: every liveness key a process holds
+/// is on its one lease (a host's members all on the group's lease).
+pub fn one_lease_per_process(listing: &Listing, keyspace: &Keyspace) -> Result<(), String> {
+    let mut leases: BTreeMap<Incarnation, BTreeMap<i64, Vec<&str>>> = BTreeMap::new();
+    for kv in &listing.kvs {
+        let Some((KeyKind::Liveness, name)) = keyspace.parse(&kv.key) else {
+            continue;
+        };
+        let live = muster_core::Liveness::from_json(&kv.key, &kv.value)
+            .map_err(|e| format!("undecodable liveness key in the store: {e}"))?;
+        leases
+            .entry(live.incarnation)
+            .or_default()
+            .entry(kv.lease)
+            .or_default()
+            .push(name);
+    }
+    for (incarnation, by_lease) in leases {
+        if by_lease.len() > 1 {
+            return Err(format!(
+                "the liveness keys of incarnation {} are on {} leases at revision {}: {by_lease:?}",
+                incarnation.0,
+                by_lease.len(),
+                listing.revision
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 13, in the store: when a lease runs out (or is revoked), every liveness key on
+/// it goes in that one revision.
+pub fn leases_expire_in_one_revision(history: &History) -> Result<(), String> {
+    for expiry in &history.expiries {
+        if !expiry.stayed.is_empty() {
+            return Err(format!(
+                "at revision {} the liveness keys of {:?} went with lease {}, but those of {:?} \
+                 stayed on it",
+                expiry.revision, expiry.names, expiry.lease, expiry.stayed
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 13, in each subscriber's stream: the members whose liveness keys went with one
+/// lease at one revision (a host's crash) turn `Suspect` together, at that revision. A
+/// master that reports any of them `Suspect` at that revision reports every one it had
+/// `Alive` before it `Suspect` at that same revision (a master that saw the revision only
+/// through a later relist reports them at the relist's revision, and is not held to it).
+pub fn suspects_of_one_lease_together(life: &Life, history: &History) -> Result<(), String> {
+    for expiry in history.expiries.iter().filter(|e| e.names.len() > 1) {
+        let suspected: BTreeSet<&str> = life
+            .delivered
+            .iter()
+            .map(|d| &d.transition)
+            .filter(|t| t.revision == expiry.revision && t.kind == TransitionKind::Suspect)
+            .map(|t| t.member.name())
+            .filter(|name| expiry.names.contains(*name))
+            .collect();
+        if suspected.is_empty() {
+            continue;
+        }
+        for name in &expiry.names {
+            if suspected.contains(name.as_str()) {
+                continue;
+            }
+            if life.state_before(name, expiry.revision) == Some(MemberState::Alive) {
+                return Err(format!(
+                    "{} reported Suspect at revision {} for {suspected:?}, whose liveness keys went \
+                     with lease {} at that revision, but not for {name}, which it had Alive and \
+                     whose liveness key went with them",
+                    life.label(),
+                    expiry.revision,
+                    expiry.lease
                 ));
             }
         }

@@ -248,7 +248,7 @@ fn the_checker_rejects_ghosts_in_the_view_and_in_the_store() {
     processes.insert(
         Incarnation(7),
         assertions::ProcessLife {
-            name: "w0".into(),
+            names: ["w0".to_owned()].into(),
             ended: Some(now),
         },
     );
@@ -347,4 +347,110 @@ fn the_checker_rejects_an_evicted_incarnation_that_writes_again() {
         err.contains("incarnation 1 of w0, evicted at revision 10") && err.contains("revision 14"),
         "{err}"
     );
+}
+
+#[test]
+fn the_checker_rejects_a_lease_whose_members_do_not_go_together() {
+    use muster_core::EventKind::{Delete, Put};
+    let at = tokio::time::Instant::now();
+    let change = |revision, record, liveness| crate::reference::KeyChange {
+        revision,
+        at,
+        record,
+        liveness,
+    };
+    let (a, b) = ("host0-m0", "host0-m1");
+    // Both registered on lease 7, then the lease runs out.
+    let registered = |history: &mut History| {
+        history.revision(
+            2,
+            vec![(a.to_owned(), change(2, Some(Put), Some(Put)), Some(7))],
+        );
+        history.revision(
+            3,
+            vec![(b.to_owned(), change(3, Some(Put), Some(Put)), Some(7))],
+        );
+    };
+    let mut history = History::default();
+    registered(&mut history);
+    history.revision(4, vec![(a.to_owned(), change(4, None, Some(Delete)), None)]);
+    let err = assertions::leases_expire_in_one_revision(&history).unwrap_err();
+    assert!(err.contains("stayed on it"), "{err}");
+    let mut history = History::default();
+    registered(&mut history);
+    history.revision(
+        4,
+        vec![
+            (a.to_owned(), change(4, None, Some(Delete)), None),
+            (b.to_owned(), change(4, None, Some(Delete)), None),
+        ],
+    );
+    assertions::leases_expire_in_one_revision(&history).unwrap();
+
+    // A master that turns only one of them Suspect at the expiry's revision.
+    let mut life = Life::new(0, 0, 0, &empty_view());
+    life.deliver(
+        1,
+        transition(TransitionKind::Joined, member(a, MemberState::Alive, 1), 2),
+    );
+    life.deliver(
+        1,
+        transition(TransitionKind::Joined, member(b, MemberState::Alive, 1), 3),
+    );
+    life.deliver(
+        2,
+        transition(
+            TransitionKind::Suspect,
+            member(a, MemberState::Suspect, 1),
+            4,
+        ),
+    );
+    let err = assertions::suspects_of_one_lease_together(&life, &history).unwrap_err();
+    assert!(
+        err.contains("Suspect at revision 4") && err.contains(&format!("not for {b}")),
+        "{err}"
+    );
+    // The other one a revision later is still a split.
+    life.deliver(
+        2,
+        transition(
+            TransitionKind::Suspect,
+            member(b, MemberState::Suspect, 1),
+            5,
+        ),
+    );
+    assert!(assertions::suspects_of_one_lease_together(&life, &history).is_err());
+    // Both at revision 4: together.
+    life.delivered.pop();
+    life.deliver(
+        2,
+        transition(
+            TransitionKind::Suspect,
+            member(b, MemberState::Suspect, 1),
+            4,
+        ),
+    );
+    assertions::suspects_of_one_lease_together(&life, &history).unwrap();
+
+    // In the store: one process's liveness keys on two leases.
+    let ks = keyspace();
+    let live = muster_core::Liveness {
+        incarnation: Incarnation(1),
+        shared: true,
+    };
+    let on = |name: &str, lease| muster_core::KeyValue {
+        lease,
+        ..kv(ks.liveness_key(name), live.to_json(), 3)
+    };
+    let listing = muster_core::Listing {
+        revision: 3,
+        kvs: vec![on(a, 7), on(b, 7)],
+    };
+    assertions::one_lease_per_process(&listing, &ks).unwrap();
+    let listing = muster_core::Listing {
+        revision: 3,
+        kvs: vec![on(a, 7), on(b, 8)],
+    };
+    let err = assertions::one_lease_per_process(&listing, &ks).unwrap_err();
+    assert!(err.contains("incarnation 1 are on 2 leases"), "{err}");
 }

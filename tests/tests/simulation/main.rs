@@ -1,15 +1,31 @@
-//! The whole-system simulation: real masters and workers on the in-memory backend, under
-//! random schedules of joins, updates, leaves, crashes, restarts, evictions, hangs, partitions, failed
-//! calls (of workers and of masters), watch drops, compactions, master restarts and the
-//! passing of time, on tokio's paused clock.
+//! The whole-system simulation: real masters, workers and hosts on the in-memory backend,
+//! under random schedules of joins, updates, leaves, crashes, restarts, evictions, hangs,
+//! partitions, failed calls (of workers and of masters), watch drops, compactions, master
+//! restarts and the passing of time, on tokio's paused clock.
+//!
+//! A host is one `muster_worker::WorkerGroup` process: ONE lease, and several members
+//! (`host{h}-m{i}`) on it, each with its own record and its own liveness key bound to that
+//! lease. Its ops: start (a new process, fresh incarnation, adding every member), crash
+//! (`abandon`: the lease runs out, every member goes `Suspect`), restart, the removal of one
+//! member (`remove`: that one `Left`, the others stay `Alive`), an operator's eviction of
+//! one member (its siblings keep the lease; the group reports it `MemberStatus::Evicted`
+//! and never writes its keys again), a member's update or drain, the host's leave, and
+//! hangs, partitions and failed calls of its client. Every invariant below holds for
+//! host members as for workers ("worker" below: a worker, or a member its host holds): a
+//! host's crash, restart, hang or partition (or a blip on a failure streak) licenses a lost
+//! lease for every one of its members, a removal or the host's leave a `Left` for each
+//! member concerned. A host's leave that fails licenses `Suspect` too: `WorkerGroup::leave`
+//! does not retry a member's leave (unlike `Worker::leave`), that member goes with the
+//! lease.
 //!
 //! After every op the system settles, then every invariant is checked for every master:
 //!
 //! 1. a connected master's view equals what a fresh listing of the store says (state,
 //!    incarnation, metadata, record revision), at the store's revision;
-//! 2. `Left` only after a `Leave` (or an `Evict`) of that name;
-//! 3. `Suspect` only after a lost lease (crash, restart, hang or partition of its worker, or
-//!    a blip of failed calls landing on a failure streak already under way);
+//! 2. `Left` only after a `Leave` (or an `Evict`) of that name (for a host member: a
+//!    `HostRemove`, `HostLeave` or `HostEvict`);
+//! 3. `Suspect` only after a lost lease (crash, restart, hang or partition of its worker or
+//!    host, or a blip of failed calls landing on a failure streak already under way);
 //! 4. a worker healthy for `HEALTHY_AFTER` is `Alive`, with its incarnation and latest
 //!    metadata, in every connected master's view;
 //! 5. no ghost: every member in a view has a record in the store;
@@ -25,7 +41,13 @@
 //! 11. a worker cut off (partitioned or hung) for longer than a TTL has no liveness key;
 //! 12. an evicted incarnation never writes its keys again (the marker holds longer than any
 //!     run), and in the finale every evicted process has stopped, reporting
-//!     `Status::Evicted` at its eviction's revision.
+//!     `Status::Evicted` at its eviction's revision, and every member evicted from a host
+//!     process that still runs is reported `MemberStatus::Evicted` at that revision by its
+//!     group (its siblings stay `Alive`, by 4);
+//! 13. one lease, one revision: every liveness key of one process is on one lease (all of a
+//!     host's members on the group's lease); when a lease runs out, every key on it goes in
+//!     that one revision; and a master that reports any of those members `Suspect` at that
+//!     revision reports every one it had `Alive` `Suspect` at that same revision.
 //!
 //! Invariant 2 counts an eviction as a leave (it is reported `Left` for an alive member), and
 //! invariant 10 lets an eviction delete a suspect member's record at once. Invariant 2 has no
@@ -138,12 +160,19 @@ fn generated_schedules_are_valid_and_cover_every_op() {
     let mut kinds = BTreeSet::new();
     let mut masters = BTreeSet::new();
     for schedule in deterministic_schedules(200) {
-        let reference = Reference::new(schedule.masters, schedule.workers);
+        let reference = Reference::new(
+            schedule.masters,
+            schedule.workers,
+            schedule.hosts,
+            schedule.members,
+        );
         if let Some((i, op)) = reference.first_invalid(&schedule.ops) {
             panic!("op {i} ({op:?}) breaks its precondition in {schedule:?}");
         }
         assert!((1..=strategies::MAX_MASTERS).contains(&schedule.masters));
         assert!(strategies::WORKERS.contains(&schedule.workers));
+        assert!(strategies::HOSTS.contains(&schedule.hosts));
+        assert!(strategies::HOST_MEMBERS.contains(&schedule.members));
         assert!(schedule.ops.len() <= strategies::MAX_OPS);
         kinds.extend(schedule.ops.iter().map(Op::kind));
         masters.insert(schedule.masters);
@@ -166,7 +195,11 @@ fn tour() -> Schedule {
     Schedule {
         masters: 2,
         workers: 3,
+        hosts: 2,
+        members: 3,
         ops: vec![
+            Op::HostStart { h: 0 },
+            Op::HostStart { h: 1 },
             Op::Join { w: 0 },
             Op::Join { w: 1 },
             Op::Join { w: 2 },
@@ -193,6 +226,25 @@ fn tour() -> Schedule {
             Op::Advance { millis: 10_000 },
             Op::Advance { millis: 10_000 },
             Op::Join { w: 0 },
+            Op::Advance { millis: 3000 },
+            Op::HostUpdate { h: 0, i: 1, v: 2 },
+            Op::HostRemove { h: 0, i: 2 },
+            Op::HostEvict { h: 1, i: 1 },
+            Op::HostCrash { h: 0 },
+            Op::Advance { millis: 3000 },
+            Op::HostStart { h: 0 },
+            Op::HostPartition { h: 1 },
+            Op::Advance { millis: 3000 },
+            Op::HostHeal { h: 1 },
+            Op::HostRestart { h: 0 },
+            Op::Advance { millis: 3000 },
+            Op::HostFailCalls { h: 1, n: 3 },
+            Op::Advance { millis: 3000 },
+            Op::HostHang { h: 1 },
+            Op::Advance { millis: 3000 },
+            Op::HostUnhang { h: 1 },
+            Op::HostUpdate { h: 1, i: 0, v: 3 },
+            Op::HostLeave { h: 0 },
             Op::Advance { millis: 3000 },
         ],
     }

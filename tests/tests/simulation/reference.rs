@@ -3,15 +3,18 @@
 //! Two parts:
 //!
 //! - [`Reference`]: the abstract state the generator needs for preconditions (which workers
-//!   have a process, which clients are cut off or hung). Generation and execution apply the
-//!   same ops to it, so every op of a schedule is valid where it stands.
+//!   and hosts have a process, which members a host still holds, which clients are cut off
+//!   or hung). Generation and execution apply the same ops to it, so every op of a
+//!   schedule is valid where it stands.
 //! - [`History`]: what the schedule *did* that allows a transition: the `Leave`s that may
-//!   explain a `Left`, the crashes, hangs and partitions that may explain a `Suspect`. The
-//!   driver records it as it runs; the invariants in `assertions.rs` read it.
+//!   explain a `Left` (a host's removals and leaves among them), the crashes, hangs and
+//!   partitions that may explain a `Suspect` (a host's for every member on its lease), and
+//!   the leases whose keys went together. The driver records it as it runs; the invariants
+//!   in `assertions.rs` read it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use muster_core::{EventKind, Incarnation, Revision};
+use muster_core::{EventKind, Incarnation, LeaseId, Revision};
 use tokio::time::Instant;
 
 use crate::transition::{worker_name, Op};
@@ -21,6 +24,19 @@ use crate::transition::{worker_name, Op};
 pub struct WorkerModel {
     /// A process runs (registering, registered or waiting for the name) for this name.
     pub has_process: bool,
+    /// Its client is partitioned.
+    pub partitioned: bool,
+    /// Its client is hung.
+    pub hung: bool,
+}
+
+/// The abstract state of one host (a `WorkerGroup` process and its members).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostModel {
+    /// A process runs (starting or started) for this host.
+    pub has_process: bool,
+    /// Per member index: the current process holds it (added, not removed).
+    pub held: Vec<bool>,
     /// Its client is partitioned.
     pub partitioned: bool,
     /// Its client is hung.
@@ -43,14 +59,21 @@ pub struct Reference {
     pub workers: Vec<WorkerModel>,
     /// Per master index.
     pub masters: Vec<MasterModel>,
+    /// Per host index.
+    pub hosts: Vec<HostModel>,
 }
 
 impl Reference {
-    /// The start of every run: all masters up and connected, no worker process.
-    pub fn new(masters: usize, workers: usize) -> Self {
+    /// The start of every run: all masters up and connected, no worker or host process.
+    pub fn new(masters: usize, workers: usize, hosts: usize, members: usize) -> Self {
+        let host = HostModel {
+            held: vec![false; members],
+            ..HostModel::default()
+        };
         Self {
             workers: vec![WorkerModel::default(); workers],
             masters: vec![MasterModel::default(); masters],
+            hosts: vec![host; hosts],
         }
     }
 
@@ -58,6 +81,10 @@ impl Reference {
     pub fn precondition(&self, op: &Op) -> bool {
         let worker = |w: usize| self.workers.get(w);
         let master = |m: usize| self.masters.get(m);
+        let host = |h: usize| self.hosts.get(h);
+        let held = |h: usize, i: usize| {
+            host(h).is_some_and(|s| s.has_process && s.held.get(i).copied().unwrap_or(false))
+        };
         match *op {
             Op::Join { w } => worker(w).is_some_and(|s| !s.has_process),
             Op::Update { w, .. }
@@ -78,6 +105,18 @@ impl Reference {
             Op::DropWatch { m } => master(m).is_some_and(|s| !s.partitioned),
             Op::RestartMaster { m } => master(m).is_some(),
             Op::Compact | Op::Advance { .. } => true,
+            Op::HostStart { h } => host(h).is_some_and(|s| !s.has_process),
+            Op::HostCrash { h } | Op::HostRestart { h } | Op::HostLeave { h } => {
+                host(h).is_some_and(|s| s.has_process)
+            }
+            Op::HostRemove { h, i } | Op::HostEvict { h, i } | Op::HostUpdate { h, i, .. } => {
+                held(h, i)
+            }
+            Op::HostHang { h } => host(h).is_some_and(|s| !s.hung),
+            Op::HostUnhang { h } => host(h).is_some_and(|s| s.hung),
+            Op::HostPartition { h } => host(h).is_some_and(|s| !s.partitioned),
+            Op::HostHeal { h } => host(h).is_some_and(|s| s.partitioned),
+            Op::HostFailCalls { h, .. } => host(h).is_some(),
         }
     }
 
@@ -96,7 +135,24 @@ impl Reference {
             Op::HealMaster { m } => self.masters[m].partitioned = false,
             Op::HangMaster { m } => self.masters[m].hung = true,
             Op::UnhangMaster { m } => self.masters[m].hung = false,
-            Op::Update { .. }
+            Op::HostStart { h } | Op::HostRestart { h } => {
+                let host = &mut self.hosts[h];
+                host.has_process = true;
+                host.held.iter_mut().for_each(|held| *held = true);
+            }
+            Op::HostCrash { h } | Op::HostLeave { h } => {
+                let host = &mut self.hosts[h];
+                host.has_process = false;
+                host.held.iter_mut().for_each(|held| *held = false);
+            }
+            Op::HostRemove { h, i } | Op::HostEvict { h, i } => self.hosts[h].held[i] = false,
+            Op::HostHang { h } => self.hosts[h].hung = true,
+            Op::HostUnhang { h } => self.hosts[h].hung = false,
+            Op::HostPartition { h } => self.hosts[h].partitioned = true,
+            Op::HostHeal { h } => self.hosts[h].partitioned = false,
+            Op::HostUpdate { .. }
+            | Op::HostFailCalls { .. }
+            | Op::Update { .. }
             | Op::FailCalls { .. }
             | Op::FailMasterCalls { .. }
             | Op::DropWatch { .. }
@@ -167,6 +223,21 @@ pub struct KeyChange {
     pub liveness: Option<EventKind>,
 }
 
+/// One revision at which liveness keys went without their records: a lease ran out (or was
+/// revoked), and etcd deletes all of a lease's keys together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    /// The revision.
+    pub revision: Revision,
+    /// The lease the keys were on.
+    pub lease: LeaseId,
+    /// The names whose liveness key (on that lease) went alone at this revision.
+    pub names: BTreeSet<String>,
+    /// The names whose liveness key is still on that lease after the revision (none, unless
+    /// the store split a lease's expiry).
+    pub stayed: BTreeSet<String>,
+}
+
 /// What the schedule did that licenses transitions, per member name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
@@ -185,6 +256,10 @@ pub struct History {
     /// Every put of a record or a liveness key, per name: its revision and the incarnation
     /// it carries, from the observer's watch.
     pub incarnation_puts: BTreeMap<String, Vec<(Revision, Incarnation)>>,
+    /// The lease of each name's liveness key, while it exists, from the observer's watch.
+    pub live_leases: BTreeMap<String, LeaseId>,
+    /// Every revision at which liveness keys went alone, per lease, in order.
+    pub expiries: Vec<Expiry>,
 }
 
 impl History {
@@ -207,6 +282,60 @@ impl History {
                 .or_default()
                 .push(op_number),
             _ => {}
+        }
+    }
+
+    /// Records a leave of `name` issued by step `op_number` at `at` (one member of a host
+    /// leaving, or every member of a leaving host); returns its index.
+    pub fn leave(&mut self, name: &str, op_number: usize, at: Instant) -> usize {
+        let leaves = self.leaves.entry(name.to_owned()).or_default();
+        leaves.push(LeaveRecord {
+            op: op_number,
+            issued_at: at,
+            done_op: None,
+            done_at: None,
+        });
+        leaves.len() - 1
+    }
+
+    /// Records one revision's changes, per name (with the lease of a liveness key put), and
+    /// the leases whose keys went at it.
+    pub fn revision(
+        &mut self,
+        revision: Revision,
+        changes: Vec<(String, KeyChange, Option<LeaseId>)>,
+    ) {
+        let mut expired: BTreeMap<LeaseId, BTreeSet<String>> = BTreeMap::new();
+        for (name, change, lease) in changes {
+            match change.liveness {
+                Some(EventKind::Put) => {
+                    if let Some(lease) = lease {
+                        self.live_leases.insert(name.clone(), lease);
+                    }
+                }
+                Some(EventKind::Delete) => {
+                    let lease = self.live_leases.remove(&name);
+                    if let (Some(lease), None) = (lease, change.record) {
+                        expired.entry(lease).or_default().insert(name.clone());
+                    }
+                }
+                None => {}
+            }
+            self.key_change(&name, change);
+        }
+        for (lease, names) in expired {
+            let stayed = self
+                .live_leases
+                .iter()
+                .filter(|(_, l)| **l == lease)
+                .map(|(name, _)| name.clone())
+                .collect();
+            self.expiries.push(Expiry {
+                revision,
+                lease,
+                names,
+                stayed,
+            });
         }
     }
 

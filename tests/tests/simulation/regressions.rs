@@ -30,6 +30,8 @@ fn a_relist_publishes_a_record_rewritten_without_a_transition() {
     run(Schedule {
         masters: 1,
         workers: 2,
+        hosts: 0,
+        members: 0,
         ops: vec![
             Op::Join { w: 0 },
             Op::PartitionMaster { m: 0 },
@@ -52,6 +54,8 @@ fn a_relist_reports_a_new_incarnation_of_a_suspect_member() {
     run(Schedule {
         masters: 1,
         workers: 1,
+        hosts: 0,
+        members: 0,
         ops: vec![
             Op::Join { w: 0 },
             Op::Crash { w: 0 },
@@ -78,6 +82,8 @@ fn a_blip_right_after_a_troubled_registration_costs_no_lease() {
     run(Schedule {
         masters: 1,
         workers: 3,
+        hosts: 0,
+        members: 0,
         ops: vec![
             Op::FailCalls { w: 1, n: 2 },
             Op::Join { w: 0 },
@@ -166,6 +172,8 @@ fn a_relist_says_removed_for_a_member_reaped_while_the_master_was_away() {
     let trace = sut::run(&Schedule {
         masters: 2,
         workers: 1,
+        hosts: 0,
+        members: 0,
         ops: vec![
             Op::Join { w: 0 },
             Op::PartitionMaster { m: 0 },

@@ -15,6 +15,10 @@ use crate::transition::{Op, Schedule};
 pub const MAX_MASTERS: usize = 2;
 /// Between these many worker names.
 pub const WORKERS: std::ops::RangeInclusive<usize> = 3..=5;
+/// Between these many hosts (`WorkerGroup` processes).
+pub const HOSTS: std::ops::RangeInclusive<usize> = 1..=2;
+/// Between these many members per host.
+pub const HOST_MEMBERS: std::ops::RangeInclusive<usize> = 2..=4;
 /// At most this many ops in a schedule.
 pub const MAX_OPS: usize = 30;
 /// At most this many raw ops are drawn; about half survive the preconditions.
@@ -27,24 +31,35 @@ pub const MAX_ADVANCE_MS: u64 = 10_000;
 
 /// Whole schedules.
 pub fn schedule() -> impl Strategy<Value = Schedule> {
-    (1..=MAX_MASTERS, WORKERS).prop_flat_map(|(masters, workers)| {
-        vec(raw_op(masters, workers), 1..=RAW_OPS).prop_map(move |raw| {
-            let mut ops = Reference::new(masters, workers).filter(raw);
-            ops.truncate(MAX_OPS);
-            Schedule {
-                masters,
-                workers,
-                ops,
-            }
-        })
-    })
+    (1..=MAX_MASTERS, WORKERS, HOSTS, HOST_MEMBERS).prop_flat_map(
+        |(masters, workers, hosts, members)| {
+            vec(raw_op(masters, workers, hosts, members), 1..=RAW_OPS).prop_map(move |raw| {
+                let mut ops = Reference::new(masters, workers, hosts, members).filter(raw);
+                ops.truncate(MAX_OPS);
+                Schedule {
+                    masters,
+                    workers,
+                    hosts,
+                    members,
+                    ops,
+                }
+            })
+        },
+    )
 }
 
 /// One op, before preconditions, weighted so that worker lifecycles dominate and faults and
-/// time are frequent enough to matter.
-fn raw_op(masters: usize, workers: usize) -> impl Strategy<Value = Op> {
+/// time are frequent enough to matter; hosts get a modest share.
+fn raw_op(
+    masters: usize,
+    workers: usize,
+    hosts: usize,
+    members: usize,
+) -> impl Strategy<Value = Op> {
     let w = 0..workers;
     let m = 0..masters;
+    let h = 0..hosts;
+    let i = 0..members;
     prop_oneof![
         6 => w.clone().prop_map(|w| Op::Join { w }),
         3 => (w.clone(), 0..4u32).prop_map(|(w, v)| Op::Update { w, v }),
@@ -66,5 +81,17 @@ fn raw_op(masters: usize, workers: usize) -> impl Strategy<Value = Op> {
         1 => Just(Op::Compact),
         1 => m.prop_map(|m| Op::RestartMaster { m }),
         5 => (100..=MAX_ADVANCE_MS).prop_map(|millis| Op::Advance { millis }),
+        3 => h.clone().prop_map(|h| Op::HostStart { h }),
+        1 => h.clone().prop_map(|h| Op::HostCrash { h }),
+        1 => h.clone().prop_map(|h| Op::HostRestart { h }),
+        1 => (h.clone(), i.clone()).prop_map(|(h, i)| Op::HostRemove { h, i }),
+        1 => (h.clone(), i.clone()).prop_map(|(h, i)| Op::HostEvict { h, i }),
+        2 => (h.clone(), i, 0..4u32).prop_map(|(h, i, v)| Op::HostUpdate { h, i, v }),
+        1 => h.clone().prop_map(|h| Op::HostLeave { h }),
+        1 => h.clone().prop_map(|h| Op::HostHang { h }),
+        1 => h.clone().prop_map(|h| Op::HostUnhang { h }),
+        1 => h.clone().prop_map(|h| Op::HostPartition { h }),
+        1 => h.clone().prop_map(|h| Op::HostHeal { h }),
+        1 => (h, 1..=MAX_FAILED_CALLS).prop_map(|(h, n)| Op::HostFailCalls { h, n }),
     ]
 }

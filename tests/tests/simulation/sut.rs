@@ -1,16 +1,20 @@
-//! The system under test: one in-memory cluster, 1-2 real masters, real workers, all in one
-//! current-thread tokio runtime on a paused clock, driven op by op.
+//! The system under test: one in-memory cluster, 1-2 real masters, real workers and hosts,
+//! all in one current-thread tokio runtime on a paused clock, driven op by op.
 //!
 //! Every worker name has its own client (its "machine"), so a fault hits exactly that
-//! worker; every master has its own client too; an observer client, never faulted, lists
-//! the store for the invariants. Registrations and leaves can block (waiting for the name,
-//! for the network) and run in spawned tasks that the driver tracks; updates are awaited
-//! (with a deadline: an update always answers, if only with an error).
+//! worker; every host (a `WorkerGroup`: one lease, several members) has one too, so a fault
+//! hits all its members at once; every master has its own client too; an observer client,
+//! never faulted, lists the store for the invariants. Registrations and leaves can block
+//! (waiting for the name, for the network) and run in spawned tasks that the driver tracks;
+//! updates are awaited (with a deadline: an update always answers, if only with an error).
+//! A host's start (its lease, then its members added) and its leave run in spawned tasks
+//! too; its members' updates and removals are awaited, with the same deadline.
 //!
 //! After each op the driver *settles*: it lets simulated time pass in small steps until
 //! every connected master has applied the store's latest revision, then checks every
 //! invariant of `assertions.rs`. After the last op comes a finale: every fault healed, time
-//! passes, and everything is checked once more with every worker due to be `Alive`.
+//! passes, and everything is checked once more with every worker and every member a host
+//! holds due to be `Alive`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,17 +23,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use muster_core::{
-    Incarnation, KeyKind, Keyspace, Listing, MemberInfo, Revision, Store, WatchBatch,
+    Incarnation, KeyKind, Keyspace, LeaseId, Listing, MemberInfo, Revision, Store, WatchBatch,
 };
 use muster_master::{Master, MasterConfig, Subscription};
 use muster_mem_backend::{MemCluster, MemStore};
-use muster_worker::{OnDuplicate, Worker, WorkerConfig};
+use muster_worker::{MemberStatus, OnDuplicate, Worker, WorkerConfig, WorkerGroup};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::assertions::{self, HealthyWorker, Life, ProcessLife};
 use crate::reference::{EvictionRecord, History, KeyChange, Reference};
-use crate::transition::{worker_name, Op, Schedule};
+use crate::transition::{host_member_name, worker_name, Op, Schedule};
 
 /// The group's prefix.
 pub const PREFIX: &str = "/sim/";
@@ -174,6 +178,16 @@ struct Slot {
     leaving: Vec<Leaving>,
     /// Processes evicted by an operator: (incarnation, eviction revision, the process).
     evicted: Vec<(Incarnation, Revision, Evicted)>,
+    /// The faults on the client.
+    link: Link,
+    /// The incarnation of the latest process started.
+    latest: Option<Incarnation>,
+    /// The latest process left and its leave returned `Ok`.
+    left_cleanly: bool,
+}
+
+/// The faults on a worker's or a host's client, and since when.
+struct Link {
     /// Whether the client is partitioned.
     partitioned: bool,
     /// Whether the client is hung.
@@ -182,10 +196,124 @@ struct Slot {
     healthy_since: Instant,
     /// Since when the client has been partitioned or hung, while it is.
     cut_off_since: Option<Instant>,
+}
+
+impl Link {
+    fn new(now: Instant) -> Self {
+        Self {
+            partitioned: false,
+            hung: false,
+            healthy_since: now,
+            cut_off_since: None,
+        }
+    }
+
+    /// Whether the client is free of partitions and hangs.
+    fn healthy(&self) -> bool {
+        !self.partitioned && !self.hung
+    }
+
+    /// Records a fault change on the client, keeping the healthy/cut-off times.
+    fn set_faults(&mut self, partitioned: bool, hung: bool) {
+        let was_cut_off = self.partitioned || self.hung;
+        self.partitioned = partitioned;
+        self.hung = hung;
+        let now = Instant::now();
+        match (was_cut_off, partitioned || hung) {
+            (false, true) => self.cut_off_since = Some(now),
+            (true, false) => {
+                self.cut_off_since = None;
+                self.healthy_since = now;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a host's start task gives back: the group, with every member added (registered, or
+/// waiting for its name).
+type HostStarting = JoinHandle<Result<WorkerGroup, String>>;
+
+/// Holds a group while its members are being added; dropped (the start task aborted by a
+/// crash), it abandons the group, as a crash does, instead of leaving as a dropped group
+/// would.
+struct Crashing(Option<WorkerGroup>);
+
+impl Drop for Crashing {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            group.abandon();
+        }
+    }
+}
+
+/// The current process of a host.
+enum HostProcess {
+    /// None: never started, crashed, or handed to a leave task.
+    Idle,
+    /// `WorkerGroup::start` and `add_many` run in a task.
+    Starting {
+        incarnation: Incarnation,
+        started: Instant,
+        task: HostStarting,
+    },
+    /// Started, every member added; its background task keeps the one lease alive.
+    Running {
+        incarnation: Incarnation,
+        started: Instant,
+        group: WorkerGroup,
+    },
+}
+
+/// One member of a host.
+struct HostMember {
+    /// The member name, `host{h}-m{i}`.
+    name: String,
+    /// The metadata it was last given by the current process.
+    info: MemberInfo,
+    /// When `info` was last handed to the group.
+    updated: Instant,
+    /// The current process holds it (added, not removed, not left).
+    held: bool,
+    /// It left (removed, or its host left) while registered, and the call returned `Ok`.
+    left_cleanly: bool,
+}
+
+/// A host's leave in progress.
+struct HostLeaving {
+    /// The process leaving.
+    incarnation: Incarnation,
+    /// Per member it held: its index, which leave of its name this is, and whether it was
+    /// registered (so its record is its own to delete) when the leave was issued.
+    members: Vec<(usize, usize, bool)>,
+    /// Awaits the start if needed, then `WorkerGroup::leave`.
+    task: JoinHandle<Result<(), String>>,
+}
+
+/// One host: its client, its process and its members.
+struct HostSlot {
+    /// The client every process of this host uses; faults target it.
+    client: MemStore,
+    /// The current process.
+    process: HostProcess,
+    /// Earlier processes still leaving.
+    leaving: Vec<HostLeaving>,
+    /// The faults on the client.
+    link: Link,
     /// The incarnation of the latest process started.
     latest: Option<Incarnation>,
-    /// The latest process left and its leave returned `Ok`.
-    left_cleanly: bool,
+    /// Its members, by index.
+    members: Vec<HostMember>,
+    /// Members an operator evicted from a process of this host: (member index, eviction
+    /// revision, the incarnation refused). While that process runs, its group must report
+    /// the member `MemberStatus::Evicted` at that revision.
+    evicted: Vec<(usize, Revision, Incarnation)>,
+}
+
+impl HostSlot {
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|m| m.name.as_str())
+    }
 }
 
 /// One master and its subscriber.
@@ -211,24 +339,6 @@ impl MasterSlot {
     }
 }
 
-impl Slot {
-    /// Records a fault change on the client, keeping the healthy/cut-off times.
-    fn set_faults(&mut self, partitioned: bool, hung: bool) {
-        let was_cut_off = self.partitioned || self.hung;
-        self.partitioned = partitioned;
-        self.hung = hung;
-        let now = Instant::now();
-        match (was_cut_off, partitioned || hung) {
-            (false, true) => self.cut_off_since = Some(now),
-            (true, false) => {
-                self.cut_off_since = None;
-                self.healthy_since = now;
-            }
-            _ => {}
-        }
-    }
-}
-
 /// What the observer's watch delivered, stamped with the (simulated) time it arrived.
 type Observed = Arc<Mutex<Vec<(Instant, Result<WatchBatch, String>)>>>;
 
@@ -243,6 +353,8 @@ struct Sim {
     slots: Vec<Slot>,
     /// Per master index.
     masters: Vec<MasterSlot>,
+    /// Per host index.
+    hosts: Vec<HostSlot>,
     /// The generator's model, stepped again here to reject malformed schedules.
     reference: Reference,
     /// What licenses `Left` and `Suspect`.
@@ -290,10 +402,7 @@ impl Sim {
                 process: Process::Idle,
                 leaving: Vec::new(),
                 evicted: Vec::new(),
-                partitioned: false,
-                hung: false,
-                healthy_since: now,
-                cut_off_since: None,
+                link: Link::new(now),
                 latest: None,
                 left_cleanly: false,
             })
@@ -314,13 +423,43 @@ impl Sim {
                 }
             })
             .collect();
+        let hosts = (0..schedule.hosts)
+            .map(|h| HostSlot {
+                client: cluster
+                    .client()
+                    .with_request_timeout(WORKER_REQUEST_TIMEOUT),
+                process: HostProcess::Idle,
+                leaving: Vec::new(),
+                link: Link::new(now),
+                latest: None,
+                evicted: Vec::new(),
+                members: (0..schedule.members)
+                    .map(|i| {
+                        let name = host_member_name(h, i);
+                        HostMember {
+                            info: info(&name, 0),
+                            name,
+                            updated: now,
+                            held: false,
+                            left_cleanly: false,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
         Self {
             cluster,
             observer,
             keyspace: Keyspace::new(PREFIX).expect("a valid prefix"),
             slots,
             masters,
-            reference: Reference::new(schedule.masters, schedule.workers),
+            hosts,
+            reference: Reference::new(
+                schedule.masters,
+                schedule.workers,
+                schedule.hosts,
+                schedule.members,
+            ),
             history: History::default(),
             observed: Arc::default(),
             processes: BTreeMap::new(),
@@ -401,25 +540,25 @@ impl Sim {
             Op::Hang { w } => {
                 let slot = &mut self.slots[w];
                 self.cluster.hang(slot.client.id());
-                slot.set_faults(slot.partitioned, true);
+                slot.link.set_faults(slot.link.partitioned, true);
                 Ok(())
             }
             Op::Unhang { w } => {
                 let slot = &mut self.slots[w];
                 self.cluster.unhang(slot.client.id());
-                slot.set_faults(slot.partitioned, false);
+                slot.link.set_faults(slot.link.partitioned, false);
                 Ok(())
             }
             Op::Partition { w } => {
                 let slot = &mut self.slots[w];
                 self.cluster.partition(slot.client.id());
-                slot.set_faults(true, slot.hung);
+                slot.link.set_faults(true, slot.link.hung);
                 Ok(())
             }
             Op::Heal { w } => {
                 let slot = &mut self.slots[w];
                 self.cluster.heal(slot.client.id());
-                slot.set_faults(false, slot.hung);
+                slot.link.set_faults(false, slot.link.hung);
                 Ok(())
             }
             Op::FailCalls { w, n } => {
@@ -435,9 +574,9 @@ impl Sim {
                 if streak {
                     self.history.lease_loss(&slot.name, self.op);
                 }
-                if !slot.partitioned && !slot.hung {
+                if slot.link.healthy() {
                     // The retries delay a registration too: count health from here.
-                    slot.healthy_since = Instant::now();
+                    slot.link.healthy_since = Instant::now();
                 }
                 self.cluster.fail_next(slot.client.id(), n);
                 Ok(())
@@ -486,7 +625,381 @@ impl Sim {
                 tokio::time::sleep(Duration::from_millis(millis)).await;
                 Ok(())
             }
+            Op::HostStart { h } => self.start_host(h),
+            Op::HostCrash { h } => self.crash_host(h).await,
+            Op::HostRestart { h } => {
+                self.crash_host(h).await?;
+                self.start_host(h)
+            }
+            Op::HostRemove { h, i } => self.remove_member(h, i).await,
+            Op::HostEvict { h, i } => self.evict_member(h, i).await,
+            Op::HostFailCalls { h, n } => {
+                // As for a worker: a blip costs no lease, unless it lands on a failure
+                // streak already under way (the group is not cleanly registered).
+                let host = &mut self.hosts[h];
+                let streak = matches!(
+                    &host.process,
+                    HostProcess::Running { group, .. } if !group.status().borrow().is_registered()
+                );
+                if streak {
+                    for name in host.names() {
+                        self.history.lease_loss(name, self.op);
+                    }
+                }
+                if host.link.healthy() {
+                    host.link.healthy_since = Instant::now();
+                }
+                self.cluster.fail_next(host.client.id(), n);
+                Ok(())
+            }
+            Op::HostUpdate { h, i, v } => self.update_member(h, i, v).await,
+            Op::HostLeave { h } => self.leave_host(h),
+            Op::HostHang { h }
+            | Op::HostUnhang { h }
+            | Op::HostPartition { h }
+            | Op::HostHeal { h } => {
+                let host = &mut self.hosts[h];
+                let (partitioned, hung) = match *op {
+                    Op::HostHang { .. } => {
+                        self.cluster.hang(host.client.id());
+                        (host.link.partitioned, true)
+                    }
+                    Op::HostUnhang { .. } => {
+                        self.cluster.unhang(host.client.id());
+                        (host.link.partitioned, false)
+                    }
+                    Op::HostPartition { .. } => {
+                        self.cluster.partition(host.client.id());
+                        (true, host.link.hung)
+                    }
+                    _ => {
+                        self.cluster.heal(host.client.id());
+                        (false, host.link.hung)
+                    }
+                };
+                host.link.set_faults(partitioned, hung);
+                if matches!(op, Op::HostHang { .. } | Op::HostPartition { .. }) {
+                    // The one lease may run out: every member may go Suspect.
+                    for name in host.names() {
+                        self.history.lease_loss(name, self.op);
+                    }
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Starts a new process for host `h`: a group, then every member added, in a task.
+    fn start_host(&mut self, h: usize) -> Result<(), String> {
+        let incarnation = Incarnation(self.next_incarnation);
+        self.next_incarnation += 1;
+        let host = &mut self.hosts[h];
+        if !matches!(host.process, HostProcess::Idle) {
+            return Err(format!("host{h} already has a process"));
+        }
+        let now = Instant::now();
+        for member in &mut host.members {
+            member.info = info(&member.name, 0);
+            member.updated = now;
+            member.held = true;
+            member.left_cleanly = false;
+        }
+        let infos: Vec<MemberInfo> = host.members.iter().map(|m| m.info.clone()).collect();
+        let config = WorkerConfig::new(PREFIX)
+            .ttl(TTL)
+            .register_timeout(Duration::from_secs(3600))
+            .on_duplicate(OnDuplicate::Wait)
+            .incarnation(incarnation);
+        let client = host.client.clone();
+        let task = tokio::spawn(async move {
+            let group = WorkerGroup::start(client, config)
+                .await
+                .map_err(|e| format!("the group did not start: {e}"))?;
+            let mut holding = Crashing(Some(group));
+            let group = holding.0.as_ref().expect("just put there");
+            let names: Vec<String> = infos.iter().map(|i| i.name.clone()).collect();
+            for (name, result) in names.iter().zip(group.add_many(infos).await) {
+                match result {
+                    // An operator may evict a member before its `add` answers.
+                    Ok(()) | Err(muster_worker::Error::Evicted { .. }) => {}
+                    Err(e) => return Err(format!("adding {name} failed: {e}")),
+                }
+            }
+            Ok(holding.0.take().expect("still there"))
+        });
+        host.process = HostProcess::Starting {
+            incarnation,
+            started: now,
+            task,
+        };
+        host.latest = Some(incarnation);
+        let names = host.names().map(str::to_owned).collect();
+        self.processes
+            .insert(incarnation, ProcessLife { names, ended: None });
+        self.note(format_args!("  host{h}: process {} starts", incarnation.0));
+        Ok(())
+    }
+
+    /// Host `h`'s process crashes: `abandon`, its lease runs out.
+    async fn crash_host(&mut self, h: usize) -> Result<(), String> {
+        let host = &mut self.hosts[h];
+        let incarnation = match std::mem::replace(&mut host.process, HostProcess::Idle) {
+            HostProcess::Idle => return Err(format!("host{h} has no process to crash")),
+            HostProcess::Running {
+                incarnation, group, ..
+            } => {
+                group.abandon();
+                incarnation
+            }
+            HostProcess::Starting {
+                incarnation, task, ..
+            } => {
+                // As for a worker: single-threaded, so the crash is instantaneous; an
+                // aborted start abandons the group it holds (`Crashing`).
+                if !task.is_finished() {
+                    task.abort();
+                }
+                match task.await {
+                    Ok(Ok(group)) => group.abandon(),
+                    Ok(Err(_)) => {}
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => return Err(format!("the start task of host{h} failed: {e}")),
+                }
+                incarnation
+            }
+        };
+        for member in &mut host.members {
+            member.held = false;
+        }
+        for name in host.names() {
+            self.history.lease_loss(name, self.op);
+        }
+        if let Some(p) = self.processes.get_mut(&incarnation) {
+            p.ended = Some(Instant::now());
+        }
+        self.note(format_args!("  host{h}: process {} crashed", incarnation.0));
+        Ok(())
+    }
+
+    /// Member `i` of host `h` leaves (`WorkerGroup::remove`, awaited with a deadline).
+    async fn remove_member(&mut self, h: usize, i: usize) -> Result<(), String> {
+        let host = &mut self.hosts[h];
+        let name = host.members[i].name.clone();
+        let outcome = match &host.process {
+            HostProcess::Running { group, .. } => {
+                if !host.members[i].held {
+                    return Err(format!("host{h} does not hold {name}"));
+                }
+                // Registered by this process: the record is its own, the remove deletes it.
+                let clean = matches!(
+                    group.members().borrow().get(&name),
+                    Some(MemberStatus::Registered { .. })
+                );
+                let index = self.history.leave(&name, self.op, Instant::now());
+                let answer = tokio::time::timeout(CALL_DEADLINE, group.remove(&name))
+                    .await
+                    .map_err(|_| {
+                        format!("the remove of {name} got no answer within {CALL_DEADLINE:?}")
+                    })?;
+                self.history
+                    .leave_done(&name, index, self.op, Instant::now());
+                match answer {
+                    Ok(()) => {
+                        let member = &mut host.members[i];
+                        member.held = false;
+                        member.left_cleanly = clean;
+                        format!("removed (registered before: {clean})")
+                    }
+                    Err(muster_worker::Error::Stopped) => {
+                        return Err(format!(
+                            "the group of host{h} has stopped on its own (it should run until it leaves or crashes)"
+                        ))
+                    }
+                    Err(e) => format!("failed, still held ({e})"),
+                }
+            }
+            HostProcess::Starting { .. } => "skipped: still starting".to_owned(),
+            HostProcess::Idle => {
+                return Err(format!("host{h} has no process to remove {name} from"))
+            }
+        };
+        self.note(format_args!("  {name}: remove: {outcome}"));
+        Ok(())
+    }
+
+    /// An operator evicts member `i` of host `h`; if the eviction named the current process,
+    /// the member is no longer held (its group must stop announcing it).
+    async fn evict_member(&mut self, h: usize, i: usize) -> Result<(), String> {
+        let name = self.hosts[h].members[i].name.clone();
+        let evicted = tokio::time::timeout(
+            CALL_DEADLINE,
+            muster_master::evict(&self.observer, PREFIX, &name, EVICTION_HOLD),
+        )
+        .await
+        .map_err(|_| format!("evicting {name} got no answer within {CALL_DEADLINE:?}"))?;
+        let host = &mut self.hosts[h];
+        let current = match &host.process {
+            HostProcess::Running { incarnation, .. }
+            | HostProcess::Starting { incarnation, .. } => Some(*incarnation),
+            HostProcess::Idle => None,
+        };
+        let outcome = match evicted {
+            Ok(eviction) => {
+                self.history.evicted(
+                    &name,
+                    EvictionRecord {
+                        op: self.op,
+                        revision: eviction.revision,
+                        blocked: eviction.blocked,
+                    },
+                );
+                let named = Some(eviction.blocked) == current;
+                if named {
+                    host.members[i].held = false;
+                    host.evicted.push((i, eviction.revision, eviction.blocked));
+                }
+                format!(
+                    "evicted at revision {} (was {}), incarnation {} refused ({})",
+                    eviction.revision,
+                    eviction.was,
+                    eviction.blocked.0,
+                    if named {
+                        "the host's current process"
+                    } else {
+                        "an older process"
+                    }
+                )
+            }
+            Err(e) => format!("eviction refused: {e}"),
+        };
+        self.note(format_args!("  {name}: {outcome}"));
+        Ok(())
+    }
+
+    /// Every member evicted from a host's process that still runs is reported evicted, at
+    /// its eviction's revision, by its group.
+    fn check_evicted_members(&self) -> Result<(), String> {
+        for host in &self.hosts {
+            let HostProcess::Running {
+                incarnation, group, ..
+            } = &host.process
+            else {
+                continue;
+            };
+            let members = group.members().borrow().clone();
+            for &(i, revision, blocked) in host.evicted.iter().filter(|e| e.2 == *incarnation) {
+                let name = &host.members[i].name;
+                let expected = MemberStatus::Evicted { revision };
+                let status = members.get(name);
+                if status != Some(&expected) {
+                    return Err(format!(
+                        "{name} of process {}, evicted at revision {revision}, is {status:?} in its group, not {expected:?}",
+                        blocked.0
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites member `i` of host `h` to version `v` ([`DRAIN_VERSION`]: a drain).
+    async fn update_member(&mut self, h: usize, i: usize, v: u32) -> Result<(), String> {
+        let host = &mut self.hosts[h];
+        let name = host.members[i].name.clone();
+        let outcome = match &host.process {
+            HostProcess::Running { group, .. } => {
+                let member = &mut host.members[i];
+                let drain = v == DRAIN_VERSION;
+                let new_info = if drain {
+                    member.info.clone().draining(true)
+                } else {
+                    info(&name, v).draining(member.info.draining)
+                };
+                let call = async {
+                    if drain {
+                        group.drain(&name).await
+                    } else {
+                        group.update(new_info.clone()).await
+                    }
+                };
+                let answer = tokio::time::timeout(CALL_DEADLINE, call)
+                    .await
+                    .map_err(|_| {
+                        format!("the update of {name} got no answer within {CALL_DEADLINE:?}")
+                    })?;
+                match answer {
+                    Err(muster_worker::Error::Stopped) => {
+                        return Err(format!(
+                            "the group of host{h} has stopped on its own (it should run until it leaves or crashes)"
+                        ))
+                    }
+                    Err(e @ muster_worker::Error::NotInGroup { .. }) => {
+                        return Err(format!("the group of host{h} lost {name}: {e}"))
+                    }
+                    _ => {}
+                }
+                member.info = new_info;
+                member.updated = Instant::now();
+                match answer {
+                    Ok(()) => "written".to_owned(),
+                    Err(e) => format!("kept for later ({e})"),
+                }
+            }
+            HostProcess::Starting { .. } => "skipped: still starting".to_owned(),
+            HostProcess::Idle => return Err(format!("host{h} has no process to update {name}")),
+        };
+        self.note(format_args!("  {name}: update to cpus {v}: {outcome}"));
+        Ok(())
+    }
+
+    /// Host `h` leaves gracefully, in a task: every member it holds leaves, then the lease
+    /// is revoked.
+    fn leave_host(&mut self, h: usize) -> Result<(), String> {
+        let host = &mut self.hosts[h];
+        let process = std::mem::replace(&mut host.process, HostProcess::Idle);
+        let statuses = match &process {
+            HostProcess::Running { group, .. } => group.members().borrow().clone(),
+            _ => Default::default(),
+        };
+        let now = Instant::now();
+        let mut members = Vec::new();
+        for (i, member) in host.members.iter_mut().enumerate() {
+            if !std::mem::take(&mut member.held) {
+                continue;
+            }
+            let clean = matches!(
+                statuses.get(&member.name),
+                Some(MemberStatus::Registered { .. })
+            );
+            members.push((i, self.history.leave(&member.name, self.op, now), clean));
+        }
+        let (incarnation, task) = match process {
+            HostProcess::Running {
+                incarnation, group, ..
+            } => (
+                incarnation,
+                tokio::spawn(async move { group.leave().await.map_err(|e| e.to_string()) }),
+            ),
+            HostProcess::Starting {
+                incarnation, task, ..
+            } => (
+                incarnation,
+                tokio::spawn(async move {
+                    match task.await {
+                        Ok(Ok(group)) => group.leave().await.map_err(|e| e.to_string()),
+                        Ok(Err(e)) => Err(format!("its start failed: {e}")),
+                        Err(e) => Err(format!("its start task failed: {e}")),
+                    }
+                }),
+            ),
+            HostProcess::Idle => return Err(format!("host{h} has no process to leave")),
+        };
+        host.leaving.push(HostLeaving {
+            incarnation,
+            members,
+            task,
+        });
+        Ok(())
     }
 
     /// Starts a new process for worker `w`, registering in a task.
@@ -516,7 +1029,7 @@ impl Sim {
         self.processes.insert(
             incarnation,
             ProcessLife {
-                name: name.clone(),
+                names: [name.clone()].into(),
                 ended: None,
             },
         );
@@ -749,6 +1262,7 @@ impl Sim {
         assertions::suspects_follow_lost_leases(&ms.life, &self.history)?;
         assertions::no_duplicate_deliveries(&ms.life)?;
         assertions::deliveries_in_revision_order(&ms.life)?;
+        assertions::suspects_of_one_lease_together(&ms.life, &self.history)?;
         if let Some(malformed) = &ms.life.malformed {
             return Err(malformed.clone());
         }
@@ -832,6 +1346,78 @@ impl Sim {
                 ));
             }
         }
+        self.poll_hosts().await
+    }
+
+    /// Moves finished host starts to `Running` and retires finished host leaves.
+    async fn poll_hosts(&mut self) -> Result<(), String> {
+        for h in 0..self.hosts.len() {
+            let host = &mut self.hosts[h];
+            if matches!(&host.process, HostProcess::Starting { task, .. } if task.is_finished()) {
+                let HostProcess::Starting {
+                    incarnation,
+                    started,
+                    task,
+                } = std::mem::replace(&mut host.process, HostProcess::Idle)
+                else {
+                    unreachable!("checked just above");
+                };
+                match task.await {
+                    Ok(Ok(group)) => {
+                        host.process = HostProcess::Running {
+                            incarnation,
+                            started,
+                            group,
+                        };
+                        self.note(format_args!(
+                            "  host{h}: process {} started, every member added",
+                            incarnation.0
+                        ));
+                    }
+                    Ok(Err(e)) => {
+                        return Err(format!(
+                            "the start of host{h} (incarnation {}) failed: {e}",
+                            incarnation.0
+                        ))
+                    }
+                    Err(e) => return Err(format!("the start task of host{h} failed: {e}")),
+                }
+            }
+            let mut i = 0;
+            while i < self.hosts[h].leaving.len() {
+                if !self.hosts[h].leaving[i].task.is_finished() {
+                    i += 1;
+                    continue;
+                }
+                let leaving = self.hosts[h].leaving.remove(i);
+                let result = leaving
+                    .task
+                    .await
+                    .map_err(|e| format!("the leave task of host{h} failed: {e}"))?;
+                if let Some(p) = self.processes.get_mut(&leaving.incarnation) {
+                    p.ended = Some(Instant::now());
+                }
+                let host = &mut self.hosts[h];
+                let latest = host.latest == Some(leaving.incarnation);
+                for &(m, index, clean) in &leaving.members {
+                    let member = &mut host.members[m];
+                    self.history
+                        .leave_done(&member.name, index, self.op, Instant::now());
+                    if result.is_ok() && latest && clean {
+                        member.left_cleanly = true;
+                    }
+                    if result.is_err() {
+                        // `WorkerGroup::leave` does not retry a failed member leave (unlike
+                        // `Worker::leave`): that member goes with the lease, `Suspect`.
+                        self.history.lease_loss(&member.name, self.op);
+                    }
+                }
+                self.note(format_args!(
+                    "  host{h}: process {} leave returned {result:?}",
+                    leaving.incarnation.0
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -840,8 +1426,10 @@ impl Sim {
         let observed = std::mem::take(&mut *self.observed.lock().expect("not poisoned"));
         for (at, item) in observed {
             let batch = item.map_err(|e| format!("the observer's watch broke: {e}"))?;
-            // Per (revision, name): what happened to each of the two keys.
-            let mut changes: BTreeMap<(Revision, &str), KeyChange> = BTreeMap::new();
+            // Per (revision, name): what happened to each of the two keys, and the lease of a
+            // liveness key put.
+            let mut changes: BTreeMap<(Revision, &str), (KeyChange, Option<LeaseId>)> =
+                BTreeMap::new();
             for event in &batch.events {
                 let Some((kind, name)) = self.keyspace.parse(&event.kv.key) else {
                     continue;
@@ -865,22 +1453,38 @@ impl Sim {
                         .or_default()
                         .push((event.revision(), incarnation));
                 }
-                let change = changes
-                    .entry((event.revision(), name))
-                    .or_insert_with(|| KeyChange {
-                        revision: event.revision(),
-                        at,
-                        record: None,
-                        liveness: None,
+                let (change, lease) =
+                    changes.entry((event.revision(), name)).or_insert_with(|| {
+                        let change = KeyChange {
+                            revision: event.revision(),
+                            at,
+                            record: None,
+                            liveness: None,
+                        };
+                        (change, None)
                     });
                 match kind {
                     KeyKind::Record => change.record = Some(event.kind),
-                    KeyKind::Liveness => change.liveness = Some(event.kind),
+                    KeyKind::Liveness => {
+                        change.liveness = Some(event.kind);
+                        if event.kind == muster_core::EventKind::Put {
+                            *lease = Some(event.kv.lease);
+                        }
+                    }
                     KeyKind::Evicted => unreachable!("skipped above"),
                 }
             }
-            for ((_, name), change) in changes {
-                self.history.key_change(name, change);
+            // Revision by revision, so that the leases whose keys went at one are known.
+            let mut by_revision: BTreeMap<Revision, Vec<(String, KeyChange, Option<LeaseId>)>> =
+                BTreeMap::new();
+            for ((revision, name), (change, lease)) in changes {
+                by_revision
+                    .entry(revision)
+                    .or_default()
+                    .push((name.to_owned(), change, lease));
+            }
+            for (revision, changes) in by_revision {
+                self.history.revision(revision, changes);
             }
         }
         Ok(())
@@ -961,7 +1565,7 @@ impl Sim {
     /// The workers whose process runs on a healthy client, and for how long.
     fn healthy_workers(&self, now: Instant) -> Vec<HealthyWorker> {
         let mut healthy = Vec::new();
-        for slot in self.slots.iter().filter(|s| !s.partitioned && !s.hung) {
+        for slot in self.slots.iter().filter(|s| s.link.healthy()) {
             let (incarnation, info, started, updated, registered) = match &slot.process {
                 Process::Idle => continue,
                 Process::Registering {
@@ -978,7 +1582,7 @@ impl Sim {
                     ..
                 } => (incarnation, info, started, updated, true),
             };
-            let since = (*started).max(slot.healthy_since);
+            let since = (*started).max(slot.link.healthy_since);
             healthy.push(HealthyWorker {
                 name: slot.name.clone(),
                 incarnation: *incarnation,
@@ -987,6 +1591,33 @@ impl Sim {
                 info_age: now - *updated,
                 registered,
             });
+        }
+        // Every member a host holds, as a worker of the host's process.
+        for host in self.hosts.iter().filter(|h| h.link.healthy()) {
+            let (incarnation, started, registered) = match &host.process {
+                HostProcess::Idle => continue,
+                HostProcess::Starting {
+                    incarnation,
+                    started,
+                    ..
+                } => (incarnation, started, false),
+                HostProcess::Running {
+                    incarnation,
+                    started,
+                    ..
+                } => (incarnation, started, true),
+            };
+            let since = (*started).max(host.link.healthy_since);
+            for member in host.members.iter().filter(|m| m.held) {
+                healthy.push(HealthyWorker {
+                    name: member.name.clone(),
+                    incarnation: *incarnation,
+                    info: member.info.clone(),
+                    healthy_for: now - since,
+                    info_age: now - member.updated,
+                    registered,
+                });
+            }
         }
         healthy
     }
@@ -1001,6 +1632,7 @@ impl Sim {
             assertions::suspects_follow_lost_leases(&ms.life, &self.history)?;
             assertions::no_duplicate_deliveries(&ms.life)?;
             assertions::deliveries_in_revision_order(&ms.life)?;
+            assertions::suspects_of_one_lease_together(&ms.life, &self.history)?;
             let Some(master) = &ms.master else { continue };
             let view = master.view();
             assertions::stream_replays_to_view(&ms.life, &view)?;
@@ -1014,13 +1646,20 @@ impl Sim {
         assertions::no_ghost_liveness(listing, &self.keyspace, &self.processes, now, TTL)?;
         assertions::no_early_reaps(&self.history, REAP_AFTER)?;
         assertions::evicted_never_reappear(&self.history)?;
-        let cut_off: Vec<(String, Duration)> = self
+        assertions::one_lease_per_process(listing, &self.keyspace)?;
+        assertions::leases_expire_in_one_revision(&self.history)?;
+        let mut cut_off: Vec<(String, Duration)> = self
             .slots
             .iter()
-            .filter_map(|s| Some((s.name.clone(), now - s.cut_off_since?)))
+            .filter_map(|s| Some((s.name.clone(), now - s.link.cut_off_since?)))
             .collect();
+        for host in &self.hosts {
+            if let Some(since) = host.link.cut_off_since {
+                cut_off.extend(host.names().map(|name| (name.to_owned(), now - since)));
+            }
+        }
         assertions::cut_off_workers_lose_liveness(listing, &self.keyspace, &cut_off, TTL)?;
-        let left_cleanly: Vec<String> = self
+        let mut left_cleanly: Vec<String> = self
             .slots
             .iter()
             .filter(|s| {
@@ -1028,6 +1667,14 @@ impl Sim {
             })
             .map(|s| s.name.clone())
             .collect();
+        for host in self.hosts.iter().filter(|h| h.leaving.is_empty()) {
+            left_cleanly.extend(
+                host.members
+                    .iter()
+                    .filter(|m| m.left_cleanly && !m.held)
+                    .map(|m| m.name.clone()),
+            );
+        }
         assertions::left_members_have_no_record(listing, &self.keyspace, &left_cleanly)
     }
 
@@ -1038,7 +1685,12 @@ impl Sim {
         for slot in &mut self.slots {
             self.cluster.heal(slot.client.id());
             self.cluster.unhang(slot.client.id());
-            slot.set_faults(false, false);
+            slot.link.set_faults(false, false);
+        }
+        for host in &mut self.hosts {
+            self.cluster.heal(host.client.id());
+            self.cluster.unhang(host.client.id());
+            host.link.set_faults(false, false);
         }
         for ms in &mut self.masters {
             self.cluster.heal(ms.client.id());
@@ -1048,6 +1700,7 @@ impl Sim {
         }
         tokio::time::sleep(FINALE).await;
         self.settle_and_check().await?;
+        self.check_evicted_members()?;
         self.check_evicted_stopped().await
     }
 }

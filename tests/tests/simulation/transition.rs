@@ -54,6 +54,39 @@ pub enum Op {
     RestartMaster { m: usize },
     /// Lets simulated time pass.
     Advance { millis: u64 },
+    /// Starts a new process for host `h` (fresh incarnation, `OnDuplicate::Wait`): a
+    /// `WorkerGroup` whose lease is granted, then every member of the host added, in a
+    /// spawned task.
+    HostStart { h: usize },
+    /// Host `h`'s process crashes (`abandon`): its one lease runs out and every member on it
+    /// goes `Suspect`, in one revision.
+    HostCrash { h: usize },
+    /// Host `h` crashes and a new process (new incarnation) adds every member again, each
+    /// waiting for its old liveness key to expire.
+    HostRestart { h: usize },
+    /// Member `i` of host `h` leaves (`WorkerGroup::remove`): `Left`, the others stay.
+    HostRemove { h: usize, i: usize },
+    /// An operator evicts member `i` of host `h` (`muster_master::evict`, on a client never
+    /// faulted). If the eviction named the host's current process, the group must stop
+    /// announcing that member (`MemberStatus::Evicted`, never writing its keys again) while
+    /// its siblings keep the lease; an older process's record is simply gone.
+    HostEvict { h: usize, i: usize },
+    /// Replaces the metadata of member `i` of host `h` (version `v`; the drain version is
+    /// `WorkerGroup::drain`).
+    HostUpdate { h: usize, i: usize, v: u32 },
+    /// Host `h` leaves gracefully (`WorkerGroup::leave`, in a spawned task): every member
+    /// `Left`, then the lease is revoked.
+    HostLeave { h: usize },
+    /// Host `h`'s client hangs.
+    HostHang { h: usize },
+    /// Releases a hung host client.
+    HostUnhang { h: usize },
+    /// Cuts host `h`'s client off.
+    HostPartition { h: usize },
+    /// Reconnects host `h`'s client.
+    HostHeal { h: usize },
+    /// Host `h`'s next `n` store calls fail (a blip shorter than a TTL).
+    HostFailCalls { h: usize, n: u64 },
 }
 
 impl Op {
@@ -80,11 +113,23 @@ impl Op {
             Op::Compact => "compact",
             Op::RestartMaster { .. } => "restart-master",
             Op::Advance { .. } => "advance",
+            Op::HostStart { .. } => "host-start",
+            Op::HostCrash { .. } => "host-crash",
+            Op::HostRestart { .. } => "host-restart",
+            Op::HostRemove { .. } => "host-remove",
+            Op::HostEvict { .. } => "host-evict",
+            Op::HostUpdate { .. } => "host-update",
+            Op::HostLeave { .. } => "host-leave",
+            Op::HostHang { .. } => "host-hang",
+            Op::HostUnhang { .. } => "host-unhang",
+            Op::HostPartition { .. } => "host-partition",
+            Op::HostHeal { .. } => "host-heal",
+            Op::HostFailCalls { .. } => "host-fail-calls",
         }
     }
 
     /// Every kind, as [`kind`](Self::kind) names them.
-    pub const KINDS: [&'static str; 20] = [
+    pub const KINDS: [&'static str; 32] = [
         "join",
         "update",
         "leave",
@@ -105,6 +150,18 @@ impl Op {
         "compact",
         "restart-master",
         "advance",
+        "host-start",
+        "host-crash",
+        "host-restart",
+        "host-remove",
+        "host-evict",
+        "host-update",
+        "host-leave",
+        "host-hang",
+        "host-unhang",
+        "host-partition",
+        "host-heal",
+        "host-fail-calls",
     ];
 }
 
@@ -113,7 +170,12 @@ pub fn worker_name(w: usize) -> String {
     format!("w{w}")
 }
 
-/// A whole run: how many masters and worker names, and the steps.
+/// The name of member `i` of host `h`.
+pub fn host_member_name(h: usize, i: usize) -> String {
+    format!("host{h}-m{i}")
+}
+
+/// A whole run: how many masters, worker names and hosts, and the steps.
 ///
 /// Its `Debug` output is Rust source: paste it into `sut::run(&...)` to replay a case.
 #[derive(Clone, PartialEq, Eq)]
@@ -122,6 +184,10 @@ pub struct Schedule {
     pub masters: usize,
     /// How many worker names (`w0`, `w1`, ...).
     pub workers: usize,
+    /// How many hosts (`WorkerGroup` processes, each on its own client).
+    pub hosts: usize,
+    /// How many members each host holds (`host{h}-m0`, `host{h}-m1`, ...).
+    pub members: usize,
     /// The steps, each valid in the state the ones before it leave (see `reference.rs`).
     pub ops: Vec<Op>,
 }
@@ -130,8 +196,8 @@ impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Schedule {{ masters: {}, workers: {}, ops: vec![",
-            self.masters, self.workers
+            "Schedule {{ masters: {}, workers: {}, hosts: {}, members: {}, ops: vec![",
+            self.masters, self.workers, self.hosts, self.members
         )?;
         for op in &self.ops {
             writeln!(f, "    Op::{op:?},")?;
