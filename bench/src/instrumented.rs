@@ -245,6 +245,14 @@ impl<S: Store> Store for Instrumented<S> {
         self.inner.list(prefix).await
     }
 
+    async fn list_paged(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Listing) + Send),
+    ) -> Result<Revision> {
+        self.inner.list_paged(prefix, page).await
+    }
+
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         self.inner.watch(prefix, from).await
     }

@@ -125,6 +125,15 @@ impl<S: Store> Store for TimedStore<S> {
         self.timed("list", self.inner.list(prefix)).await
     }
 
+    async fn list_paged(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Listing) + Send),
+    ) -> Result<Revision> {
+        self.timed("list", self.inner.list_paged(prefix, page))
+            .await
+    }
+
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         self.timed("watch", self.inner.watch(prefix, from)).await
     }

@@ -45,7 +45,8 @@ pub use member::{
     MAX_NAME_LEN,
 };
 pub use membership::{
-    BadKey, Member, MemberState, Membership, Reap, Skipped, Step, Transition, TransitionKind,
+    BadKey, Member, MemberState, Membership, Reap, Relisting, Skipped, Step, Transition,
+    TransitionKind,
 };
 pub use protocol::EvictionMarker;
 pub use store::{

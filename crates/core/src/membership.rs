@@ -243,6 +243,64 @@ impl Reap {
     }
 }
 
+/// A listing being read page by page for a resync ([`Membership::relisting`], then
+/// [`Membership::finish_resync`]): each page is decoded as it comes, so the raw keys and
+/// values of only one page are alive at a time.
+#[derive(Debug, Clone)]
+pub struct Relisting {
+    keyspace: Keyspace,
+    /// The listing's revision, from its first page.
+    revision: Option<Revision>,
+    /// The decoded keys, by name.
+    fresh: BTreeMap<String, Keys>,
+    /// Values that could not be decoded, in key order.
+    skipped: Vec<Skipped>,
+    /// Keys under the prefix that are no member's, in key order.
+    bad_keys: Vec<BadKey>,
+}
+
+impl Relisting {
+    /// Folds in one page: some of the listing's keys, in key order, after those of the
+    /// pages before. A page at a newer revision than the first starts the listing over
+    /// (the store read it again after a compaction; see
+    /// [`Store::list_paged`](crate::Store::list_paged)): what came before is dropped.
+    pub fn add(&mut self, page: &Listing) {
+        match self.revision {
+            Some(revision) if revision == page.revision => {}
+            Some(_) => {
+                self.fresh.clear();
+                self.skipped.clear();
+                self.bad_keys.clear();
+                self.revision = Some(page.revision);
+            }
+            None => self.revision = Some(page.revision),
+        }
+        for kv in &page.kvs {
+            let class = self.keyspace.classify(&kv.key);
+            if let KeyClass::Bad(reason) = class {
+                self.bad_keys.push(bad_key(kv, reason));
+            }
+            // Eviction markers are valid keys, but not members' keys.
+            if let KeyClass::Valid {
+                kind: kind @ (KeyKind::Record | KeyKind::Liveness),
+                name,
+            } = class
+            {
+                let keys = match self.fresh.get_mut(name) {
+                    Some(keys) => keys,
+                    None => self.fresh.entry(name.to_owned()).or_default(),
+                };
+                decode_into(&self.keyspace, keys, kind, name, kv, &mut self.skipped);
+            }
+        }
+    }
+
+    /// The revision of the listing so far (`None` before its first page).
+    pub fn revision(&self) -> Option<Revision> {
+        self.revision
+    }
+}
+
 /// The decoded keys of one name, and what the machine remembers about them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Keys {
@@ -382,41 +440,58 @@ impl Membership {
     /// Replaces everything known with a listing taken at one revision, and emits the
     /// transitions that explain the difference. Used for the first list, after compaction,
     /// and when the store went backwards.
+    ///
+    /// The same as feeding the listing to a [`Relisting`] and finishing it: a caller that
+    /// reads the listing in pages ([`Store::list_paged`](crate::Store::list_paged)) folds
+    /// each page in as it comes and never holds the whole listing.
     pub fn resync(&mut self, listing: &Listing, now: Instant) -> Step {
+        let mut relisting = self.relisting();
+        relisting.add(listing);
+        self.finish_resync(relisting, now)
+    }
+
+    /// An empty [`Relisting`] for this machine's keyspace, to fold a listing into page by
+    /// page before [`finish_resync`](Self::finish_resync). It borrows nothing: the machine
+    /// may go on applying watch batches meanwhile (they are superseded by the resync).
+    pub fn relisting(&self) -> Relisting {
+        Relisting {
+            keyspace: self.keyspace.clone(),
+            revision: None,
+            fresh: BTreeMap::new(),
+            skipped: Vec::new(),
+            bad_keys: Vec::new(),
+        }
+    }
+
+    /// Replaces everything known with what `relisting` read (a listing at one revision),
+    /// and emits the transitions that explain the difference: [`resync`](Self::resync), in
+    /// two halves. A relisting of no page at all is an empty listing at revision 0.
+    pub fn finish_resync(&mut self, relisting: Relisting, now: Instant) -> Step {
         let now = self.tick(now);
         let mut step = Step::default();
-        let mut fresh: BTreeMap<String, Keys> = BTreeMap::new();
-        let mut bad = BTreeMap::new();
+        let Relisting {
+            revision,
+            fresh,
+            skipped,
+            bad_keys: listed_bad_keys,
+            ..
+        } = relisting;
+        let revision = revision.unwrap_or(0);
         let mut bad_keys = BTreeMap::new();
-        for kv in &listing.kvs {
-            let class = self.keyspace.classify(&kv.key);
-            if let KeyClass::Bad(reason) = class {
-                // Reported once per write, however many listings still hold it.
-                if self.bad_keys.get(&kv.key) != Some(&kv.mod_revision) {
-                    step.bad_keys.push(bad_key(kv, reason));
-                }
-                bad_keys.insert(kv.key.clone(), kv.mod_revision);
+        for bad in listed_bad_keys {
+            // Reported once per write, however many listings still hold it.
+            if self.bad_keys.get(&bad.key) != Some(&bad.revision) {
+                step.bad_keys.push(bad.clone());
             }
-            // Eviction markers are valid keys, but not members' keys.
-            if let KeyClass::Valid {
-                kind: kind @ (KeyKind::Record | KeyKind::Liveness),
-                name,
-            } = class
-            {
-                let keys = match fresh.get_mut(name) {
-                    Some(keys) => keys,
-                    None => fresh.entry(name.to_owned()).or_default(),
-                };
-                let mut found = Vec::new();
-                decode_into(&self.keyspace, keys, kind, name, kv, &mut found);
-                for skip in found {
-                    // A bad write is reported once, however many listings still hold it.
-                    if self.bad.get(&skip.key) != Some(&skip.revision) {
-                        step.skipped.push(skip.clone());
-                    }
-                    bad.insert(skip.key, skip.revision);
-                }
+            bad_keys.insert(bad.key, bad.revision);
+        }
+        let mut bad = BTreeMap::new();
+        for skip in skipped {
+            // A bad write is reported once, however many listings still hold it.
+            if self.bad.get(&skip.key) != Some(&skip.revision) {
+                step.skipped.push(skip.clone());
             }
+            bad.insert(skip.key, skip.revision);
         }
         self.bad = bad;
         self.bad_keys = bad_keys;
@@ -436,10 +511,10 @@ impl Membership {
             names.push(name);
         }
         names.extend(new.map(|(added, _)| added.clone()));
-        self.revision = listing.revision;
+        self.revision = revision;
         self.derived.resyncing = true;
         for name in &names {
-            self.settle(name, listing.revision, now, &mut step);
+            self.settle(name, revision, now, &mut step);
         }
         self.derived.resyncing = false;
         step

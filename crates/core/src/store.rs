@@ -247,6 +247,29 @@ pub trait Store: Send + Sync + 'static {
     /// Lists every key under `prefix` at one revision.
     async fn list(&self, prefix: &str) -> Result<Listing>;
 
+    /// Lists every key under `prefix` at one revision, as [`list`](Store::list) does, but
+    /// hands the keys to `page` as they are read, one page at a time, so that a caller
+    /// folding them into its own state (the master's resync) never holds the whole listing.
+    /// Returns the listing's revision.
+    ///
+    /// Pages come in key order, each a [`Listing`] of some of the keys at the listing's
+    /// revision. If a listing has to start over (history compacted between two pages), the
+    /// next page carries a newer revision and begins again at the first key: every page
+    /// before it is void. On an error, what was handed over is void too.
+    ///
+    /// The default reads the whole listing with [`list`](Store::list) and hands it over as
+    /// one page; a backend that reads in pages (etcd) hands over each as it arrives.
+    async fn list_paged(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Listing) + Send),
+    ) -> Result<Revision> {
+        let listing = self.list(prefix).await?;
+        let revision = listing.revision;
+        page(listing);
+        Ok(revision)
+    }
+
     /// Watches `prefix` from revision `from` (inclusive).
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream>;
 
@@ -277,6 +300,13 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn list(&self, prefix: &str) -> Result<Listing> {
         (**self).list(prefix).await
+    }
+    async fn list_paged(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Listing) + Send),
+    ) -> Result<Revision> {
+        (**self).list_paged(prefix, page).await
     }
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         (**self).watch(prefix, from).await

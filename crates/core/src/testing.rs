@@ -96,6 +96,7 @@ pub async fn run_all<S: Store + ?Sized>(store: &S, settings: &Settings) {
     key_metadata(store, settings).await;
     writes_that_change_nothing_keep_the_revision(store, settings).await;
     list_is_sorted_at_one_revision(store, settings).await;
+    paged_list_is_the_list(store, settings).await;
     create_if_absent(store, settings).await;
     guarded_transactions(store, settings).await;
     duplicate_key_in_txn_is_rejected(store, settings).await;
@@ -256,6 +257,48 @@ pub async fn list_is_sorted_at_one_revision<S: Store + ?Sized>(store: &S, settin
         );
     }
     case.ok_txn(Txn::new().delete(&outside)).await;
+    case.finish().await;
+}
+
+/// `list_paged` hands over the same keys as `list`, at the same revision, in key order, in
+/// one page or several, each page at the listing's revision; and it hands over a page (an
+/// empty one) for an empty prefix, so a caller always learns the revision.
+pub async fn paged_list_is_the_list<S: Store + ?Sized>(store: &S, settings: &Settings) {
+    let case = Case::start(store, settings, "paged_list").await;
+    let empty = case.key("nothing/");
+    let mut pages = Vec::new();
+    let revision = ok(
+        &case,
+        "list_paged of an empty prefix",
+        store.list_paged(&empty, &mut |page| pages.push(page)).await,
+    );
+    assert!(
+        !pages.is_empty() && pages.iter().all(|p| p.kvs.is_empty() && p.revision == revision),
+        "{case}: an empty prefix gives empty pages at the listing's revision: {pages:?} (revision {revision})"
+    );
+    for i in 0..25 {
+        case.ok_txn(Txn::new().put(case.key(&format!("k{i:02}")), vec![b'v'; i], 0))
+            .await;
+    }
+    let listing = ok(&case, "list", store.list(&case.prefix).await);
+    let mut pages = Vec::new();
+    let revision = ok(
+        &case,
+        "list_paged",
+        store
+            .list_paged(&case.prefix, &mut |page| pages.push(page))
+            .await,
+    );
+    assert_eq!(revision, listing.revision, "{case}: the same revision");
+    assert!(
+        pages.iter().all(|p| p.revision == revision),
+        "{case}: every page at the listing's revision"
+    );
+    let kvs: Vec<KeyValue> = pages.into_iter().flat_map(|p| p.kvs).collect();
+    assert_eq!(
+        kvs, listing.kvs,
+        "{case}: the pages, joined, are the listing"
+    );
     case.finish().await;
 }
 

@@ -1209,3 +1209,49 @@ fn time_going_backwards_is_clamped() {
     let step = m.apply(&sim.txn(&[put_live("a", 1)]), clock.at(2));
     assert_eq!(step.transitions[0].at, clock.at(30));
 }
+
+/// A resync folded in page by page (`relisting`, `add` per page, `finish_resync`) is the
+/// resync of the whole listing, wherever the pages split it: the same step (transitions,
+/// bad values, bad keys) and the same view. A page at a newer revision starts the listing
+/// over, as a store that read it again after a compaction hands it over.
+#[test]
+fn a_resync_in_pages_is_the_resync_of_the_whole_listing() {
+    let clock = Clock::start();
+    let (mut sim, mut m) = (Sim::new(), machine());
+    alive(&mut sim, &mut m, "a", 1, clock);
+    alive(&mut sim, &mut m, "b", 1, clock);
+    // Unseen by the machine: b's lease expired, c registered, d's record is malformed, and
+    // keys that are no member's appeared.
+    sim.commit(&[del_live("b")]);
+    sim.commit(&register("c", &info("c", 1), 1));
+    sim.commit(&[Write::Put(rkey("d"), b"not json".to_vec())]);
+    sim.commit(&[Write::Put(format!("{PREFIX}members/"), b"{}".to_vec())]);
+    sim.commit(&[put_live("e", 1)]);
+    let whole = sim.listing();
+    assert!(whole.kvs.len() >= 7, "the listing: {whole:?}");
+    let mut expected = m.clone();
+    let expected_step = expected.resync(&whole, clock.at(9));
+    assert_eq!(named(&expected_step).len(), 2, "{expected_step:?}");
+    assert!(!expected_step.skipped.is_empty() && !expected_step.bad_keys.is_empty());
+
+    for size in 1..=whole.kvs.len() {
+        let mut paged = m.clone();
+        let mut relisting = paged.relisting();
+        // A stale start, superseded by the real listing at a newer revision.
+        relisting.add(&listing(
+            whole.revision - 1,
+            vec![
+                kv(&rkey("z"), &record_json(&info("z", 1), 1), 1, 1),
+                kv(&lkey("z"), &live_json(1), 1, 1),
+            ],
+        ));
+        for kvs in whole.kvs.chunks(size) {
+            relisting.add(&listing(whole.revision, kvs.to_vec()));
+        }
+        assert_eq!(relisting.revision(), Some(whole.revision));
+        let step = paged.finish_resync(relisting, clock.at(9));
+        assert_eq!(step, expected_step, "pages of {size}");
+        assert_eq!(paged.view(), expected.view(), "pages of {size}");
+        assert_eq!(paged.revision(), expected.revision(), "pages of {size}");
+    }
+}

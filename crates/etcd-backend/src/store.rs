@@ -252,10 +252,15 @@ impl EtcdStore {
         }
     }
 
-    /// Reads every key under `prefix` in pages, all at the revision of the first page.
-    async fn list_pages(&self, ctx: &Ctx, prefix: &str) -> Result<Listing> {
+    /// Reads every key under `prefix` in pages, all at the revision of the first page,
+    /// handing each to `hand` as it arrives. Returns the revision.
+    async fn list_pages(
+        &self,
+        ctx: &Ctx,
+        prefix: &str,
+        hand: &mut (dyn FnMut(Listing) + Send),
+    ) -> Result<Revision> {
         let (start, end) = prefix_range(prefix);
-        let mut kvs = Vec::new();
         let mut revision: Option<Revision> = None;
         let mut from = start;
         let mut limit = i64::from(self.config.list_page).max(MIN_LIST_PAGE);
@@ -291,18 +296,16 @@ impl EtcdStore {
             // The raw last key (not its UTF-8 reading) is where the next page starts.
             let last = page.kvs().last().map(|kv| kv.key().to_vec());
             let more = page.more();
-            kvs.extend(page.take_kvs().into_iter().map(key_value));
+            hand(Listing {
+                revision: page_revision,
+                kvs: page.take_kvs().into_iter().map(key_value).collect(),
+            });
             match last {
                 Some(mut last) if more => {
                     last.push(0);
                     from = last;
                 }
-                _ => {
-                    return Ok(Listing {
-                        revision: page_revision,
-                        kvs,
-                    })
-                }
+                _ => return Ok(page_revision),
             }
         }
     }
@@ -432,18 +435,39 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
+        let mut listing = Listing {
+            revision: 0,
+            kvs: Vec::new(),
+        };
+        self.list_paged(prefix, &mut |page| {
+            // A page at a new revision starts the listing over (see `list_paged`).
+            if page.revision != listing.revision {
+                listing = page;
+            } else {
+                listing.kvs.extend(page.kvs);
+            }
+        })
+        .await?;
+        Ok(listing)
+    }
+
+    async fn list_paged(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Listing) + Send),
+    ) -> Result<Revision> {
         let ctx = Ctx::new("list").key(prefix);
         // A compaction between two pages removes the revision the later pages read at:
-        // then start over at the new revision.
+        // then start over at the new revision (its first page tells the caller so).
         let mut attempts = 1;
         loop {
-            match self.list_pages(&ctx, prefix).await {
+            match self.list_pages(&ctx, prefix, page).await {
                 Err(Error::Compacted { .. }) if attempts < 3 => attempts += 1,
-                Ok(listing) => {
+                Ok(revision) => {
                     self.readable(prefix);
-                    return Ok(listing);
+                    return Ok(revision);
                 }
-                other => return other,
+                Err(error) => return Err(error),
             }
         }
     }

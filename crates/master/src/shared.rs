@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use futures::{FutureExt, Stream, StreamExt};
 use muster_core::{
-    BadKeyReason, Listing, Member, MemberState, Membership, Reap, Revision, Step, Transition,
+    BadKeyReason, Member, MemberState, Membership, Reap, Relisting, Revision, Step, Transition,
     TransitionKind, WatchBatch,
 };
 use tokio::sync::{broadcast, watch};
@@ -502,8 +502,14 @@ impl Shared {
     }
 
     /// Replaces the view with `listing` (in a new `epoch`, maybe) and publishes the step.
-    pub(crate) fn resync(&self, listing: &Listing, now: Instant, epoch: Epoch) {
-        self.step(true, epoch, |machine| machine.resync(listing, now));
+    /// An empty relisting for the machine's keyspace, to fold a listing into page by page.
+    pub(crate) fn relisting(&self) -> Relisting {
+        self.lock().machine.relisting()
+    }
+
+    /// Resyncs the machine with a finished relisting and publishes the step.
+    pub(crate) fn finish_resync(&self, relisting: Relisting, now: Instant, epoch: Epoch) {
+        self.step(true, epoch, |machine| machine.finish_resync(relisting, now));
     }
 
     /// Applies one watch batch and publishes the step.

@@ -90,17 +90,22 @@ impl<S: Store> Task<S> {
     async fn list(&mut self, stop: &mut oneshot::Receiver<()>) -> bool {
         loop {
             let prefix = self.keyspace.prefix().to_owned();
+            // Each page is folded into the resync as it arrives: the master never holds the
+            // whole listing, only its decoded keys.
+            let mut relisting = self.shared.relisting();
             let listed = match self.store.status().await {
                 Ok(status) => {
                     self.cluster_id = Some(status.cluster_id);
                     self.epoch = Epoch(status.cluster_id ^ self.salt.0);
-                    self.store.list(&prefix).await
+                    self.store
+                        .list_paged(&prefix, &mut |page| relisting.add(&page))
+                        .await
                 }
                 Err(error) => Err(error),
             };
             match listed {
-                Ok(listing) => {
-                    self.shared.resync(&listing, now(), self.epoch);
+                Ok(_) => {
+                    self.shared.finish_resync(relisting, now(), self.epoch);
                     self.backoff.reset();
                     return true;
                 }

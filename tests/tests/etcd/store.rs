@@ -11,7 +11,7 @@ use muster_testkit::etcd::Etcd;
 use crate::support::keep_alive_streams_opened;
 
 /// A listing of several pages (2,500 keys in pages of 1,000) is complete, sorted, and at one
-/// revision.
+/// revision, and `list_paged` hands the same keys over as each page is read.
 #[tokio::test]
 async fn large_listing_is_complete_and_consistent() {
     let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
@@ -49,6 +49,20 @@ async fn large_listing_is_complete_and_consistent() {
         last + 1,
         "the listing's revision is the store's"
     );
+
+    // Read page by page, the same keys arrive as they are read: three pages of (at most)
+    // 1,000, each at the listing's revision.
+    let mut pages = Vec::new();
+    let revision = store
+        .list_paged(prefix, &mut |page| pages.push(page))
+        .await
+        .expect("list_paged");
+    assert_eq!(revision, listing.revision);
+    let sizes: Vec<usize> = pages.iter().map(|p| p.kvs.len()).collect();
+    assert_eq!(sizes, [1000, 1000, 500], "pages as read");
+    assert!(pages.iter().all(|p| p.revision == revision));
+    let joined: Vec<_> = pages.into_iter().flat_map(|p| p.kvs).collect();
+    assert_eq!(joined, listing.kvs, "the pages, joined, are the listing");
 }
 
 /// Keys that are not UTF-8 (written by something other than muster) do not derail paging:
