@@ -13,12 +13,17 @@
 //! stops announcing an evicted member at once ([`MemberStatus::Evicted`]).
 //!
 //! One loop owns the state, as in the worker: commands, renewals, re-registration after a
-//! lost lease and the eviction watch never interleave half-way.
+//! lost lease and the eviction watch never interleave half-way. A member's leave (in
+//! [`WorkerGroup::remove`] and [`WorkerGroup::leave`]) is retried as a worker's is
+//! (`retry::LeaveRetry`: for up to a TTL, backed off).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::StreamExt;
 use muster_core::{
     Backoff, EventKind, Incarnation, KeyKind, Keyspace, LeaseId, MemberInfo, Record, Revision,
     Store, WatchStream,
@@ -30,6 +35,7 @@ use tokio::time::Instant;
 use crate::config::{OnDuplicate, WorkerConfig};
 use crate::error::Error;
 use crate::register::{call, register, Refused, Registered};
+use crate::retry::{self, could_not_leave, Leave, LeaveRetry};
 use crate::status::Status;
 
 /// How many registrations (or leaves) a group has in flight at once: enough to keep a
@@ -235,17 +241,23 @@ impl WorkerGroup {
     }
 
     /// One member leaves: both its keys are deleted in one transaction (masters report
-    /// `Left`); the lease and the other members stay. On a store error the member stays in
-    /// the group (call again).
+    /// `Left`); the lease and the other members stay. A failed attempt is retried as
+    /// [`Worker::leave`](crate::Worker::leave) retries, for up to a TTL, backed off (the
+    /// group keeps renewing its lease meanwhile; other commands wait). If it still fails,
+    /// the store's error is returned and the member stays in the group, announced (call
+    /// again).
     pub async fn remove(&self, name: &str) -> Result<(), Error> {
         let name = name.to_owned();
         self.ask(|tx| Command::Remove(name, tx)).await
     }
 
     /// Every member leaves (each its own transaction: masters report `Left` for each), then
-    /// the lease is revoked and the group stops. A member whose leave failed goes with the
-    /// lease: `Suspect`, then `Failed` when a master reaps it; the first such error is
-    /// returned.
+    /// the lease is revoked and the group stops. A member's failed attempt is retried as
+    /// [`Worker::leave`](crate::Worker::leave) retries: backed off, until a TTL after the
+    /// group's leave started. A member whose leave still failed goes with the lease
+    /// (`Suspect`, then `Failed` when a master reaps it) and stays in
+    /// [`members`](Self::members) as [`MemberStatus::Failed`], saying so; the first such
+    /// error is returned.
     pub async fn leave(self) -> Result<(), Error> {
         self.ask(Command::Leave).await
     }
@@ -354,9 +366,14 @@ impl<S: Store> Core<S> {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.next = Instant::now() + self.config.keep_alive_interval();
         let mut evictions: Option<WatchStream> = None;
+        // Whether to (re)open the eviction watch when it is not open: at once after it
+        // broke, after the next tick when opening it failed. Never by sleeping here:
+        // commands are served meanwhile.
+        let mut watch_due = true;
         loop {
-            if evictions.is_none() {
+            if evictions.is_none() && watch_due {
                 evictions = self.watch_evictions().await;
+                watch_due = false;
             }
             tokio::select! {
                 biased;
@@ -395,21 +412,29 @@ impl<S: Store> Core<S> {
                     }
                     Some(Err(muster_core::Error::Compacted { .. })) => {
                         evictions = None;
+                        watch_due = true;
                         self.relist_evictions().await;
                     }
                     Some(Err(error)) => {
                         tracing::debug!(%error, "the group's eviction watch broke; watching again");
                         evictions = None;
+                        watch_due = true;
                     }
-                    None => evictions = None,
+                    None => {
+                        evictions = None;
+                        watch_due = true;
+                    }
                 },
-                _ = tokio::time::sleep_until(self.next) => self.tick().await,
+                _ = tokio::time::sleep_until(self.next) => {
+                    self.tick().await;
+                    watch_due = true;
+                }
             }
         }
     }
 
     /// Opens the watch on `{prefix}evicted/` from where it stopped; `None` when the store
-    /// refuses (the next turn of the loop tries again, after the next tick at the latest).
+    /// refuses (the loop tries again after its next tick, serving commands meanwhile).
     async fn watch_evictions(&mut self) -> Option<WatchStream> {
         let prefix = format!("{}{}", self.keyspace.prefix(), KeyKind::Evicted.dir());
         match self.store.watch(&prefix, self.evictions_from).await {
@@ -420,8 +445,6 @@ impl<S: Store> Core<S> {
             }
             Err(error) => {
                 tracing::debug!(%error, "watching the group's eviction markers failed");
-                // Try again at the next tick rather than spinning.
-                tokio::time::sleep_until(self.next).await;
                 None
             }
         }
@@ -759,7 +782,14 @@ impl<S: Store> Core<S> {
         if !self.infos.contains_key(&name) {
             return Err(self.not_in_group(name));
         }
-        leave_one(&*self.store, &self.keyspace, &name, self.lease).await?;
+        let retry = LeaveRetry::starting_now(&self.config);
+        let backoff = self.leave_backoff(0);
+        let mut removal = Removal {
+            core: self,
+            name: name.clone(),
+            backoff,
+        };
+        retry.run(&mut removal).await?;
         self.infos.remove(&name);
         self.dirty.retain(|n| *n != name);
         if let Some(Unregistered {
@@ -774,16 +804,41 @@ impl<S: Store> Core<S> {
         Ok(())
     }
 
-    /// Every member leaves, [`IN_FLIGHT`] at a time; then the lease is revoked.
+    /// Every member leaves, [`IN_FLIGHT`] at a time, each retried on its own backoff until
+    /// one deadline (a TTL from now); then the lease is revoked.
     async fn leave(&mut self) -> Result<(), Error> {
-        let names: Vec<String> = self.infos.keys().cloned().collect();
+        let retry = LeaveRetry::starting_now(&self.config);
+        let names: Vec<(String, Backoff)> = (self.infos.keys().zip(0..))
+            .map(|(name, i)| (name.clone(), self.leave_backoff(i)))
+            .collect();
         let (store, keyspace, lease) = (&*self.store, &self.keyspace, self.lease);
-        let first_error = futures::stream::iter(names)
-            .map(|name| async move { leave_one(store, keyspace, &name, lease).await })
+        // Set when a member's leave failed for good, which is only past the deadline: the
+        // members not started by then are not tried (on a hung store each attempt would
+        // take a request timeout, [`IN_FLIGHT`] at a time).
+        let gave_up = AtomicBool::new(false);
+        let gave_up = &gave_up;
+        let failed: Vec<(String, Error)> = futures::stream::iter(names)
+            .map(|(name, backoff)| async move {
+                if gave_up.load(Ordering::Relaxed) {
+                    return (name, Err(not_tried()));
+                }
+                let mut leave = MemberLeave {
+                    store,
+                    keyspace,
+                    name,
+                    lease,
+                    backoff,
+                };
+                let result = retry.run(&mut leave).await;
+                if result.is_err() {
+                    gave_up.store(true, Ordering::Relaxed);
+                }
+                (leave.name, result)
+            })
             .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await
-            .err();
+            .filter_map(|(name, result)| std::future::ready(result.err().map(|e| (name, e))))
+            .collect()
+            .await;
         if let Some(lease) = self.lease.take() {
             if let Err(error) = self.store.revoke(lease).await {
                 tracing::debug!(%error, lease, "revoking the group's lease failed; it expires after its TTL");
@@ -795,12 +850,26 @@ impl<S: Store> Core<S> {
             }
         }
         self.infos.clear();
-        self.members.send_modify(BTreeMap::clear);
+        self.members.send_modify(|members| {
+            members.clear();
+            for (name, error) in &failed {
+                tracing::warn!(member = %name, %error, "could not leave");
+                let error = could_not_leave(error);
+                members.insert(name.clone(), MemberStatus::Failed { error });
+            }
+        });
         self.set_status(Status::Left);
-        match first_error {
+        match failed.into_iter().next() {
             None => Ok(()),
-            Some(error) => Err(error),
+            Some((_, error)) => Err(error),
         }
+    }
+
+    /// The backoff of one member's leave (the `i`th of the group's leave), with its own
+    /// jitter so that members retrying together spread out.
+    fn leave_backoff(&self, i: u64) -> Backoff {
+        let seed = self.incarnation.0 ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Backoff::new(self.config.retry_initial, self.config.retry_max(), seed)
     }
 
     fn not_in_group(&self, name: String) -> Error {
@@ -828,15 +897,8 @@ impl<S: Store> Core<S> {
     }
 
     fn note_failure(&mut self, error: &Error) {
-        let since = *self
-            .failing_since
-            .get_or_insert_with(|| Instant::now().into_std());
         tracing::debug!(%error, "store call failed; retrying");
-        self.set_status(Status::Reconnecting {
-            since,
-            attempts: self.backoff.attempts() + 1,
-            error: error.to_string(),
-        });
+        retry::note_failure(&mut self.failing_since, &self.backoff, &self.status, error);
     }
 
     fn set_status(&self, status: Status) {
@@ -876,6 +938,82 @@ async fn leave_one<S: Store>(
         .await
         .map_err(store_error)?;
     Ok(())
+}
+
+/// The error of a member the group's leave did not try: another's failed for a TTL.
+fn not_tried() -> Error {
+    Error::Store {
+        during: "leaving",
+        source: muster_core::Error::Unavailable {
+            backend: "muster",
+            message: "not tried: the store failed the group's other leaves for a TTL".into(),
+        },
+    }
+}
+
+/// One member's leave in the group's leave, for [`LeaveRetry`]: members leave concurrently,
+/// each on its own backoff; the group stops renewing its lease meanwhile, as a leaving
+/// worker does.
+struct MemberLeave<'a, S> {
+    store: &'a S,
+    keyspace: &'a Keyspace,
+    name: String,
+    lease: Option<LeaseId>,
+    backoff: Backoff,
+}
+
+impl<S: Store> Leave for MemberLeave<'_, S> {
+    fn attempt(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(leave_one(self.store, self.keyspace, &self.name, self.lease))
+    }
+
+    fn failed(&mut self, error: &Error) {
+        tracing::debug!(member = %self.name, %error, "leaving failed; retrying");
+    }
+
+    fn backoff(&mut self) -> &mut Backoff {
+        &mut self.backoff
+    }
+}
+
+/// One member's leave in [`WorkerGroup::remove`], for [`LeaveRetry`]: the group goes on
+/// between attempts (a tick due during a wait runs), so a retried removal never holds up
+/// the renewal of the lease its siblings are on.
+struct Removal<'a, S> {
+    core: &'a mut Core<S>,
+    name: String,
+    backoff: Backoff,
+}
+
+impl<S: Store> Leave for Removal<'_, S> {
+    fn attempt(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        let core = &*self.core;
+        Box::pin(leave_one(
+            &*core.store,
+            &core.keyspace,
+            &self.name,
+            core.lease,
+        ))
+    }
+
+    fn failed(&mut self, error: &Error) {
+        tracing::debug!(member = %self.name, %error, "removing failed; retrying");
+    }
+
+    fn backoff(&mut self) -> &mut Backoff {
+        &mut self.backoff
+    }
+
+    fn wait(&mut self, delay: Duration) -> BoxFuture<'_, ()> {
+        let until = Instant::now() + delay;
+        Box::pin(async move {
+            while self.core.next < until {
+                tokio::time::sleep_until(self.core.next).await;
+                self.core.tick().await;
+            }
+            tokio::time::sleep_until(until).await;
+        })
+    }
 }
 
 async fn next_batch(

@@ -20,6 +20,8 @@
 //! - `worker`: [`Worker`], the handle (`register`, `update`, `leave`, `status`, `abandon`).
 //! - `group`: [`WorkerGroup`], many members on one lease, and [`MemberStatus`].
 //! - `register`: one registration attempt on a lease and why it was refused, shared by both.
+//! - `retry`: the retry rules shared by both: how a streak of failures is reported, how a
+//!   leave is retried (for up to a TTL, backed off).
 //! - `config`: [`WorkerConfig`], [`OnDuplicate`]: TTL, keep-alive interval, timeouts, what
 //!   to do when the name is taken.
 //! - `status`: [`Status`], what the worker is doing, on a `tokio::sync::watch` channel.
@@ -87,6 +89,7 @@ mod config;
 mod error;
 mod group;
 mod register;
+mod retry;
 mod status;
 mod task;
 mod worker;

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use muster_core::{Backoff, Incarnation, Keyspace, LeaseId, MemberInfo, Record, Revision, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 use crate::config::{OnDuplicate, WorkerConfig};
 use crate::error::Error;
 use crate::register::{classify, register, Refused, Registered};
+use crate::retry::{self, could_not_leave, Leave, LeaveRetry};
 use crate::status::Status;
 
 /// A request from the [`Worker`](crate::Worker) handle.
@@ -356,28 +358,19 @@ impl<S: Store> Core<S> {
     }
 
     /// Deletes both keys (guarded by our lease) and revokes the lease. If the lease is
-    /// already gone, deletes the record only if no other process holds the name.
+    /// already gone, deletes the record only if no other process holds the name. A failed
+    /// attempt is retried as [`LeaveRetry`] says.
     async fn leave(&mut self) -> Result<(), Error> {
-        let deadline = Instant::now() + self.config.ttl;
-        loop {
-            let result = self.leave_once().await;
-            match result {
-                Ok(()) => {
-                    self.set_status(Status::Left);
-                    return Ok(());
-                }
-                Err(error) if Instant::now() + self.config.retry_initial < deadline => {
-                    self.note_failure(&error);
-                    tokio::time::sleep(self.backoff.next_delay()).await;
-                }
-                Err(error) => {
-                    self.set_status(Status::Failed {
-                        error: format!(
-                            "could not leave ({error}); the member turns Suspect when its lease expires"
-                        ),
-                    });
-                    return Err(error);
-                }
+        match LeaveRetry::starting_now(&self.config).run(self).await {
+            Ok(()) => {
+                self.set_status(Status::Left);
+                Ok(())
+            }
+            Err(error) => {
+                self.set_status(Status::Failed {
+                    error: could_not_leave(&error),
+                });
+                Err(error)
             }
         }
     }
@@ -406,15 +399,8 @@ impl<S: Store> Core<S> {
     }
 
     fn note_failure(&mut self, error: &Error) {
-        let since = *self
-            .failing_since
-            .get_or_insert_with(|| Instant::now().into_std());
         tracing::debug!(name = %self.info.name, %error, "store call failed; retrying");
-        self.set_status(Status::Reconnecting {
-            since,
-            attempts: self.backoff.attempts() + 1,
-            error: error.to_string(),
-        });
+        retry::note_failure(&mut self.failing_since, &self.backoff, &self.status, error);
     }
 
     fn set_status(&self, status: Status) {
@@ -436,5 +422,20 @@ impl<S: Store> Core<S> {
         call: impl Future<Output = muster_core::Result<T>>,
     ) -> Result<T, Error> {
         call.await.map_err(|source| Error::Store { during, source })
+    }
+}
+
+/// The worker's leave, for [`LeaveRetry`]: a failure says `Reconnecting`, as any other.
+impl<S: Store> Leave for Core<S> {
+    fn attempt(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.leave_once())
+    }
+
+    fn failed(&mut self, error: &Error) {
+        self.note_failure(error);
+    }
+
+    fn backoff(&mut self) -> &mut Backoff {
+        &mut self.backoff
     }
 }

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use muster_core::{EventKind, Incarnation, Keyspace, Liveness, MemberInfo, Record, Store};
+use muster_core::{
+    EventKind, Incarnation, Keyspace, Liveness, MemberInfo, Membership, Record, Store, Transition,
+    TransitionKind, WatchStream,
+};
 use muster_mem_backend::{MemCluster, MemStore};
 use muster_worker::{Error, MemberStatus, OnDuplicate, Status, Worker, WorkerConfig, WorkerGroup};
 use tokio::sync::watch;
@@ -59,6 +62,50 @@ async fn wait<T: std::fmt::Debug>(
         .map(|r| r.is_ok());
     if waited != Ok(true) {
         panic!("never {what}; last: {:?}", *rx.borrow());
+    }
+}
+
+/// A master's view of the group, on a client of its own: `muster_core::Membership` (the
+/// state machine a master runs) fed a listing, then the watch from there.
+struct Master {
+    machine: Membership,
+    watch: WatchStream,
+    transitions: Vec<Transition>,
+}
+
+impl Master {
+    async fn start(store: &MemStore) -> Self {
+        let listing = store.list(PREFIX).await.unwrap();
+        let mut machine = Membership::new(keys(), None);
+        machine.resync(&listing, std::time::Instant::now());
+        let watch = store.watch(PREFIX, listing.revision + 1).await.unwrap();
+        Self {
+            machine,
+            watch,
+            transitions: Vec::new(),
+        }
+    }
+
+    /// How `name` went, as the master reports it: waits (with a deadline) for its first
+    /// `Left`, `Suspect` or `Failed` transition.
+    async fn fate(&mut self, name: &str) -> TransitionKind {
+        use TransitionKind::{Failed, Left, Suspect};
+        loop {
+            if let Some(t) = self
+                .transitions
+                .iter()
+                .find(|t| t.member.name() == name && matches!(t.kind, Left | Suspect | Failed))
+            {
+                return t.kind;
+            }
+            let batch = tokio::time::timeout(DEADLINE, self.watch.next())
+                .await
+                .unwrap_or_else(|_| panic!("{name} never left nor turned suspect"))
+                .expect("a batch")
+                .expect("no watch error");
+            let step = self.machine.apply(&batch, std::time::Instant::now());
+            self.transitions.extend(step.transitions);
+        }
     }
 }
 
@@ -411,4 +458,180 @@ async fn dropping_the_group_leaves() {
     wait(&mut status, "left", |s| *s == Status::Left).await;
     let listing = store.list(PREFIX).await.unwrap();
     assert!(listing.kvs.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_whose_leave_meets_a_failed_call_still_leaves() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let group = WorkerGroup::start(store.clone(), config(1)).await.unwrap();
+    add_all(&group, slots(3)).await;
+    let mut master = Master::start(&cluster.client()).await;
+
+    // The first member's leave transaction fails (a blip); the group retries it.
+    cluster.fail_next(store.id(), 1);
+    let result = group.leave().await;
+    for i in 0..3 {
+        let name = format!("slot-{i}");
+        assert_eq!(master.fate(&name).await, TransitionKind::Left, "{name}");
+    }
+    result.expect("the leave succeeded on a retry");
+    let listing = store.list(PREFIX).await.unwrap();
+    assert!(listing.kvs.is_empty(), "{:?}", listing.kvs);
+    assert_eq!(cluster.leases(), 0, "the lease is revoked");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_whose_remove_meets_a_failed_call_still_leaves() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let group = WorkerGroup::start(store.clone(), config(1)).await.unwrap();
+    add_all(&group, slots(3)).await;
+    let (_, lease) = liveness(&store, "slot-0").await.unwrap();
+    let mut master = Master::start(&cluster.client()).await;
+
+    cluster.fail_next(store.id(), 1);
+    group
+        .remove("slot-1")
+        .await
+        .expect("the remove succeeded on a retry");
+    assert_eq!(master.fate("slot-1").await, TransitionKind::Left);
+    assert!(record(&store, "slot-1").await.is_none());
+    assert!(!group.members().borrow().contains_key("slot-1"));
+    // The others stay, on the same lease.
+    for name in ["slot-0", "slot-2"] {
+        let (_, now) = liveness(&store, name).await.expect("still alive");
+        assert_eq!(now, lease, "{name}");
+    }
+    assert!(group.status().borrow().is_registered());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_remove_retried_past_a_tick_keeps_renewing_the_lease() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let group = WorkerGroup::start(store.clone(), config(1)).await.unwrap();
+    add_all(&group, slots(3)).await;
+    let (_, lease) = liveness(&store, "slot-0").await.unwrap();
+    let mut status = group.status();
+
+    // Five failed calls: the remove's retries alone would take at least 0.68 s (backoff
+    // delays are at least half of 0.1, 0.2, 0.4, 0.67 s), longer than the keep-alive
+    // interval (TTL/3), so the group's renewal falls due while the remove is retrying. It
+    // runs then (and fails: only a renewal reports `Reconnecting`), rather than after it.
+    cluster.fail_next(store.id(), 5);
+    let (removed, ()) = tokio::join!(
+        group.remove("slot-1"),
+        wait(&mut status, "reconnecting", |s| {
+            matches!(s, Status::Reconnecting { .. })
+        })
+    );
+    removed.expect("the remove succeeded on a retry");
+    assert!(record(&store, "slot-1").await.is_none());
+    wait(&mut status, "registered again", |s| s.is_registered()).await;
+    for name in ["slot-0", "slot-2"] {
+        let (_, now) = liveness(&store, name).await.expect("still alive");
+        assert_eq!(now, lease, "{name} kept the lease");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_whose_leave_keeps_failing_is_reported_failed_after_a_ttl() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let group = WorkerGroup::start(store.clone(), config(1)).await.unwrap();
+    add_all(&group, slots(2)).await;
+    let members = group.members();
+    let status = group.status();
+
+    cluster.partition(store.id());
+    let err = tokio::time::timeout(DEADLINE, group.leave())
+        .await
+        .expect("the retries are bounded")
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert_eq!(*status.borrow(), Status::Left, "the group stopped");
+    let members = members.borrow().clone();
+    assert_eq!(members.len(), 2, "{members:?}");
+    for (name, member) in &members {
+        match member {
+            MemberStatus::Failed { error } => {
+                assert!(error.contains("could not leave"), "{name}: {error}");
+                assert!(error.contains("Suspect"), "{name}: {error}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leave_on_a_hung_store_gives_up_after_a_ttl_and_one_call_not_per_member() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let group = WorkerGroup::start(store.clone(), config(1)).await.unwrap();
+    // More members than the group leaves at once (64): several rounds of calls.
+    add_all(&group, slots(200)).await;
+    let members = group.members();
+
+    // Every call hangs until the client's request timeout (5 s, more than the TTL).
+    cluster.hang(store.id());
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(DEADLINE, group.leave())
+        .await
+        .expect("the retries are bounded")
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    // The first round's calls fail after the TTL ran out; the members not tried yet are
+    // not tried any more (a round per 64 members would take 4 x 5 s). Then the revoke
+    // hangs too.
+    let took = started.elapsed();
+    let timeout = muster_mem_backend::DEFAULT_REQUEST_TIMEOUT;
+    assert!(took <= TTL + 2 * timeout, "took {took:?}");
+    let members = members.borrow().clone();
+    assert_eq!(members.len(), 200);
+    assert!(members
+        .values()
+        .all(|m| matches!(m, MemberStatus::Failed { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_is_served_while_the_eviction_watch_waits_to_watch_again() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let operator = cluster.client();
+    let group = WorkerGroup::start(store.clone(), config(1)).await.unwrap();
+    add_all(&group, slots(1)).await;
+
+    // The eviction watch breaks, and the call that watches again fails: the group watches
+    // again later (at its next tick).
+    assert_eq!(cluster.drop_watches(store.id()), 1);
+    cluster.fail_next(store.id(), 1);
+    // Commands come first: this one (no store call) is served before the group meets the
+    // broken watch. Once it is answered, the group has met the broken watch and the failed
+    // call too (one thread: the group's task runs until it waits).
+    let err = group.remove("nobody").await.unwrap_err();
+    assert!(matches!(err, Error::NotInGroup { .. }), "{err}");
+    assert_eq!(cluster.watches(), 0, "the group is between two watches");
+
+    // A command now is served at once: the paused clock does not move (the old loop slept
+    // until its next tick, a third of the TTL, before it read this command).
+    let before = tokio::time::Instant::now();
+    group.add(info("slot-1")).await.unwrap();
+    assert_eq!(
+        tokio::time::Instant::now(),
+        before,
+        "served without waiting for the watch's retry"
+    );
+
+    // The watch comes back, and an eviction is still noticed.
+    let mut members = group.members();
+    let revision = evict(&operator, "slot-0").await;
+    wait(&mut members, "evicted", |m| {
+        m.get("slot-0") == Some(&MemberStatus::Evicted { revision })
+    })
+    .await;
+    assert!(matches!(
+        members.borrow()["slot-1"],
+        MemberStatus::Registered { .. }
+    ));
 }

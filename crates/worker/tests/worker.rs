@@ -422,6 +422,41 @@ async fn leave_deletes_both_keys_in_one_revision_and_revokes_the_lease() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_leave_that_meets_a_failed_call_is_retried() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    cluster.fail_next(store.id(), 1);
+    worker.leave().await.expect("left on a retry");
+    assert!(record(&store, "a").await.is_none(), "Left, not Suspect");
+    assert!(liveness(&store, "a").await.is_none());
+    assert_eq!(cluster.leases(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leave_that_keeps_failing_gives_up_after_a_ttl_and_says_so() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let worker = Worker::register(store.clone(), info("a"), config(1))
+        .await
+        .unwrap();
+    let status = worker.status();
+    cluster.partition(store.id());
+    let err = tokio::time::timeout(Duration::from_secs(60), worker.leave())
+        .await
+        .expect("the retries are bounded")
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    let status = status.borrow().clone();
+    match &status {
+        Status::Failed { error } => assert!(error.contains("could not leave"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn dropping_the_worker_leaves() {
     let cluster = MemCluster::new();
     let store = cluster.client();
