@@ -15,8 +15,8 @@
 //! host's crash, restart, hang or partition (or a blip on a failure streak) licenses a lost
 //! lease for every one of its members, a removal or the host's leave a `Left` for each
 //! member concerned. A host's leave that fails licenses `Suspect` too: `WorkerGroup::leave`
-//! does not retry a member's leave (unlike `Worker::leave`), that member goes with the
-//! lease.
+//! retries each member's leave for up to a TTL (as `Worker::leave` does), and a member
+//! whose leave still failed goes with the lease.
 //!
 //! After every op the system settles, then every invariant is checked for every master:
 //!

@@ -1407,8 +1407,9 @@ impl Sim {
                         member.left_cleanly = true;
                     }
                     if result.is_err() {
-                        // `WorkerGroup::leave` does not retry a failed member leave (unlike
-                        // `Worker::leave`): that member goes with the lease, `Suspect`.
+                        // `WorkerGroup::leave` retries a failed member leave for up to a TTL,
+                        // as `Worker::leave` does; one that still failed goes with the lease,
+                        // `Suspect`.
                         self.history.lease_loss(&member.name, self.op);
                     }
                 }
