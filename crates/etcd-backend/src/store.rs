@@ -57,6 +57,30 @@ fn too_large_as_none<T>(
     }
 }
 
+/// One page of a listing being read in its own task; dropping it (a listing abandoned
+/// half-way) stops the read.
+struct PageRead(tokio::task::JoinHandle<Result<Option<etcd_client::GetResponse>>>);
+
+impl PageRead {
+    /// The page, once read.
+    async fn finish(
+        &mut self,
+        errors: &ErrorMapper,
+        ctx: &Ctx,
+    ) -> Result<Option<etcd_client::GetResponse>> {
+        match (&mut self.0).await {
+            Ok(read) => read,
+            Err(failed) => Err(errors.other(ctx, format!("reading a page failed: {failed}"))),
+        }
+    }
+}
+
+impl Drop for PageRead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// muster's [`Store`] on etcd v3.
 ///
 /// Cheap to clone: clones share the connections and the lease keep-alive streams (at most
@@ -254,6 +278,11 @@ impl EtcdStore {
 
     /// Reads every key under `prefix` in pages, all at the revision of the first page,
     /// handing each to `hand` as it arrives. Returns the revision.
+    ///
+    /// The next page is asked for before the current one is handed over (a page's last key
+    /// tells where the next starts), in a task of its own: etcd reads and sends page n + 1
+    /// while the caller folds page n in, so a listing costs about the longer of the two,
+    /// not their sum.
     async fn list_pages(
         &self,
         ctx: &Ctx,
@@ -262,22 +291,12 @@ impl EtcdStore {
     ) -> Result<Revision> {
         let (start, end) = prefix_range(prefix);
         let mut revision: Option<Revision> = None;
-        let mut from = start;
         let mut limit = i64::from(self.config.list_page).max(MIN_LIST_PAGE);
+        // The start of the page in flight, and the page.
+        let mut from = start;
+        let mut in_flight = self.read_page(ctx, &from, &end, limit, revision);
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
-            if let Some(revision) = revision {
-                options = options.with_revision(revision);
-            }
-            let page_ctx = ctx.clone().revision(revision.unwrap_or(0));
-            let page = self
-                .call(&page_ctx, || {
-                    let mut kv = self.kv();
-                    let (from, options) = (from.clone(), options.clone());
-                    async move { too_large_as_none(kv.get(from, Some(options)).await) }
-                })
-                .await?;
-            let Some(page) = page else {
+            let Some(mut page) = in_flight.finish(&self.errors, ctx).await? else {
                 if limit <= MIN_LIST_PAGE {
                     return Err(self.errors.other(
                         ctx,
@@ -289,25 +308,59 @@ impl EtcdStore {
                 }
                 limit = (limit / 4).max(MIN_LIST_PAGE);
                 tracing::debug!(limit, "a list page was too large; reading smaller pages");
+                in_flight = self.read_page(ctx, &from, &end, limit, revision);
                 continue;
             };
-            let mut page = page;
             let page_revision = *revision.get_or_insert(page.header().map_or(0, |h| h.revision()));
             // The raw last key (not its UTF-8 reading) is where the next page starts.
-            let last = page.kvs().last().map(|kv| kv.key().to_vec());
-            let more = page.more();
+            let next = match page.kvs().last() {
+                Some(last) if page.more() => {
+                    let mut next = last.key().to_vec();
+                    next.push(0);
+                    Some(next)
+                }
+                _ => None,
+            };
+            if let Some(next) = &next {
+                in_flight = self.read_page(ctx, next, &end, limit, revision);
+            }
             hand(Listing {
                 revision: page_revision,
                 kvs: page.take_kvs().into_iter().map(key_value).collect(),
             });
-            match last {
-                Some(mut last) if more => {
-                    last.push(0);
-                    from = last;
-                }
-                _ => return Ok(page_revision),
+            match next {
+                Some(next) => from = next,
+                None => return Ok(page_revision),
             }
         }
+    }
+
+    /// Starts reading one page of a listing (`limit` keys from `from`, at `revision` or the
+    /// current one) in a task of its own; `None` if the answer is too large for the client.
+    fn read_page(
+        &self,
+        ctx: &Ctx,
+        from: &[u8],
+        end: &[u8],
+        limit: i64,
+        revision: Option<Revision>,
+    ) -> PageRead {
+        let store = self.clone();
+        let ctx = ctx.clone().revision(revision.unwrap_or(0));
+        let mut options = GetOptions::new().with_range(end.to_vec()).with_limit(limit);
+        if let Some(revision) = revision {
+            options = options.with_revision(revision);
+        }
+        let from = from.to_vec();
+        PageRead(tokio::spawn(async move {
+            store
+                .call(&ctx, || {
+                    let mut kv = store.kv();
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { too_large_as_none(kv.get(from, Some(options)).await) }
+                })
+                .await
+        }))
     }
 
     fn kv(&self) -> etcd_client::KvClient {

@@ -65,6 +65,49 @@ async fn large_listing_is_complete_and_consistent() {
     assert_eq!(joined, listing.kvs, "the pages, joined, are the listing");
 }
 
+/// A listing is not bounded by one call's deadline: each page is. 60 keys in pages of 10,
+/// handed to a caller that takes 1.2 s over the first page, list completely with a call
+/// deadline of 1 s (connect 500 ms + request 500 ms): a listing under one fixed deadline
+/// would fail at the first page read after it (the master's used to be under one 5 s
+/// timeout, too short for a very large group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_longer_than_one_call_deadline_completes_page_by_page() {
+    let etcd = Etcd::start().unwrap_or_else(|err| panic!("{err}"));
+    let config = EtcdConfig {
+        list_page: 10,
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        ..etcd.config()
+    };
+    let store = EtcdStore::connect(config).await.expect("connect");
+    let prefix = "/store/slow/";
+    let mut txn = Txn::new();
+    for i in 0..60 {
+        txn = txn.put(format!("{prefix}{i:02}"), b"v".to_vec(), 0);
+    }
+    store.txn(txn).await.expect("txn");
+
+    let started = std::time::Instant::now();
+    let mut keys = 0;
+    let mut pages = 0;
+    store
+        .list_paged(prefix, &mut |page| {
+            // A slow consumer (the work a caller does with a page), not a wait for an event.
+            if pages == 0 {
+                std::thread::sleep(Duration::from_millis(1200));
+            }
+            keys += page.kvs.len();
+            pages += 1;
+        })
+        .await
+        .expect("a listing that outlasts one call deadline");
+    assert_eq!((keys, pages), (60, 6));
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the listing took longer than one call deadline, as the test means it to"
+    );
+}
+
 /// Keys that are not UTF-8 (written by something other than muster) do not derail paging:
 /// each page resumes after the raw bytes of its last key, not after their UTF-8 reading
 /// (which would read the same keys again), so 30 such keys in pages of 10 list once each.
