@@ -201,7 +201,7 @@ fn observations(args: &Args, report: &mut Report) -> Result<()> {
         revision: members_n as i64 + 2,
         kvs,
     };
-    let mut fresh = Membership::new(keyspace, None);
+    let mut fresh = Membership::new(keyspace.clone(), None);
     let started = Instant::now();
     let step = fresh.resync(&listing, Instant::now());
     let resync = started.elapsed();
@@ -211,6 +211,17 @@ fn observations(args: &Args, report: &mut Report) -> Result<()> {
             step.transitions.len()
         );
     }
+    // The same resync in its two halves: decoding the listing (which a master overlaps with
+    // reading the next page) and replacing the view with it (which it cannot).
+    let mut halves = Membership::new(keyspace, None);
+    let started = Instant::now();
+    let mut relisting = halves.relisting();
+    relisting.add(&listing);
+    let resync_decode = started.elapsed();
+    let started = Instant::now();
+    let step = halves.finish_resync(relisting, Instant::now());
+    let resync_settle = started.elapsed();
+    std::hint::black_box(step);
 
     println!(
         "   Membership::apply: {} observations ({} rounds over {} members) in {} = {} observations/s on one thread",
@@ -221,10 +232,12 @@ fn observations(args: &Args, report: &mut Report) -> Result<()> {
         count(rate)
     );
     println!(
-        "   (decoding the same JSON values alone: {} observations/s; resync of a {}-member listing: {})",
+        "   (decoding the same JSON values alone: {} observations/s; resync of a {}-member listing: {}; in halves: decoding the listing {}, replacing the view {})",
         count(decode_rate),
         count(members_n as f64),
-        human(resync)
+        human(resync),
+        human(resync_decode),
+        human(resync_settle)
     );
     report.section(
         "core_observations",
@@ -239,6 +252,8 @@ fn observations(args: &Args, report: &mut Report) -> Result<()> {
             "json_decode_only_observations_per_s": decode_rate,
             "resync_members": members_n,
             "resync_ms": resync.as_secs_f64() * 1e3,
+            "resync_decode_ms": resync_decode.as_secs_f64() * 1e3,
+            "resync_replace_ms": resync_settle.as_secs_f64() * 1e3,
             "note": "one thread, no runtime; one revision per batch; events without prev_kv (the machine does not read it)",
         }),
     );

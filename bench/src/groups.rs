@@ -412,7 +412,9 @@ async fn register_bare(
         let infos = infos.clone();
         let prefix = prefix.to_owned();
         tasks.push(tokio::spawn(async move {
-            let lease = client.lease_grant(TTL.as_secs() as i64, None).await?.id();
+            // Nothing renews these leases while the writes run (at 100,000 members they take
+            // longer than the groups' TTL), so they get an hour; the writes cost the same.
+            let lease = client.lease_grant(3600, None).await?.id();
             let writes = futures::stream::iter(infos)
                 .map(|info| {
                     let mut client = client.clone();

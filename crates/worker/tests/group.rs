@@ -635,3 +635,87 @@ async fn a_command_is_served_while_the_eviction_watch_waits_to_watch_again() {
         MemberStatus::Registered { .. }
     ));
 }
+
+/// A store whose transactions take `TXN_TIME` of (simulated) time: a busy etcd.
+#[derive(Clone)]
+struct Slow(MemStore);
+
+const TXN_TIME: Duration = Duration::from_millis(50);
+
+#[async_trait::async_trait]
+impl Store for Slow {
+    async fn grant(&self, ttl: Duration) -> muster_core::Result<muster_core::Lease> {
+        self.0.grant(ttl).await
+    }
+    async fn keep_alive(
+        &self,
+        lease: muster_core::LeaseId,
+        within: Duration,
+    ) -> muster_core::Result<Duration> {
+        self.0.keep_alive(lease, within).await
+    }
+    async fn revoke(&self, lease: muster_core::LeaseId) -> muster_core::Result<()> {
+        self.0.revoke(lease).await
+    }
+    async fn txn(&self, txn: muster_core::Txn) -> muster_core::Result<muster_core::TxnOutcome> {
+        tokio::time::sleep(TXN_TIME).await;
+        self.0.txn(txn).await
+    }
+    async fn get(&self, key: &str) -> muster_core::Result<Option<muster_core::KeyValue>> {
+        self.0.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> muster_core::Result<muster_core::Listing> {
+        self.0.list(prefix).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        from: muster_core::Revision,
+    ) -> muster_core::Result<WatchStream> {
+        self.0.watch(prefix, from).await
+    }
+    async fn compact(&self, revision: muster_core::Revision) -> muster_core::Result<()> {
+        self.0.compact(revision).await
+    }
+    async fn status(&self) -> muster_core::Result<muster_core::StoreStatus> {
+        self.0.status().await
+    }
+}
+
+/// Adding more members than one registration pass sends keeps the lease renewed throughout:
+/// 4,096 members on a store whose transactions take 50 ms each (64 at a time: 3.2 s in all,
+/// longer than the 2 s TTL) all register on the group's first lease, which never lapses
+/// (a single pass used to hold the group's task past the TTL: the lease expired unrenewed
+/// and every member registered again, past its register timeout).
+#[tokio::test(start_paused = true)]
+async fn a_large_add_keeps_the_lease_renewed_while_it_registers() {
+    let cluster = MemCluster::new();
+    let store = cluster.client();
+    let group = WorkerGroup::start(Slow(store.clone()), config(7))
+        .await
+        .unwrap();
+    let mut status = group.status();
+    let first = match *status.borrow_and_update() {
+        Status::Registered { lease, .. } => lease,
+        ref other => panic!("a started group is registered: {other:?}"),
+    };
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(DEADLINE, add_all(&group, slots(4096)))
+        .await
+        .expect("4,096 members registered within the deadline");
+    assert!(
+        started.elapsed() > TTL,
+        "the registration outlasted a TTL, as the test means it to: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !status.has_changed().unwrap(),
+        "the group's status never changed (no lost lease): {:?}",
+        *status.borrow()
+    );
+    for name in ["slot-0", "slot-2048", "slot-4095"] {
+        let (_, lease) = liveness(&store, name).await.expect("registered");
+        assert_eq!(lease, first, "{name} is on the group's first lease");
+    }
+    assert_eq!(cluster.leases(), 1, "one lease, never replaced");
+}
