@@ -1320,13 +1320,7 @@ impl Sim {
                     Err(e) => return Err(format!("the registration task of {name} failed: {e}")),
                 }
             }
-            let mut i = 0;
-            while i < self.slots[w].leaving.len() {
-                if !self.slots[w].leaving[i].task.is_finished() {
-                    i += 1;
-                    continue;
-                }
-                let leaving = self.slots[w].leaving.remove(i);
+            for leaving in take_finished(&mut self.slots[w].leaving, |l| l.task.is_finished()) {
                 let name = self.slots[w].name.clone();
                 let result = leaving
                     .task
@@ -1383,13 +1377,7 @@ impl Sim {
                     Err(e) => return Err(format!("the start task of host{h} failed: {e}")),
                 }
             }
-            let mut i = 0;
-            while i < self.hosts[h].leaving.len() {
-                if !self.hosts[h].leaving[i].task.is_finished() {
-                    i += 1;
-                    continue;
-                }
-                let leaving = self.hosts[h].leaving.remove(i);
+            for leaving in take_finished(&mut self.hosts[h].leaving, |l| l.task.is_finished()) {
                 let result = leaving
                     .task
                     .await
@@ -1704,4 +1692,13 @@ impl Sim {
         self.check_evicted_members()?;
         self.check_evicted_stopped().await
     }
+}
+
+/// Takes the entries whose task has finished out of `pending`, in order, leaving the rest.
+fn take_finished<T>(pending: &mut Vec<T>, finished: impl Fn(&T) -> bool) -> Vec<T> {
+    let (done, rest) = std::mem::take(pending)
+        .into_iter()
+        .partition(|t| finished(t));
+    *pending = rest;
+    done
 }
